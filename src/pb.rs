@@ -1,0 +1,47 @@
+//! Generated protobuf code (prost messages, tonic services, pbjson serde) for every package in
+//! `proto/`, and the encoded descriptor set the build embedded, custom options included.
+
+#![allow(clippy::all, missing_docs, rustdoc::all)]
+
+/// The encoded `FileDescriptorSet` of `proto/` and its imports, with source info and custom
+/// options (`google.api.http`, `yandex.cloud.*`): what reflection serves.
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/descriptor.bin"));
+
+macro_rules! package {
+    ($file:literal) => {
+        include!(concat!(env!("OUT_DIR"), "/", $file, ".rs"));
+        include!(concat!(env!("OUT_DIR"), "/", $file, ".serde.rs"));
+    };
+}
+
+pub mod google {
+    pub mod api {
+        package!("google.api");
+    }
+    pub mod rpc {
+        package!("google.rpc");
+    }
+}
+
+pub mod yandex {
+    pub mod cloud {
+        package!("yandex.cloud");
+        pub mod access {
+            package!("yandex.cloud.access");
+        }
+        pub mod api {
+            package!("yandex.cloud.api");
+        }
+        pub mod compute {
+            pub mod v1 {
+                package!("yandex.cloud.compute.v1");
+            }
+        }
+        pub mod endpoint {
+            package!("yandex.cloud.endpoint");
+        }
+        pub mod operation {
+            package!("yandex.cloud.operation");
+        }
+    }
+}
