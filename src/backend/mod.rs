@@ -1,0 +1,302 @@
+//! The gRPC backend: `ImageService`, `OperationService` and `ApiEndpointService` over a
+//! [`Store`], with server reflection (v1 and v1alpha) and `grpc.health.v1.Health`.
+//! It knows nothing of HTTP; the gateway reaches it over gRPC like any other client.
+
+mod endpoints;
+mod filter;
+mod images;
+mod operations;
+mod page;
+pub mod validate;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::metadata::MetadataMap;
+use tonic::{Code, Status};
+
+use crate::json::{Any, Timestamp};
+use crate::pb::yandex::cloud::compute::v1::image_service_server::ImageServiceServer;
+use crate::pb::yandex::cloud::endpoint::api_endpoint_service_server::ApiEndpointServiceServer;
+use crate::pb::yandex::cloud::operation::Operation;
+use crate::pb::yandex::cloud::operation::operation_service_server::OperationServiceServer;
+use crate::store::{Commit, IdempotencyRecord, Store, StoreError, Tx, TxMut};
+
+/// Backend settings.
+#[derive(Debug, Clone)]
+pub struct BackendConfig {
+    /// How long a Create stays CREATING before its Operation completes.
+    pub create_delay: Duration,
+    /// The `host:port` that endpoint discovery hands out for every service id.
+    pub advertise_address: String,
+}
+
+/// The shared state of every service: a cheap-to-clone handle.
+#[derive(Clone)]
+pub struct Backend {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Arc<dyn Store>,
+    config: BackendConfig,
+    /// Wakes the runner of a create when its Operation is cancelled. A std Mutex: it is held
+    /// only to insert, remove or look up one entry, never across an `.await`.
+    running: Mutex<HashMap<String, Arc<Notify>>>,
+}
+
+impl Backend {
+    /// A backend over `store`; call [`Backend::recover`] before serving.
+    pub fn new(store: Arc<dyn Store>, config: BackendConfig) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                config,
+                running: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// Finishes the creates that were running when the process last stopped: each image
+    /// becomes READY and its Operation completes, so no Operation is left running forever.
+    pub async fn recover(&self) -> Result<usize, StoreError> {
+        let running = self
+            .read(|tx| tx.running_creates().map_err(internal))
+            .await
+            .map_err(|s| StoreError(s.message().to_string()))?;
+        let n = running.len();
+        for r in running {
+            operations::finish_create(self, &r.operation_id)
+                .await
+                .map_err(|s| StoreError(s.message().to_string()))?;
+        }
+        Ok(n)
+    }
+
+    /// Runs `f` on a read snapshot, off the async threads.
+    async fn read<T, F>(&self, f: F) -> Result<T, Status>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn Tx) -> Result<T, Status> + Send + 'static,
+    {
+        let store = self.inner.store.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut f = Some(f);
+            let mut out = None;
+            store
+                .read(&mut |tx| {
+                    let f = f.take().expect("the store runs the closure once");
+                    out = Some(f(tx));
+                    Ok(())
+                })
+                .map_err(internal)?;
+            out.expect("the closure ran")
+        })
+        .await
+        .map_err(|e| internal(StoreError(e.to_string())))?
+    }
+
+    /// Runs `f` in one durable write transaction; an `Err` rolls it back.
+    async fn write<T, F>(&self, f: F) -> Result<T, Status>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut dyn TxMut) -> Result<T, Status> + Send + 'static,
+    {
+        let store = self.inner.store.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut f = Some(f);
+            let mut out = None;
+            store
+                .write(&mut |tx| {
+                    let f = f.take().expect("the store runs the closure once");
+                    let result = f(tx);
+                    let commit = if result.is_ok() {
+                        Commit::Yes
+                    } else {
+                        Commit::No
+                    };
+                    out = Some(result);
+                    Ok(commit)
+                })
+                .map_err(internal)?;
+            out.expect("the closure ran")
+        })
+        .await
+        .map_err(|e| internal(StoreError(e.to_string())))?
+    }
+
+    /// Runs a mutation that returns an Operation, honouring `idempotency-key`: a retry with the
+    /// same key and request returns the first Operation (as it is now) and changes nothing; the
+    /// same key with another request is FAILED_PRECONDITION. Key, mutation and Operation commit
+    /// together.
+    async fn mutate<F>(
+        &self,
+        md: &MetadataMap,
+        method: &str,
+        request: Vec<u8>,
+        f: F,
+    ) -> Result<Operation, Status>
+    where
+        F: FnOnce(&mut dyn TxMut, OpContext) -> Result<(Operation, String), Status>
+            + Send
+            + 'static,
+    {
+        let key = idempotency_key(md)?;
+        let ctx = OpContext {
+            created_by: created_by(md),
+        };
+        let mut fingerprint = method.as_bytes().to_vec();
+        fingerprint.push(0);
+        fingerprint.extend_from_slice(&request);
+        self.write(move |tx| {
+            if let Some(key) = &key {
+                if let Some(record) = tx.idempotency(key).map_err(internal)? {
+                    if record.fingerprint != fingerprint {
+                        return Err(Status::failed_precondition(format!(
+                            "idempotency-key {key:?} was already used for a different request"
+                        )));
+                    }
+                    return tx
+                        .operation(&record.operation_id)
+                        .map_err(internal)?
+                        .ok_or_else(|| {
+                            Status::internal("idempotency record points at a missing operation")
+                        });
+                }
+            }
+            let (op, image_id) = f(tx, ctx)?;
+            tx.put_operation(&op, &image_id).map_err(internal)?;
+            if let Some(key) = &key {
+                let record = IdempotencyRecord {
+                    fingerprint,
+                    operation_id: op.id.clone(),
+                };
+                tx.put_idempotency(key, &record).map_err(internal)?;
+            }
+            Ok(op)
+        })
+        .await
+    }
+}
+
+/// Who and when, for a new Operation.
+pub(crate) struct OpContext {
+    created_by: String,
+}
+
+impl OpContext {
+    /// A new Operation with its metadata; `done` and the result are the caller's to set.
+    fn operation(&self, description: &str, metadata: Any) -> Operation {
+        let now = Timestamp::now();
+        Operation {
+            id: new_id(OPERATION_ID_PREFIX),
+            description: description.to_string(),
+            created_at: Some(now),
+            created_by: self.created_by.clone(),
+            modified_at: Some(now),
+            done: false,
+            metadata: Some(metadata),
+            result: None,
+        }
+    }
+}
+
+/// ID prefixes: 3 fixed letters, then 17 random base32 characters, 20 in all, like the real API.
+pub const IMAGE_ID_PREFIX: &str = "fd8";
+/// See [`IMAGE_ID_PREFIX`].
+pub const OPERATION_ID_PREFIX: &str = "epd";
+
+fn new_id(prefix: &str) -> String {
+    const ALPHABET: &[u8; 32] = b"0123456789abcdefghijklmnopqrstuv";
+    let random = uuid::Uuid::new_v4().as_u128();
+    let mut id = String::with_capacity(20);
+    id.push_str(prefix);
+    for i in 0..17 {
+        id.push(ALPHABET[((random >> (i * 5)) & 31) as usize] as char);
+    }
+    id
+}
+
+fn idempotency_key(md: &MetadataMap) -> Result<Option<String>, Status> {
+    let Some(value) = md.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = value
+        .to_str()
+        .map_err(|_| Status::invalid_argument("idempotency-key must be printable ASCII"))?;
+    if key.is_empty() || key.len() > 128 {
+        return Err(Status::invalid_argument(
+            "idempotency-key must be 1 to 128 characters long",
+        ));
+    }
+    Ok(Some(key.to_string()))
+}
+
+/// `created_by` of new Operations: the subject of the bearer token. There is no IAM here, so
+/// the subject is a stable opaque ID derived from the token (never the token itself), or
+/// `anonymous` without one.
+fn created_by(md: &MetadataMap) -> String {
+    let Some(token) = md.get("authorization").and_then(|v| v.to_str().ok()) else {
+        return "anonymous".into();
+    };
+    // FNV-1a: stable across runs and versions, unlike std's hasher.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in token.bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("aje{h:016x}")
+}
+
+/// Logs a storage failure and returns INTERNAL without its details.
+fn internal(e: StoreError) -> Status {
+    tracing::error!(error = %e, "storage failure");
+    Status::new(Code::Internal, "internal storage error")
+}
+
+fn not_found(kind: &str, id: &str) -> Status {
+    Status::not_found(format!("{kind} {id} not found"))
+}
+
+/// Serves every service on `listener` until `shutdown` resolves.
+pub async fn run(
+    listener: TcpListener,
+    backend: Backend,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error> {
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .expect("the embedded descriptor sets are valid");
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .expect("the embedded descriptor sets are valid");
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<ImageServiceServer<images::Images>>()
+        .await;
+    health
+        .set_serving::<OperationServiceServer<operations::Operations>>()
+        .await;
+    health
+        .set_service_status("", tonic_health::ServingStatus::Serving)
+        .await;
+
+    tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(ImageServiceServer::new(images::Images(backend.clone())))
+        .add_service(OperationServiceServer::new(operations::Operations(
+            backend.clone(),
+        )))
+        .add_service(ApiEndpointServiceServer::new(endpoints::Endpoints(backend)))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await
+}

@@ -1,0 +1,107 @@
+//! Durable state behind one trait: images, operations, access bindings, idempotency records and
+//! the creates still running. A mutation and its Operation commit in one transaction, so an
+//! acknowledged write survives `kill -9`. The embedded implementation is [`EmbeddedStore`]
+//! (redb); a PostgreSQL-compatible one can implement the same traits for stateless replicas.
+
+mod embedded;
+
+pub use embedded::EmbeddedStore;
+
+use crate::pb::yandex::cloud::access::AccessBinding;
+use crate::pb::yandex::cloud::compute::v1::Image;
+use crate::pb::yandex::cloud::operation::Operation;
+
+/// A storage failure: I/O, corruption, or an engine error. Never a client's mistake.
+#[derive(Debug)]
+pub struct StoreError(pub String);
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "storage error: {}", self.0)
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+/// Whether a write transaction keeps its changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Commit {
+    /// Commit durably.
+    Yes,
+    /// Roll back.
+    No,
+}
+
+/// What an `Idempotency-Key` was first used for.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct IdempotencyRecord {
+    /// The gRPC method path and the encoded request: a retry must match both.
+    #[prost(bytes = "vec", tag = "1")]
+    pub fingerprint: Vec<u8>,
+    /// The Operation the first request returned.
+    #[prost(string, tag = "2")]
+    pub operation_id: String,
+}
+
+/// A create whose Operation is not done yet.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct RunningCreate {
+    /// The Operation.
+    #[prost(string, tag = "1")]
+    pub operation_id: String,
+    /// The image it creates.
+    #[prost(string, tag = "2")]
+    pub image_id: String,
+}
+
+/// Reads within one consistent snapshot.
+pub trait Tx {
+    /// One image.
+    fn image(&self, id: &str) -> Result<Option<Image>, StoreError>;
+    /// Every image of a folder, in id order.
+    fn folder_images(&self, folder_id: &str) -> Result<Vec<Image>, StoreError>;
+    /// One operation.
+    fn operation(&self, id: &str) -> Result<Option<Operation>, StoreError>;
+    /// The operations recorded against an image, oldest first.
+    fn image_operations(&self, image_id: &str) -> Result<Vec<Operation>, StoreError>;
+    /// The access bindings of an image, in the order they were set.
+    fn bindings(&self, image_id: &str) -> Result<Vec<AccessBinding>, StoreError>;
+    /// The record of an idempotency key.
+    fn idempotency(&self, key: &str) -> Result<Option<IdempotencyRecord>, StoreError>;
+    /// Creates whose Operation is still running.
+    fn running_creates(&self) -> Result<Vec<RunningCreate>, StoreError>;
+}
+
+/// Reads and writes within one transaction.
+pub trait TxMut: Tx {
+    /// Inserts or replaces an image.
+    fn put_image(&mut self, image: &Image) -> Result<(), StoreError>;
+    /// Removes an image and its access bindings (its operations stay readable).
+    fn delete_image(&mut self, id: &str) -> Result<(), StoreError>;
+    /// Inserts or replaces an operation recorded against `image_id`.
+    fn put_operation(&mut self, op: &Operation, image_id: &str) -> Result<(), StoreError>;
+    /// Replaces the access bindings of an image.
+    fn put_bindings(
+        &mut self,
+        image_id: &str,
+        bindings: &[AccessBinding],
+    ) -> Result<(), StoreError>;
+    /// Records an idempotency key.
+    fn put_idempotency(&mut self, key: &str, record: &IdempotencyRecord) -> Result<(), StoreError>;
+    /// Marks a create as running.
+    fn put_running_create(&mut self, running: &RunningCreate) -> Result<(), StoreError>;
+    /// Marks a create as finished.
+    fn clear_running_create(&mut self, operation_id: &str) -> Result<(), StoreError>;
+}
+
+/// A transactional store. Write transactions are serialised, so a read-modify-write inside
+/// one never loses a concurrent update.
+pub trait Store: Send + Sync + 'static {
+    /// Runs `f` on a read snapshot.
+    fn read(&self, f: &mut dyn FnMut(&dyn Tx) -> Result<(), StoreError>) -> Result<(), StoreError>;
+    /// Runs `f` in a write transaction; commits durably when it returns [`Commit::Yes`].
+    fn write(
+        &self,
+        f: &mut dyn FnMut(&mut dyn TxMut) -> Result<Commit, StoreError>,
+    ) -> Result<(), StoreError>;
+}
