@@ -1,0 +1,207 @@
+//! The `compute-gateway` command: `serve` (the default: gRPC backend + REST gateway),
+//! `backend` (gRPC only) and `gateway` (REST only, in front of any backend).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use compute_gateway::backend::{self, Backend, BackendConfig};
+use compute_gateway::gateway::{self, Gateway, GatewayConfig, RenderOptions};
+use compute_gateway::store::EmbeddedStore;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Yandex Cloud Compute ImageService over gRPC and REST/JSON"
+)]
+#[command(args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// gRPC backend and REST gateway in one process (the default).
+    Serve(ServeArgs),
+    /// The gRPC backend only.
+    Backend(BackendArgs),
+    /// The REST gateway only, in front of a backend at --backend.
+    Gateway(GatewayArgs),
+}
+
+#[derive(Args, Clone)]
+struct BackendArgs {
+    /// Address of the gRPC listener.
+    #[arg(long, env = "CG_GRPC_LISTEN", default_value = "127.0.0.1:50051")]
+    grpc_listen: String,
+    /// Directory of the durable store.
+    #[arg(long, env = "CG_DATA_DIR", default_value = "./data")]
+    data_dir: PathBuf,
+    /// Milliseconds a Create stays CREATING before its Operation completes.
+    #[arg(long, env = "CG_CREATE_DELAY_MS", default_value_t = 200)]
+    create_delay_ms: u64,
+    /// host:port handed out by endpoint discovery (default: the gRPC listener's address).
+    #[arg(long, env = "CG_ADVERTISE_ADDRESS")]
+    advertise_address: Option<String>,
+}
+
+#[derive(Args, Clone)]
+struct HttpArgs {
+    /// Address of the REST listener.
+    #[arg(long, env = "CG_HTTP_LISTEN", default_value = "127.0.0.1:8080")]
+    http_listen: String,
+    /// Largest request body in bytes; larger is 413.
+    #[arg(long, env = "CG_MAX_BODY_BYTES", default_value_t = 1 << 20)]
+    max_body_bytes: usize,
+    /// Deadline of each backend call in milliseconds; past it the reply is 504.
+    #[arg(long, env = "CG_REQUEST_TIMEOUT_MS", default_value_t = 30_000)]
+    request_timeout_ms: u64,
+    /// Leave fields that hold their default value out of replies.
+    #[arg(long, env = "CG_OMIT_DEFAULT_FIELDS")]
+    omit_default_fields: bool,
+}
+
+#[derive(Args, Clone)]
+struct ServeArgs {
+    #[command(flatten)]
+    backend: BackendArgs,
+    #[command(flatten)]
+    http: HttpArgs,
+}
+
+#[derive(Args)]
+struct GatewayArgs {
+    #[command(flatten)]
+    http: HttpArgs,
+    /// URL of the gRPC backend.
+    #[arg(long, env = "CG_BACKEND", default_value = "http://127.0.0.1:50051")]
+    backend: String,
+}
+
+type AnyError = Box<dyn std::error::Error + Send + Sync>;
+
+#[tokio::main]
+async fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command.unwrap_or(Command::Serve(cli.serve)) {
+        Command::Serve(args) => serve(args).await,
+        Command::Backend(args) => run_backend(args).await,
+        Command::Gateway(args) => run_gateway(args).await,
+    };
+    if let Err(e) = result {
+        eprintln!("compute-gateway: {e}");
+        std::process::exit(1);
+    }
+}
+
+async fn bind(addr: &str, flag: &str) -> Result<TcpListener, AnyError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen on {addr} ({flag}): {e}").into())
+}
+
+/// Resolves on ctrl-c or SIGTERM; every server watches it and shuts down gracefully.
+fn shutdown_signal() -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        let term = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let term = std::future::pending::<()>();
+        tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+        tracing::info!("shutting down");
+        let _ = tx.send(true);
+    });
+    rx
+}
+
+fn on_shutdown(
+    mut rx: watch::Receiver<bool>,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
+    async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    }
+}
+
+async fn start_backend(args: BackendArgs, addr: SocketAddr) -> Result<Backend, AnyError> {
+    let store = EmbeddedStore::open(&args.data_dir)?;
+    let backend = Backend::new(
+        Arc::new(store),
+        BackendConfig {
+            create_delay: Duration::from_millis(args.create_delay_ms),
+            advertise_address: args.advertise_address.unwrap_or_else(|| addr.to_string()),
+        },
+    );
+    let recovered = backend.recover().await?;
+    if recovered > 0 {
+        tracing::info!(recovered, "completed creates left running by the last run");
+    }
+    Ok(backend)
+}
+
+fn gateway_config(args: &HttpArgs) -> GatewayConfig {
+    GatewayConfig {
+        max_body_bytes: args.max_body_bytes,
+        request_timeout: Duration::from_millis(args.request_timeout_ms),
+        render: RenderOptions {
+            omit_default_fields: args.omit_default_fields,
+        },
+    }
+}
+
+async fn serve(args: ServeArgs) -> Result<(), AnyError> {
+    let grpc = bind(&args.backend.grpc_listen, "--grpc-listen").await?;
+    let http = bind(&args.http.http_listen, "--http-listen").await?;
+    let grpc_addr: SocketAddr = grpc.local_addr()?;
+    let backend = start_backend(args.backend.clone(), grpc_addr).await?;
+    let gw = Arc::new(Gateway::new(
+        &format!("http://{grpc_addr}"),
+        gateway_config(&args.http),
+    )?);
+    let stop = shutdown_signal();
+    tracing::info!(grpc = %grpc_addr, http = %http.local_addr()?, data_dir = %args.backend.data_dir.display(), "serving");
+    let (b, g) = tokio::join!(
+        backend::run(grpc, backend, on_shutdown(stop.clone())),
+        gateway::run(http, gw, on_shutdown(stop)),
+    );
+    b?;
+    g?;
+    Ok(())
+}
+
+async fn run_backend(args: BackendArgs) -> Result<(), AnyError> {
+    let grpc = bind(&args.grpc_listen, "--grpc-listen").await?;
+    let addr = grpc.local_addr()?;
+    let backend = start_backend(args.clone(), addr).await?;
+    tracing::info!(grpc = %addr, data_dir = %args.data_dir.display(), "serving");
+    backend::run(grpc, backend, on_shutdown(shutdown_signal())).await?;
+    Ok(())
+}
+
+async fn run_gateway(args: GatewayArgs) -> Result<(), AnyError> {
+    let http = bind(&args.http.http_listen, "--http-listen").await?;
+    let gw = Arc::new(Gateway::new(&args.backend, gateway_config(&args.http))?);
+    tracing::info!(http = %http.local_addr()?, backend = %args.backend, "serving");
+    gateway::run(http, gw, on_shutdown(shutdown_signal())).await?;
+    Ok(())
+}
