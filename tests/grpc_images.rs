@@ -11,7 +11,9 @@ use compute_gateway::json::{FieldMask, Timestamp};
 use compute_gateway::pb::google::rpc::{self, BadRequest};
 use compute_gateway::pb::yandex::cloud::access::*;
 use compute_gateway::pb::yandex::cloud::compute::v1::*;
-use compute_gateway::pb::yandex::cloud::operation::{CancelOperationRequest, GetOperationRequest, Operation, operation};
+use compute_gateway::pb::yandex::cloud::operation::{
+    CancelOperationRequest, GetOperationRequest, Operation, operation,
+};
 use prost::Message;
 use tonic::{Code, Request};
 
@@ -31,10 +33,15 @@ async fn create_ready(s: &TestServer, req: CreateImageRequest) -> Image {
 }
 
 fn violations(status: &tonic::Status) -> Vec<String> {
-    let body = rpc::Status::decode(status.details()).expect("grpc-status-details-bin is a google.rpc.Status");
+    let body = rpc::Status::decode(status.details())
+        .expect("grpc-status-details-bin is a google.rpc.Status");
     body.details
         .iter()
-        .map(|a| a.unpack::<BadRequest>().expect("decodes").expect("BadRequest"))
+        .map(|a| {
+            a.unpack::<BadRequest>()
+                .expect("decodes")
+                .expect("BadRequest")
+        })
         .flat_map(|b| b.field_violations.into_iter().map(|v| v.field))
         .collect()
 }
@@ -48,10 +55,12 @@ async fn create_runs_asynchronously_and_completes_with_the_image() {
     req.product_ids = vec!["f2e".into()];
     req.pooled = true;
     req.hardware_generation = Some(HardwareGeneration {
-        features: Some(hardware_generation::Features::Generation2Features(Generation2HardwareFeatures {
-            secure_boot_template_id: "sb".into(),
-            vtpm_enabled: true,
-        })),
+        features: Some(hardware_generation::Features::Generation2Features(
+            Generation2HardwareFeatures {
+                secure_boot_template_id: "sb".into(),
+                vtpm_enabled: true,
+            },
+        )),
     });
     let op = s.images().create(req).await.expect("create").into_inner();
     assert!(!op.done, "create is asynchronous");
@@ -59,17 +68,38 @@ async fn create_runs_asynchronously_and_completes_with_the_image() {
     assert!(op.id.starts_with("epd") && op.id.len() == 20, "{}", op.id);
     let meta: CreateImageMetadata = unpack(op.metadata.as_ref().expect("metadata"));
     assert!(meta.image_id.starts_with("fd8") && meta.image_id.len() == 20);
-    let creating = s.images().get(GetImageRequest { image_id: meta.image_id.clone() }).await.expect("get").into_inner();
+    let creating = s
+        .images()
+        .get(GetImageRequest {
+            image_id: meta.image_id.clone(),
+        })
+        .await
+        .expect("get")
+        .into_inner();
     assert_eq!(creating.status, image::Status::Creating as i32);
 
     let done = wait_done(&mut s.operations(), &op.id).await;
     let img: Image = response(&done);
     assert_eq!(img.id, meta.image_id);
     assert_eq!(img.status, image::Status::Ready as i32);
-    assert_eq!((img.family.as_str(), img.pooled, img.product_ids.len()), ("ubuntu-lts", true, 1));
-    assert_eq!(img.os.as_ref().expect("os").r#type, os::Type::Linux as i32, "LINUX is the default os");
+    assert_eq!(
+        (img.family.as_str(), img.pooled, img.product_ids.len()),
+        ("ubuntu-lts", true, 1)
+    );
+    assert_eq!(
+        img.os.as_ref().expect("os").r#type,
+        os::Type::Linux as i32,
+        "LINUX is the default os"
+    );
     assert!(img.hardware_generation.is_some());
-    let got = s.images().get(GetImageRequest { image_id: img.id.clone() }).await.expect("get").into_inner();
+    let got = s
+        .images()
+        .get(GetImageRequest {
+            image_id: img.id.clone(),
+        })
+        .await
+        .expect("get")
+        .into_inner();
     assert_eq!(got, img);
 }
 
@@ -78,20 +108,30 @@ async fn create_from_an_image_copies_it_and_a_missing_source_is_not_found() {
     let s = TestServer::start().await;
     let mut first = create_req("b1g", "base");
     first.min_disk_size = 10 << 30;
-    first.os = Some(Os { r#type: os::Type::Windows as i32, nvidia: None });
+    first.os = Some(Os {
+        r#type: os::Type::Windows as i32,
+        nvidia: None,
+    });
     first.product_ids = vec!["lic".into()];
     let base = create_ready(&s, first).await;
     assert_eq!((base.size, base.min_disk_size), (10 << 30, 10 << 30));
     let mut copy = create_req("b1g", "copy");
     copy.source = Some(create_image_request::Source::ImageId(base.id.clone()));
     let img = create_ready(&s, copy).await;
-    assert_eq!((img.size, img.storage_size, img.min_disk_size), (base.size, base.storage_size, base.min_disk_size));
+    assert_eq!(
+        (img.size, img.storage_size, img.min_disk_size),
+        (base.size, base.storage_size, base.min_disk_size)
+    );
     assert_eq!(img.os, base.os);
     assert_eq!(img.product_ids, base.product_ids);
 
     let mut missing = create_req("b1g", "x");
     missing.source = Some(create_image_request::Source::ImageId("fd8nothere".into()));
-    let err = s.images().create(missing).await.expect_err("missing source");
+    let err = s
+        .images()
+        .create(missing)
+        .await
+        .expect_err("missing source");
     assert_eq!(err.code(), Code::NotFound);
     assert!(err.message().contains("fd8nothere"));
 }
@@ -101,54 +141,233 @@ async fn validation_names_the_field_and_rule() {
     let s = TestServer::start().await;
     let long = |n| "a".repeat(n);
     let cases: Vec<(&str, CreateImageRequest, &str)> = vec![
-        ("no folder", CreateImageRequest { folder_id: String::new(), ..create_req("", "x") }, "folder_id"),
+        (
+            "no folder",
+            CreateImageRequest {
+                folder_id: String::new(),
+                ..create_req("", "x")
+            },
+            "folder_id",
+        ),
         ("long folder", create_req(&long(51), "x"), "folder_id"),
         ("bad name", create_req("b1g", "Bad Name"), "name"),
         ("name too long", create_req("b1g", &long(64)), "name"),
         ("name ends with dash", create_req("b1g", "abc-"), "name"),
-        ("description", CreateImageRequest { description: long(257), ..create_req("b1g", "x") }, "description"),
-        ("family", CreateImageRequest { family: "ab".into(), ..create_req("b1g", "x") }, "family"),
-        ("family underscore", CreateImageRequest { family: "a_bc".into(), ..create_req("b1g", "x") }, "family"),
-        ("min disk small", CreateImageRequest { min_disk_size: 4_194_303, ..create_req("b1g", "x") }, "min_disk_size"),
-        ("min disk big", CreateImageRequest { min_disk_size: 4_398_046_511_105, ..create_req("b1g", "x") }, "min_disk_size"),
-        ("min disk negative", CreateImageRequest { min_disk_size: -1, ..create_req("b1g", "x") }, "min_disk_size"),
-        ("product id", CreateImageRequest { product_ids: vec![long(51)], ..create_req("b1g", "x") }, "product_ids[0]"),
-        ("no source", CreateImageRequest { source: None, ..create_req("b1g", "x") }, "source"),
-        ("empty disk id", CreateImageRequest { source: Some(create_image_request::Source::DiskId(String::new())), ..create_req("b1g", "x") }, "disk_id"),
-        ("long snapshot id", CreateImageRequest { source: Some(create_image_request::Source::SnapshotId(long(51))), ..create_req("b1g", "x") }, "snapshot_id"),
+        (
+            "description",
+            CreateImageRequest {
+                description: long(257),
+                ..create_req("b1g", "x")
+            },
+            "description",
+        ),
+        (
+            "family",
+            CreateImageRequest {
+                family: "ab".into(),
+                ..create_req("b1g", "x")
+            },
+            "family",
+        ),
+        (
+            "family underscore",
+            CreateImageRequest {
+                family: "a_bc".into(),
+                ..create_req("b1g", "x")
+            },
+            "family",
+        ),
+        (
+            "min disk small",
+            CreateImageRequest {
+                min_disk_size: 4_194_303,
+                ..create_req("b1g", "x")
+            },
+            "min_disk_size",
+        ),
+        (
+            "min disk big",
+            CreateImageRequest {
+                min_disk_size: 4_398_046_511_105,
+                ..create_req("b1g", "x")
+            },
+            "min_disk_size",
+        ),
+        (
+            "min disk negative",
+            CreateImageRequest {
+                min_disk_size: -1,
+                ..create_req("b1g", "x")
+            },
+            "min_disk_size",
+        ),
+        (
+            "product id",
+            CreateImageRequest {
+                product_ids: vec![long(51)],
+                ..create_req("b1g", "x")
+            },
+            "product_ids[0]",
+        ),
+        (
+            "no source",
+            CreateImageRequest {
+                source: None,
+                ..create_req("b1g", "x")
+            },
+            "source",
+        ),
+        (
+            "empty disk id",
+            CreateImageRequest {
+                source: Some(create_image_request::Source::DiskId(String::new())),
+                ..create_req("b1g", "x")
+            },
+            "disk_id",
+        ),
+        (
+            "long snapshot id",
+            CreateImageRequest {
+                source: Some(create_image_request::Source::SnapshotId(long(51))),
+                ..create_req("b1g", "x")
+            },
+            "snapshot_id",
+        ),
         (
             "too many labels",
-            CreateImageRequest { labels: (0..65).map(|i| (format!("k{i}"), "v".into())).collect(), ..create_req("b1g", "x") },
+            CreateImageRequest {
+                labels: (0..65).map(|i| (format!("k{i}"), "v".into())).collect(),
+                ..create_req("b1g", "x")
+            },
             "labels",
         ),
-        ("label key", CreateImageRequest { labels: BTreeMap::from([("Env".into(), "x".into())]), ..create_req("b1g", "x") }, "labels[\"Env\"]"),
-        ("label value", CreateImageRequest { labels: BTreeMap::from([("env".into(), "X".into())]), ..create_req("b1g", "x") }, "labels[\"env\"]"),
-        ("label value long", CreateImageRequest { labels: BTreeMap::from([("env".into(), long(64))]), ..create_req("b1g", "x") }, "labels[\"env\"]"),
+        (
+            "label key",
+            CreateImageRequest {
+                labels: BTreeMap::from([("Env".into(), "x".into())]),
+                ..create_req("b1g", "x")
+            },
+            "labels[\"Env\"]",
+        ),
+        (
+            "label value",
+            CreateImageRequest {
+                labels: BTreeMap::from([("env".into(), "X".into())]),
+                ..create_req("b1g", "x")
+            },
+            "labels[\"env\"]",
+        ),
+        (
+            "label value long",
+            CreateImageRequest {
+                labels: BTreeMap::from([("env".into(), long(64))]),
+                ..create_req("b1g", "x")
+            },
+            "labels[\"env\"]",
+        ),
     ];
     for (what, req, field) in cases {
         let err = s.images().create(req).await.expect_err(what);
         assert_eq!(err.code(), Code::InvalidArgument, "{what}");
         assert!(err.message().contains(field), "{what}: {}", err.message());
-        assert!(violations(&err).iter().any(|f| f == field), "{what}: {:?}", violations(&err));
+        assert!(
+            violations(&err).iter().any(|f| f == field),
+            "{what}: {:?}",
+            violations(&err)
+        );
     }
     // Other requests.
-    let err = s.images().get(GetImageRequest { image_id: String::new() }).await.expect_err("required");
-    assert_eq!((err.code(), violations(&err)), (Code::InvalidArgument, vec!["image_id".to_string()]));
-    let err = s.images().list(ListImagesRequest { folder_id: "b1g".into(), page_size: 1001, ..Default::default() }).await.expect_err("page size");
+    let err = s
+        .images()
+        .get(GetImageRequest {
+            image_id: String::new(),
+        })
+        .await
+        .expect_err("required");
+    assert_eq!(
+        (err.code(), violations(&err)),
+        (Code::InvalidArgument, vec!["image_id".to_string()])
+    );
+    let err = s
+        .images()
+        .list(ListImagesRequest {
+            folder_id: "b1g".into(),
+            page_size: 1001,
+            ..Default::default()
+        })
+        .await
+        .expect_err("page size");
     assert_eq!(violations(&err), ["page_size"]);
-    let err = s.images().list(ListImagesRequest { folder_id: "b1g".into(), page_token: long(101), ..Default::default() }).await.expect_err("token");
+    let err = s
+        .images()
+        .list(ListImagesRequest {
+            folder_id: "b1g".into(),
+            page_token: long(101),
+            ..Default::default()
+        })
+        .await
+        .expect_err("token");
     assert_eq!(violations(&err), ["page_token"]);
-    let err = s.images().list(ListImagesRequest { folder_id: "b1g".into(), filter: long(1001), ..Default::default() }).await.expect_err("filter");
+    let err = s
+        .images()
+        .list(ListImagesRequest {
+            folder_id: "b1g".into(),
+            filter: long(1001),
+            ..Default::default()
+        })
+        .await
+        .expect_err("filter");
     assert_eq!(violations(&err), ["filter"]);
-    let err = s.images().list(ListImagesRequest { folder_id: "b1g".into(), filter: "name = x".into(), ..Default::default() }).await.expect_err("filter");
-    assert!(err.message().contains("filter: at position 8"), "{}", err.message());
-    let err = s.images().list(ListImagesRequest { folder_id: "b1g".into(), order_by: "size".into(), ..Default::default() }).await.expect_err("order");
+    let err = s
+        .images()
+        .list(ListImagesRequest {
+            folder_id: "b1g".into(),
+            filter: "name = x".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("filter");
+    assert!(
+        err.message().contains("filter: at position 8"),
+        "{}",
+        err.message()
+    );
+    let err = s
+        .images()
+        .list(ListImagesRequest {
+            folder_id: "b1g".into(),
+            order_by: "size".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("order");
     assert_eq!(violations(&err), ["order_by"]);
-    let err = s.images().get_latest_by_family(GetImageLatestByFamilyRequest { folder_id: "b1g".into(), family: "A".into() }).await.expect_err("family");
+    let err = s
+        .images()
+        .get_latest_by_family(GetImageLatestByFamilyRequest {
+            folder_id: "b1g".into(),
+            family: "A".into(),
+        })
+        .await
+        .expect_err("family");
     assert_eq!(violations(&err), ["family"]);
-    let err = s.operations().get(GetOperationRequest { operation_id: String::new() }).await.expect_err("op id");
+    let err = s
+        .operations()
+        .get(GetOperationRequest {
+            operation_id: String::new(),
+        })
+        .await
+        .expect_err("op id");
     assert_eq!(violations(&err), ["operation_id"]);
-    let err = s.images().list_operations(ListImageOperationsRequest { image_id: "x".into(), page_size: -1, ..Default::default() }).await.expect_err("size");
+    let err = s
+        .images()
+        .list_operations(ListImageOperationsRequest {
+            image_id: "x".into(),
+            page_size: -1,
+            ..Default::default()
+        })
+        .await
+        .expect_err("size");
     assert_eq!(violations(&err), ["page_size"]);
 }
 
@@ -171,41 +390,144 @@ async fn update_follows_the_reference_page() {
     req.labels = BTreeMap::from([("a".into(), "1".into()), ("b".into(), "2".into())]);
     let img = create_ready(&s, req).await;
     let id = img.id.clone();
-    let base = || UpdateImageRequest { image_id: id.clone(), ..Default::default() };
+    let base = || UpdateImageRequest {
+        image_id: id.clone(),
+        ..Default::default()
+    };
 
     // Only masked fields change.
-    let got = update(&s, UpdateImageRequest { update_mask: Some(FieldMask::new(["name"])), name: "renamed".into(), description: "ignored".into(), ..base() }).await.expect("mask name");
-    assert_eq!((got.name.as_str(), got.description.as_str(), got.min_disk_size), ("renamed", "d0", 8 << 30));
+    let got = update(
+        &s,
+        UpdateImageRequest {
+            update_mask: Some(FieldMask::new(["name"])),
+            name: "renamed".into(),
+            description: "ignored".into(),
+            ..base()
+        },
+    )
+    .await
+    .expect("mask name");
+    assert_eq!(
+        (
+            got.name.as_str(),
+            got.description.as_str(),
+            got.min_disk_size
+        ),
+        ("renamed", "d0", 8 << 30)
+    );
 
     // A masked field absent from the request is reset to its default.
-    let got = update(&s, UpdateImageRequest { update_mask: Some(FieldMask::new(["description", "min_disk_size"])), ..base() }).await.expect("reset");
-    assert_eq!((got.name.as_str(), got.description.as_str(), got.min_disk_size), ("renamed", "", 0));
+    let got = update(
+        &s,
+        UpdateImageRequest {
+            update_mask: Some(FieldMask::new(["description", "min_disk_size"])),
+            ..base()
+        },
+    )
+    .await
+    .expect("reset");
+    assert_eq!(
+        (
+            got.name.as_str(),
+            got.description.as_str(),
+            got.min_disk_size
+        ),
+        ("renamed", "", 0)
+    );
     assert_eq!(got.labels.len(), 2);
 
     // Labels are replaced as a whole.
-    let got = update(&s, UpdateImageRequest { update_mask: Some(FieldMask::new(["labels"])), labels: BTreeMap::from([("c".into(), "3".into())]), ..base() }).await.expect("labels");
-    assert_eq!(got.labels, BTreeMap::from([("c".to_string(), "3".to_string())]));
+    let got = update(
+        &s,
+        UpdateImageRequest {
+            update_mask: Some(FieldMask::new(["labels"])),
+            labels: BTreeMap::from([("c".into(), "3".into())]),
+            ..base()
+        },
+    )
+    .await
+    .expect("labels");
+    assert_eq!(
+        got.labels,
+        BTreeMap::from([("c".to_string(), "3".to_string())])
+    );
 
     // No mask: every updatable field takes the request's value or its default.
-    let got = update(&s, UpdateImageRequest { description: "only".into(), min_disk_size: 4 << 20, ..base() }).await.expect("no mask");
-    assert_eq!((got.name.as_str(), got.description.as_str(), got.min_disk_size, got.labels.len()), ("", "only", 4 << 20, 0));
+    let got = update(
+        &s,
+        UpdateImageRequest {
+            description: "only".into(),
+            min_disk_size: 4 << 20,
+            ..base()
+        },
+    )
+    .await
+    .expect("no mask");
+    assert_eq!(
+        (
+            got.name.as_str(),
+            got.description.as_str(),
+            got.min_disk_size,
+            got.labels.len()
+        ),
+        ("", "only", 4 << 20, 0)
+    );
     assert_eq!(got.folder_id, "b1g", "non-updatable fields stay");
 
     // Unknown or non-updatable paths are rejected and change nothing.
-    for path in ["family", "id", "folder_id", "nope", "labels.a", "minDiskSize"] {
-        let err = update(&s, UpdateImageRequest { update_mask: Some(FieldMask::new([path])), ..base() }).await.expect_err(path);
+    for path in [
+        "family",
+        "id",
+        "folder_id",
+        "nope",
+        "labels.a",
+        "minDiskSize",
+    ] {
+        let err = update(
+            &s,
+            UpdateImageRequest {
+                update_mask: Some(FieldMask::new([path])),
+                ..base()
+            },
+        )
+        .await
+        .expect_err(path);
         assert_eq!(err.code(), Code::InvalidArgument, "{path}");
         assert!(err.message().contains(path), "{path}: {}", err.message());
     }
-    let now = s.images().get(GetImageRequest { image_id: id.clone() }).await.expect("get").into_inner();
+    let now = s
+        .images()
+        .get(GetImageRequest {
+            image_id: id.clone(),
+        })
+        .await
+        .expect("get")
+        .into_inner();
     assert_eq!(now.description, "only");
 
     // Missing image.
-    let err = update(&s, UpdateImageRequest { image_id: "fd8missing".into(), ..Default::default() }).await.expect_err("missing");
+    let err = update(
+        &s,
+        UpdateImageRequest {
+            image_id: "fd8missing".into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect_err("missing");
     assert_eq!(err.code(), Code::NotFound);
     // Names are unique within a folder.
     create_ready(&s, create_req("b1g", "taken")).await;
-    let err = update(&s, UpdateImageRequest { update_mask: Some(FieldMask::new(["name"])), name: "taken".into(), ..base() }).await.expect_err("dup");
+    let err = update(
+        &s,
+        UpdateImageRequest {
+            update_mask: Some(FieldMask::new(["name"])),
+            name: "taken".into(),
+            ..base()
+        },
+    )
+    .await
+    .expect_err("dup");
     assert_eq!(err.code(), Code::AlreadyExists);
 }
 
@@ -215,7 +537,11 @@ async fn list_paginates_filters_and_orders() {
     let mut ids = Vec::new();
     for i in 0..7 {
         let mut req = create_req("b1g", &format!("img-{i}"));
-        req.family = if i % 2 == 0 { "even".into() } else { "odd".into() };
+        req.family = if i % 2 == 0 {
+            "even".into()
+        } else {
+            "odd".into()
+        };
         ids.push(create_ready(&s, req).await.id);
     }
     create_ready(&s, create_req("other", "elsewhere")).await;
@@ -224,7 +550,17 @@ async fn list_paginates_filters_and_orders() {
     let mut seen = Vec::new();
     let mut token = String::new();
     loop {
-        let page = s.images().list(ListImagesRequest { folder_id: "b1g".into(), page_size: 3, page_token: token.clone(), ..Default::default() }).await.expect("list").into_inner();
+        let page = s
+            .images()
+            .list(ListImagesRequest {
+                folder_id: "b1g".into(),
+                page_size: 3,
+                page_token: token.clone(),
+                ..Default::default()
+            })
+            .await
+            .expect("list")
+            .into_inner();
         assert!(page.images.len() <= 3);
         seen.extend(page.images.into_iter().map(|i| i.id));
         if page.next_page_token.is_empty() {
@@ -232,16 +568,56 @@ async fn list_paginates_filters_and_orders() {
         }
         token = page.next_page_token;
     }
-    assert_eq!(seen, ids, "id asc by default; no duplicates, no gaps, only the folder's images");
+    assert_eq!(
+        seen, ids,
+        "id asc by default; no duplicates, no gaps, only the folder's images"
+    );
 
-    let newest = s.images().list(ListImagesRequest { folder_id: "b1g".into(), order_by: "createdAt desc".into(), page_size: 2, ..Default::default() }).await.expect("list").into_inner();
+    let newest = s
+        .images()
+        .list(ListImagesRequest {
+            folder_id: "b1g".into(),
+            order_by: "createdAt desc".into(),
+            page_size: 2,
+            ..Default::default()
+        })
+        .await
+        .expect("list")
+        .into_inner();
     assert_eq!(newest.images[0].name, "img-6");
     assert_eq!(newest.images[1].name, "img-5");
-    let next = s.images().list(ListImagesRequest { folder_id: "b1g".into(), order_by: "createdAt desc".into(), page_size: 2, page_token: newest.next_page_token.clone(), ..Default::default() }).await.expect("list").into_inner();
+    let next = s
+        .images()
+        .list(ListImagesRequest {
+            folder_id: "b1g".into(),
+            order_by: "createdAt desc".into(),
+            page_size: 2,
+            page_token: newest.next_page_token.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("list")
+        .into_inner();
     assert_eq!(next.images[0].name, "img-4");
-    let err = s.images().list(ListImagesRequest { folder_id: "b1g".into(), page_token: newest.next_page_token, ..Default::default() }).await.expect_err("other order");
+    let err = s
+        .images()
+        .list(ListImagesRequest {
+            folder_id: "b1g".into(),
+            page_token: newest.next_page_token,
+            ..Default::default()
+        })
+        .await
+        .expect_err("other order");
     assert_eq!(err.code(), Code::InvalidArgument);
-    let err = s.images().list(ListImagesRequest { folder_id: "b1g".into(), page_token: "garbage!".into(), ..Default::default() }).await.expect_err("bad token");
+    let err = s
+        .images()
+        .list(ListImagesRequest {
+            folder_id: "b1g".into(),
+            page_token: "garbage!".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("bad token");
     assert_eq!(violations(&err), ["page_token"]);
 
     for (filter, want) in [
@@ -252,13 +628,37 @@ async fn list_paginates_filters_and_orders() {
         ("status = READY", 7),
         ("status = CREATING", 0),
     ] {
-        let page = s.images().list(ListImagesRequest { folder_id: "b1g".into(), filter: filter.into(), ..Default::default() }).await.expect(filter).into_inner();
+        let page = s
+            .images()
+            .list(ListImagesRequest {
+                folder_id: "b1g".into(),
+                filter: filter.into(),
+                ..Default::default()
+            })
+            .await
+            .expect(filter)
+            .into_inner();
         assert_eq!(page.images.len(), want, "{filter}");
     }
 
-    let latest = s.images().get_latest_by_family(GetImageLatestByFamilyRequest { folder_id: "b1g".into(), family: "even".into() }).await.expect("latest").into_inner();
+    let latest = s
+        .images()
+        .get_latest_by_family(GetImageLatestByFamilyRequest {
+            folder_id: "b1g".into(),
+            family: "even".into(),
+        })
+        .await
+        .expect("latest")
+        .into_inner();
     assert_eq!(latest.name, "img-6");
-    let err = s.images().get_latest_by_family(GetImageLatestByFamilyRequest { folder_id: "other".into(), family: "even".into() }).await.expect_err("none");
+    let err = s
+        .images()
+        .get_latest_by_family(GetImageLatestByFamilyRequest {
+            folder_id: "other".into(),
+            family: "even".into(),
+        })
+        .await
+        .expect_err("none");
     assert_eq!(err.code(), Code::NotFound);
 }
 
@@ -266,50 +666,159 @@ async fn list_paginates_filters_and_orders() {
 async fn delete_and_list_operations() {
     let s = TestServer::start().await;
     let img = create_ready(&s, create_req("b1g", "gone")).await;
-    update(&s, UpdateImageRequest { image_id: img.id.clone(), update_mask: Some(FieldMask::new(["description"])), description: "x".into(), ..Default::default() }).await.expect("update");
-    let ops = s.images().list_operations(ListImageOperationsRequest { image_id: img.id.clone(), ..Default::default() }).await.expect("ops").into_inner();
-    let names: Vec<&str> = ops.operations.iter().map(|o| o.description.as_str()).collect();
+    update(
+        &s,
+        UpdateImageRequest {
+            image_id: img.id.clone(),
+            update_mask: Some(FieldMask::new(["description"])),
+            description: "x".into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("update");
+    let ops = s
+        .images()
+        .list_operations(ListImageOperationsRequest {
+            image_id: img.id.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("ops")
+        .into_inner();
+    let names: Vec<&str> = ops
+        .operations
+        .iter()
+        .map(|o| o.description.as_str())
+        .collect();
     assert_eq!(names, ["Update image", "Create image"], "newest first");
-    let first = s.images().list_operations(ListImageOperationsRequest { image_id: img.id.clone(), page_size: 1, ..Default::default() }).await.expect("ops").into_inner();
-    let second = s.images().list_operations(ListImageOperationsRequest { image_id: img.id.clone(), page_size: 1, page_token: first.next_page_token.clone() }).await.expect("ops").into_inner();
+    let first = s
+        .images()
+        .list_operations(ListImageOperationsRequest {
+            image_id: img.id.clone(),
+            page_size: 1,
+            ..Default::default()
+        })
+        .await
+        .expect("ops")
+        .into_inner();
+    let second = s
+        .images()
+        .list_operations(ListImageOperationsRequest {
+            image_id: img.id.clone(),
+            page_size: 1,
+            page_token: first.next_page_token.clone(),
+        })
+        .await
+        .expect("ops")
+        .into_inner();
     assert_eq!(first.operations[0].id, ops.operations[0].id);
     assert_eq!(second.operations[0].id, ops.operations[1].id);
     assert!(second.next_page_token.is_empty());
 
-    let op = s.images().delete(DeleteImageRequest { image_id: img.id.clone() }).await.expect("delete").into_inner();
+    let op = s
+        .images()
+        .delete(DeleteImageRequest {
+            image_id: img.id.clone(),
+        })
+        .await
+        .expect("delete")
+        .into_inner();
     assert!(op.done);
     let meta: DeleteImageMetadata = unpack(op.metadata.as_ref().expect("metadata"));
     assert_eq!(meta.image_id, img.id);
     match &op.result {
-        Some(operation::Result::Response(any)) => assert_eq!(any.type_url, "type.googleapis.com/google.protobuf.Empty"),
+        Some(operation::Result::Response(any)) => {
+            assert_eq!(any.type_url, "type.googleapis.com/google.protobuf.Empty")
+        }
         other => panic!("{other:?}"),
     }
-    let err = s.images().get(GetImageRequest { image_id: img.id.clone() }).await.expect_err("deleted");
+    let err = s
+        .images()
+        .get(GetImageRequest {
+            image_id: img.id.clone(),
+        })
+        .await
+        .expect_err("deleted");
     assert_eq!(err.code(), Code::NotFound);
-    let err = s.images().delete(DeleteImageRequest { image_id: img.id.clone() }).await.expect_err("again");
+    let err = s
+        .images()
+        .delete(DeleteImageRequest {
+            image_id: img.id.clone(),
+        })
+        .await
+        .expect_err("again");
     assert_eq!(err.code(), Code::NotFound);
-    let fetched = s.operations().get(GetOperationRequest { operation_id: op.id.clone() }).await.expect("op stays").into_inner();
+    let fetched = s
+        .operations()
+        .get(GetOperationRequest {
+            operation_id: op.id.clone(),
+        })
+        .await
+        .expect("op stays")
+        .into_inner();
     assert_eq!(fetched, op);
 }
 
 #[tokio::test]
 async fn cancel_a_running_create_leaves_no_image() {
-    let s = TestServer::start_with(Options { create_delay: std::time::Duration::from_secs(30), ..Default::default() }).await;
-    let op = s.images().create(create_req("b1g", "slow")).await.expect("create").into_inner();
+    let s = TestServer::start_with(Options {
+        create_delay: std::time::Duration::from_secs(30),
+        ..Default::default()
+    })
+    .await;
+    let op = s
+        .images()
+        .create(create_req("b1g", "slow"))
+        .await
+        .expect("create")
+        .into_inner();
     let meta: CreateImageMetadata = unpack(op.metadata.as_ref().expect("metadata"));
-    let cancelled = s.operations().cancel(CancelOperationRequest { operation_id: op.id.clone() }).await.expect("cancel").into_inner();
+    let cancelled = s
+        .operations()
+        .cancel(CancelOperationRequest {
+            operation_id: op.id.clone(),
+        })
+        .await
+        .expect("cancel")
+        .into_inner();
     assert!(cancelled.done);
     match &cancelled.result {
         Some(operation::Result::Error(e)) => assert_eq!(e.code, Code::Cancelled as i32),
         other => panic!("{other:?}"),
     }
-    let err = s.images().get(GetImageRequest { image_id: meta.image_id }).await.expect_err("no image");
+    let err = s
+        .images()
+        .get(GetImageRequest {
+            image_id: meta.image_id,
+        })
+        .await
+        .expect_err("no image");
     assert_eq!(err.code(), Code::NotFound);
-    let again = s.operations().cancel(CancelOperationRequest { operation_id: op.id.clone() }).await.expect_err("done");
+    let again = s
+        .operations()
+        .cancel(CancelOperationRequest {
+            operation_id: op.id.clone(),
+        })
+        .await
+        .expect_err("done");
     assert_eq!(again.code(), Code::FailedPrecondition);
-    let stored = s.operations().get(GetOperationRequest { operation_id: op.id }).await.expect("get").into_inner();
+    let stored = s
+        .operations()
+        .get(GetOperationRequest {
+            operation_id: op.id,
+        })
+        .await
+        .expect("get")
+        .into_inner();
     assert_eq!(stored, cancelled);
-    let err = s.operations().cancel(CancelOperationRequest { operation_id: "epdnothere".into() }).await.expect_err("missing");
+    let err = s
+        .operations()
+        .cancel(CancelOperationRequest {
+            operation_id: "epdnothere".into(),
+        })
+        .await
+        .expect_err("missing");
     assert_eq!(err.code(), Code::NotFound);
 }
 
@@ -319,128 +828,322 @@ async fn idempotency_key_returns_the_same_operation() {
     let img = create_ready(&s, create_req("b1g", "idem")).await;
     let with_key = |req: UpdateImageRequest, key: &str| {
         let mut r = Request::new(req);
-        r.metadata_mut().insert("idempotency-key", key.parse().expect("ascii"));
+        r.metadata_mut()
+            .insert("idempotency-key", key.parse().expect("ascii"));
         r
     };
-    let req = UpdateImageRequest { image_id: img.id.clone(), update_mask: Some(FieldMask::new(["description"])), description: "one".into(), ..Default::default() };
-    let first = s.images().update(with_key(req.clone(), "k-1")).await.expect("first").into_inner();
+    let req = UpdateImageRequest {
+        image_id: img.id.clone(),
+        update_mask: Some(FieldMask::new(["description"])),
+        description: "one".into(),
+        ..Default::default()
+    };
+    let first = s
+        .images()
+        .update(with_key(req.clone(), "k-1"))
+        .await
+        .expect("first")
+        .into_inner();
     // Something else changes the image in between; the retry must not apply "one" again.
-    update(&s, UpdateImageRequest { description: "two".into(), ..req.clone() }).await.expect("other");
-    let retry = s.images().update(with_key(req.clone(), "k-1")).await.expect("retry").into_inner();
+    update(
+        &s,
+        UpdateImageRequest {
+            description: "two".into(),
+            ..req.clone()
+        },
+    )
+    .await
+    .expect("other");
+    let retry = s
+        .images()
+        .update(with_key(req.clone(), "k-1"))
+        .await
+        .expect("retry")
+        .into_inner();
     assert_eq!(retry, first);
-    let now = s.images().get(GetImageRequest { image_id: img.id.clone() }).await.expect("get").into_inner();
+    let now = s
+        .images()
+        .get(GetImageRequest {
+            image_id: img.id.clone(),
+        })
+        .await
+        .expect("get")
+        .into_inner();
     assert_eq!(now.description, "two");
-    let err = s.images().update(with_key(UpdateImageRequest { description: "three".into(), ..req }, "k-1")).await.expect_err("reuse");
+    let err = s
+        .images()
+        .update(with_key(
+            UpdateImageRequest {
+                description: "three".into(),
+                ..req
+            },
+            "k-1",
+        ))
+        .await
+        .expect_err("reuse");
     assert_eq!(err.code(), Code::FailedPrecondition);
 
     let mut c = Request::new(create_req("b1g", "made-once"));
-    c.metadata_mut().insert("idempotency-key", "c-1".parse().expect("ascii"));
+    c.metadata_mut()
+        .insert("idempotency-key", "c-1".parse().expect("ascii"));
     let op1 = s.images().create(c).await.expect("create").into_inner();
     let mut c = Request::new(create_req("b1g", "made-once"));
-    c.metadata_mut().insert("idempotency-key", "c-1".parse().expect("ascii"));
+    c.metadata_mut()
+        .insert("idempotency-key", "c-1".parse().expect("ascii"));
     let op2 = s.images().create(c).await.expect("retry").into_inner();
     assert_eq!(op1.id, op2.id);
-    let page = s.images().list(ListImagesRequest { folder_id: "b1g".into(), filter: "name = 'made-once'".into(), ..Default::default() }).await.expect("list").into_inner();
+    let page = s
+        .images()
+        .list(ListImagesRequest {
+            folder_id: "b1g".into(),
+            filter: "name = 'made-once'".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("list")
+        .into_inner();
     assert_eq!(page.images.len(), 1);
 }
 
 fn binding(role: &str, user: &str) -> AccessBinding {
-    AccessBinding { role_id: role.into(), subject: Some(Subject { id: user.into(), r#type: "userAccount".into() }) }
+    AccessBinding {
+        role_id: role.into(),
+        subject: Some(Subject {
+            id: user.into(),
+            r#type: "userAccount".into(),
+        }),
+    }
 }
 
 fn delta(action: AccessBindingAction, b: AccessBinding) -> AccessBindingDelta {
-    AccessBindingDelta { action: action as i32, access_binding: Some(b) }
+    AccessBindingDelta {
+        action: action as i32,
+        access_binding: Some(b),
+    }
 }
 
 #[tokio::test]
 async fn access_bindings_set_update_list() {
     let s = TestServer::start().await;
     let img = create_ready(&s, create_req("b1g", "shared")).await;
-    let set = |bindings: Vec<AccessBinding>| SetAccessBindingsRequest { resource_id: img.id.clone(), access_bindings: bindings };
-    let op = s.images().set_access_bindings(set(vec![binding("viewer", "u1"), binding("editor", "u2")])).await.expect("set").into_inner();
+    let set = |bindings: Vec<AccessBinding>| SetAccessBindingsRequest {
+        resource_id: img.id.clone(),
+        access_bindings: bindings,
+    };
+    let op = s
+        .images()
+        .set_access_bindings(set(vec![binding("viewer", "u1"), binding("editor", "u2")]))
+        .await
+        .expect("set")
+        .into_inner();
     let meta: SetAccessBindingsMetadata = unpack(op.metadata.as_ref().expect("metadata"));
     assert_eq!(meta.resource_id, img.id);
     let result: AccessBindingsOperationResult = response(&op);
     assert_eq!(result.effective_deltas.len(), 2);
 
-    let op = s.images().set_access_bindings(set(vec![binding("viewer", "u1"), binding("admin", "u3")])).await.expect("set").into_inner();
+    let op = s
+        .images()
+        .set_access_bindings(set(vec![binding("viewer", "u1"), binding("admin", "u3")]))
+        .await
+        .expect("set")
+        .into_inner();
     let result: AccessBindingsOperationResult = response(&op);
     assert_eq!(
         result.effective_deltas,
-        [delta(AccessBindingAction::Remove, binding("editor", "u2")), delta(AccessBindingAction::Add, binding("admin", "u3"))]
+        [
+            delta(AccessBindingAction::Remove, binding("editor", "u2")),
+            delta(AccessBindingAction::Add, binding("admin", "u3"))
+        ]
     );
 
     let upd = UpdateAccessBindingsRequest {
         resource_id: img.id.clone(),
         access_binding_deltas: vec![
-            delta(AccessBindingAction::Add, binding("viewer", "u1")),   // already there: no effect
+            delta(AccessBindingAction::Add, binding("viewer", "u1")), // already there: no effect
             delta(AccessBindingAction::Remove, binding("editor", "u9")), // absent: no effect
             delta(AccessBindingAction::Add, binding("viewer", "u4")),
             delta(AccessBindingAction::Remove, binding("admin", "u3")),
         ],
     };
-    let op = s.images().update_access_bindings(upd).await.expect("update").into_inner();
+    let op = s
+        .images()
+        .update_access_bindings(upd)
+        .await
+        .expect("update")
+        .into_inner();
     let result: AccessBindingsOperationResult = response(&op);
     assert_eq!(
         result.effective_deltas,
-        [delta(AccessBindingAction::Add, binding("viewer", "u4")), delta(AccessBindingAction::Remove, binding("admin", "u3"))]
+        [
+            delta(AccessBindingAction::Add, binding("viewer", "u4")),
+            delta(AccessBindingAction::Remove, binding("admin", "u3"))
+        ]
     );
 
-    let list = |token: String| ListAccessBindingsRequest { resource_id: img.id.clone(), page_size: 1, page_token: token };
-    let p1 = s.images().list_access_bindings(list(String::new())).await.expect("list").into_inner();
-    let p2 = s.images().list_access_bindings(list(p1.next_page_token.clone())).await.expect("list").into_inner();
+    let list = |token: String| ListAccessBindingsRequest {
+        resource_id: img.id.clone(),
+        page_size: 1,
+        page_token: token,
+    };
+    let p1 = s
+        .images()
+        .list_access_bindings(list(String::new()))
+        .await
+        .expect("list")
+        .into_inner();
+    let p2 = s
+        .images()
+        .list_access_bindings(list(p1.next_page_token.clone()))
+        .await
+        .expect("list")
+        .into_inner();
     assert!(p2.next_page_token.is_empty());
-    let all: BTreeSet<(String, String)> = p1.access_bindings.iter().chain(&p2.access_bindings)
-        .map(|b| (b.role_id.clone(), b.subject.as_ref().expect("subject").id.clone())).collect();
-    assert_eq!(all, BTreeSet::from([("viewer".into(), "u1".into()), ("viewer".into(), "u4".into())]));
+    let all: BTreeSet<(String, String)> = p1
+        .access_bindings
+        .iter()
+        .chain(&p2.access_bindings)
+        .map(|b| {
+            (
+                b.role_id.clone(),
+                b.subject.as_ref().expect("subject").id.clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        all,
+        BTreeSet::from([
+            ("viewer".into(), "u1".into()),
+            ("viewer".into(), "u4".into())
+        ])
+    );
 
-    let bad = UpdateAccessBindingsRequest { resource_id: img.id.clone(), access_binding_deltas: vec![] };
-    let err = s.images().update_access_bindings(bad).await.expect_err("empty");
+    let bad = UpdateAccessBindingsRequest {
+        resource_id: img.id.clone(),
+        access_binding_deltas: vec![],
+    };
+    let err = s
+        .images()
+        .update_access_bindings(bad)
+        .await
+        .expect_err("empty");
     assert_eq!(violations(&err), ["access_binding_deltas"]);
-    let bad = UpdateAccessBindingsRequest { resource_id: img.id.clone(), access_binding_deltas: vec![AccessBindingDelta { action: 0, access_binding: Some(binding("", "u")) }] };
-    let err = s.images().update_access_bindings(bad).await.expect_err("invalid");
-    assert_eq!(violations(&err), ["access_binding_deltas[0].action", "access_binding_deltas[0].access_binding.role_id"]);
-    let err = s.images().set_access_bindings(SetAccessBindingsRequest { resource_id: "fd8none".into(), access_bindings: vec![] }).await.expect_err("missing");
+    let bad = UpdateAccessBindingsRequest {
+        resource_id: img.id.clone(),
+        access_binding_deltas: vec![AccessBindingDelta {
+            action: 0,
+            access_binding: Some(binding("", "u")),
+        }],
+    };
+    let err = s
+        .images()
+        .update_access_bindings(bad)
+        .await
+        .expect_err("invalid");
+    assert_eq!(
+        violations(&err),
+        [
+            "access_binding_deltas[0].action",
+            "access_binding_deltas[0].access_binding.role_id"
+        ]
+    );
+    let err = s
+        .images()
+        .set_access_bindings(SetAccessBindingsRequest {
+            resource_id: "fd8none".into(),
+            access_bindings: vec![],
+        })
+        .await
+        .expect_err("missing");
     assert_eq!(err.code(), Code::NotFound);
 }
 
 #[test]
 fn everything_survives_a_restart() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let life = |f: Box<dyn FnOnce(TestServer) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>>| {
+    let life = |f: Box<
+        dyn FnOnce(TestServer) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>,
+    >| {
         let rt = tokio::runtime::Runtime::new().expect("runtime");
         rt.block_on(async {
-            let s = TestServer::start_in(dir.path(), Options { create_delay: std::time::Duration::from_secs(3600), ..Default::default() }).await;
+            let s = TestServer::start_in(
+                dir.path(),
+                Options {
+                    create_delay: std::time::Duration::from_secs(3600),
+                    ..Default::default()
+                },
+            )
+            .await;
             f(s).await;
         });
         // Dropping the runtime ends every task, so the store file is closed before the next life.
     };
     let ids = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let saved = ids.clone();
-    life(Box::new(move |s| Box::pin(async move {
-        let mut images = s.images();
-        let op = images.create(create_req("b1g", "left-running")).await.expect("create").into_inner();
-        assert!(!op.done);
-        let meta: CreateImageMetadata = unpack(op.metadata.as_ref().expect("metadata"));
-        let mut req = create_req("b1g", "durable");
-        req.source = Some(create_image_request::Source::SnapshotId("snap".into()));
-        let op2 = images.create(req).await.expect("create").into_inner();
-        let meta2: CreateImageMetadata = unpack(op2.metadata.as_ref().expect("metadata"));
-        let up = images.update(UpdateImageRequest { image_id: meta2.image_id.clone(), update_mask: Some(FieldMask::new(["labels"])), labels: BTreeMap::from([("k".into(), "v".into())]), ..Default::default() }).await.expect("update").into_inner();
-        *saved.lock().expect("lock") = vec![op.id, meta.image_id, meta2.image_id, up.id];
-        s.stop().await;
-    })));
+    life(Box::new(move |s| {
+        Box::pin(async move {
+            let mut images = s.images();
+            let op = images
+                .create(create_req("b1g", "left-running"))
+                .await
+                .expect("create")
+                .into_inner();
+            assert!(!op.done);
+            let meta: CreateImageMetadata = unpack(op.metadata.as_ref().expect("metadata"));
+            let mut req = create_req("b1g", "durable");
+            req.source = Some(create_image_request::Source::SnapshotId("snap".into()));
+            let op2 = images.create(req).await.expect("create").into_inner();
+            let meta2: CreateImageMetadata = unpack(op2.metadata.as_ref().expect("metadata"));
+            let up = images
+                .update(UpdateImageRequest {
+                    image_id: meta2.image_id.clone(),
+                    update_mask: Some(FieldMask::new(["labels"])),
+                    labels: BTreeMap::from([("k".into(), "v".into())]),
+                    ..Default::default()
+                })
+                .await
+                .expect("update")
+                .into_inner();
+            *saved.lock().expect("lock") = vec![op.id, meta.image_id, meta2.image_id, up.id];
+            s.stop().await;
+        })
+    }));
     let saved = ids.clone();
-    life(Box::new(move |s| Box::pin(async move {
-        let ids = saved.lock().expect("lock").clone();
-        let op: Operation = s.operations().get(GetOperationRequest { operation_id: ids[0].clone() }).await.expect("op").into_inner();
-        assert!(op.done, "a create left running by the last process is finished on restart");
-        let img: Image = response(&op);
-        assert_eq!(img.status, image::Status::Ready as i32);
-        let durable = s.images().get(GetImageRequest { image_id: ids[2].clone() }).await.expect("image").into_inner();
-        assert_eq!(durable.labels.get("k").map(String::as_str), Some("v"));
-        let up = s.operations().get(GetOperationRequest { operation_id: ids[3].clone() }).await.expect("op").into_inner();
-        assert!(up.done && up.created_at.is_some_and(|t: Timestamp| t.seconds > 0));
-        s.stop().await;
-    })));
+    life(Box::new(move |s| {
+        Box::pin(async move {
+            let ids = saved.lock().expect("lock").clone();
+            let op: Operation = s
+                .operations()
+                .get(GetOperationRequest {
+                    operation_id: ids[0].clone(),
+                })
+                .await
+                .expect("op")
+                .into_inner();
+            assert!(
+                op.done,
+                "a create left running by the last process is finished on restart"
+            );
+            let img: Image = response(&op);
+            assert_eq!(img.status, image::Status::Ready as i32);
+            let durable = s
+                .images()
+                .get(GetImageRequest {
+                    image_id: ids[2].clone(),
+                })
+                .await
+                .expect("image")
+                .into_inner();
+            assert_eq!(durable.labels.get("k").map(String::as_str), Some("v"));
+            let up = s
+                .operations()
+                .get(GetOperationRequest {
+                    operation_id: ids[3].clone(),
+                })
+                .await
+                .expect("op")
+                .into_inner();
+            assert!(up.done && up.created_at.is_some_and(|t: Timestamp| t.seconds > 0));
+            s.stop().await;
+        })
+    }));
 }

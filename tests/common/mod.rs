@@ -40,7 +40,10 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Self { create_delay: Duration::from_millis(50), gateway: GatewayConfig::default() }
+        Self {
+            create_delay: Duration::from_millis(50),
+            gateway: GatewayConfig::default(),
+        }
     }
 }
 
@@ -67,10 +70,15 @@ impl TestServer {
         let store = EmbeddedStore::open(dir).expect("open store");
         let be = Backend::new(
             Arc::new(store),
-            BackendConfig { create_delay: options.create_delay, advertise_address: grpc_addr.to_string() },
+            BackendConfig {
+                create_delay: options.create_delay,
+                advertise_address: grpc_addr.to_string(),
+            },
         );
         be.recover().await.expect("recover");
-        let gw = Arc::new(Gateway::new(&format!("http://{grpc_addr}"), options.gateway).expect("gateway"));
+        let gw = Arc::new(
+            Gateway::new(&format!("http://{grpc_addr}"), options.gateway).expect("gateway"),
+        );
         let (stop, rx) = watch::channel(false);
         let wait = |mut rx: watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|s| *s).await;
@@ -85,12 +93,21 @@ impl TestServer {
                 async move { gateway::run(http, gw, w).await.expect("gateway runs") }
             }),
         ];
-        Self { grpc_addr, http_addr, data_dir: dir.to_path_buf(), _tmp: None, stop, tasks }
+        Self {
+            grpc_addr,
+            http_addr,
+            data_dir: dir.to_path_buf(),
+            _tmp: None,
+            stop,
+            tasks,
+        }
     }
 
     /// A gRPC channel to the backend.
     pub fn channel(&self) -> Channel {
-        Channel::from_shared(format!("http://{}", self.grpc_addr)).expect("url").connect_lazy()
+        Channel::from_shared(format!("http://{}", self.grpc_addr))
+            .expect("url")
+            .connect_lazy()
     }
 
     pub fn images(&self) -> ImageServiceClient<Channel> {
@@ -130,14 +147,19 @@ pub async fn wait_done(ops: &mut OperationServiceClient<Channel>, id: &str) -> O
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         let op = ops
-            .get(GetOperationRequest { operation_id: id.to_string() })
+            .get(GetOperationRequest {
+                operation_id: id.to_string(),
+            })
             .await
             .expect("get operation")
             .into_inner();
         if op.done {
             return op;
         }
-        assert!(tokio::time::Instant::now() < deadline, "operation {id} not done in 10 s");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "operation {id} not done in 10 s"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
@@ -152,5 +174,7 @@ pub fn response<M: prost::Message + prost::Name + Default>(op: &Operation) -> M 
 }
 
 pub fn unpack<M: prost::Message + prost::Name + Default>(any: &Any) -> M {
-    any.unpack::<M>().expect("decodes").unwrap_or_else(|| panic!("Any holds {}", any.type_url))
+    any.unpack::<M>()
+        .expect("decodes")
+        .unwrap_or_else(|| panic!("Any holds {}", any.type_url))
 }
