@@ -386,12 +386,12 @@ fn push_binding(out: &mut String, rpc: usize, rule: &DynamicMessage, top: bool) 
             found = Some((verb.to_uppercase(), string_field(rule, verb)));
         }
     }
-    if rule.has_field_by_name("custom") {
-        if let Some(Value::Message(custom)) =
-            rule.get_field_by_name("custom").map(|v| v.into_owned())
-        {
-            found = Some((string_field(&custom, "kind"), string_field(&custom, "path")));
-        }
+    if let Some(Value::Message(custom)) = rule
+        .has_field_by_name("custom")
+        .then(|| rule.get_field_by_name("custom").map(|v| v.into_owned()))
+        .flatten()
+    {
+        found = Some((string_field(&custom, "kind"), string_field(&custom, "path")));
     }
     if let Some((verb, pattern)) = found {
         let _ = writeln!(
@@ -401,15 +401,17 @@ fn push_binding(out: &mut String, rpc: usize, rule: &DynamicMessage, top: bool) 
             string_field(rule, "response_body")
         );
     }
-    if top {
-        if let Some(Value::List(extra)) = rule
-            .get_field_by_name("additional_bindings")
-            .map(|v| v.into_owned())
-        {
-            for item in extra {
-                if let Value::Message(m) = item {
-                    push_binding(out, rpc, &m, false)?;
-                }
+    // additional_bindings nest one level only (google/api/http.proto); deeper ones are ignored.
+    if let Some(Value::List(extra)) = top
+        .then(|| {
+            rule.get_field_by_name("additional_bindings")
+                .map(|v| v.into_owned())
+        })
+        .flatten()
+    {
+        for item in extra {
+            if let Value::Message(m) = item {
+                push_binding(out, rpc, &m, false)?;
             }
         }
     }

@@ -135,12 +135,8 @@ fn shutdown_signal() -> watch::Receiver<bool> {
     rx
 }
 
-fn on_shutdown(
-    mut rx: watch::Receiver<bool>,
-) -> impl std::future::Future<Output = ()> + Send + 'static {
-    async move {
-        let _ = rx.wait_for(|stop| *stop).await;
-    }
+async fn on_shutdown(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stop| *stop).await;
 }
 
 async fn start_backend(args: BackendArgs, addr: SocketAddr) -> Result<Backend, AnyError> {

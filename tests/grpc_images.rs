@@ -1057,93 +1057,86 @@ async fn access_bindings_set_update_list() {
     assert_eq!(err.code(), Code::NotFound);
 }
 
+/// Runs one "process life" on `dir` in its own runtime: dropping the runtime ends every task,
+/// so the store file is closed before the next life opens it.
+fn life<F, Fut, T>(dir: &std::path::Path, f: F) -> T
+where
+    F: FnOnce(TestServer) -> Fut,
+    Fut: std::future::Future<Output = T>,
+{
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let options = Options {
+            create_delay: std::time::Duration::from_secs(3600),
+            ..Default::default()
+        };
+        f(TestServer::start_in(dir, options).await).await
+    })
+}
+
 #[test]
 fn everything_survives_a_restart() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let life = |f: Box<
-        dyn FnOnce(TestServer) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>,
-    >| {
-        let rt = tokio::runtime::Runtime::new().expect("runtime");
-        rt.block_on(async {
-            let s = TestServer::start_in(
-                dir.path(),
-                Options {
-                    create_delay: std::time::Duration::from_secs(3600),
-                    ..Default::default()
-                },
-            )
-            .await;
-            f(s).await;
-        });
-        // Dropping the runtime ends every task, so the store file is closed before the next life.
-    };
-    let ids = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-    let saved = ids.clone();
-    life(Box::new(move |s| {
-        Box::pin(async move {
-            let mut images = s.images();
-            let op = images
-                .create(create_req("b1g", "left-running"))
-                .await
-                .expect("create")
-                .into_inner();
-            assert!(!op.done);
-            let meta: CreateImageMetadata = unpack(op.metadata.as_ref().expect("metadata"));
-            let mut req = create_req("b1g", "durable");
-            req.source = Some(create_image_request::Source::SnapshotId("snap".into()));
-            let op2 = images.create(req).await.expect("create").into_inner();
-            let meta2: CreateImageMetadata = unpack(op2.metadata.as_ref().expect("metadata"));
-            let up = images
-                .update(UpdateImageRequest {
-                    image_id: meta2.image_id.clone(),
-                    update_mask: Some(FieldMask::new(["labels"])),
-                    labels: BTreeMap::from([("k".into(), "v".into())]),
-                    ..Default::default()
-                })
-                .await
-                .expect("update")
-                .into_inner();
-            *saved.lock().expect("lock") = vec![op.id, meta.image_id, meta2.image_id, up.id];
-            s.stop().await;
-        })
-    }));
-    let saved = ids.clone();
-    life(Box::new(move |s| {
-        Box::pin(async move {
-            let ids = saved.lock().expect("lock").clone();
-            let op: Operation = s
-                .operations()
-                .get(GetOperationRequest {
-                    operation_id: ids[0].clone(),
-                })
-                .await
-                .expect("op")
-                .into_inner();
-            assert!(
-                op.done,
-                "a create left running by the last process is finished on restart"
-            );
-            let img: Image = response(&op);
-            assert_eq!(img.status, image::Status::Ready as i32);
-            let durable = s
-                .images()
-                .get(GetImageRequest {
-                    image_id: ids[2].clone(),
-                })
-                .await
-                .expect("image")
-                .into_inner();
-            assert_eq!(durable.labels.get("k").map(String::as_str), Some("v"));
-            let up = s
-                .operations()
-                .get(GetOperationRequest {
-                    operation_id: ids[3].clone(),
-                })
-                .await
-                .expect("op")
-                .into_inner();
-            assert!(up.done && up.created_at.is_some_and(|t: Timestamp| t.seconds > 0));
-            s.stop().await;
-        })
-    }));
+    let ids = life(dir.path(), |s| async move {
+        let mut images = s.images();
+        let op = images
+            .create(create_req("b1g", "left-running"))
+            .await
+            .expect("create")
+            .into_inner();
+        assert!(!op.done);
+        let meta: CreateImageMetadata = unpack(op.metadata.as_ref().expect("metadata"));
+        let mut req = create_req("b1g", "durable");
+        req.source = Some(create_image_request::Source::SnapshotId("snap".into()));
+        let op2 = images.create(req).await.expect("create").into_inner();
+        let meta2: CreateImageMetadata = unpack(op2.metadata.as_ref().expect("metadata"));
+        let labels = BTreeMap::from([("k".to_string(), "v".to_string())]);
+        let upd = UpdateImageRequest {
+            image_id: meta2.image_id.clone(),
+            update_mask: Some(FieldMask::new(["labels"])),
+            labels,
+            ..Default::default()
+        };
+        let up = images.update(upd).await.expect("update").into_inner();
+        s.stop().await;
+        vec![op.id, meta.image_id, meta2.image_id, up.id]
+    });
+    life(dir.path(), |s| async move {
+        let op: Operation = s
+            .operations()
+            .get(GetOperationRequest {
+                operation_id: ids[0].clone(),
+            })
+            .await
+            .expect("op")
+            .into_inner();
+        assert!(
+            op.done,
+            "a create left running by the last process is finished on restart"
+        );
+        let img: Image = response(&op);
+        assert_eq!(
+            (img.id.as_str(), img.status),
+            (ids[1].as_str(), image::Status::Ready as i32)
+        );
+        let durable = s
+            .images()
+            .get(GetImageRequest {
+                image_id: ids[2].clone(),
+            })
+            .await
+            .expect("image")
+            .into_inner();
+        assert_eq!(durable.labels.get("k").map(String::as_str), Some("v"));
+        let up = s
+            .operations()
+            .get(GetOperationRequest {
+                operation_id: ids[3].clone(),
+            })
+            .await
+            .expect("op")
+            .into_inner();
+        assert!(up.done && up.created_at.is_some_and(|t: Timestamp| t.seconds > 0));
+        s.stop().await;
+    });
 }

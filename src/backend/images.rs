@@ -229,10 +229,10 @@ impl ImageService for Images {
         let filter = Filter::parse(&r.filter).map_err(|e| invalid("filter", e))?;
         let order = Order::parse(&r.order_by).map_err(|e| invalid("order_by", e))?;
         let after = page::decode("page_token", &r.page_token, 3)?;
-        if let Some(after) = &after {
-            if after[0] != order.tag() {
-                return Err(invalid("page_token", "was issued for another order_by"));
-            }
+        if let Some(after) = &after
+            && after[0] != order.tag()
+        {
+            return Err(invalid("page_token", "was issued for another order_by"));
         }
         let size = page::size(r.page_size);
         self.0

@@ -153,20 +153,20 @@ impl Backend {
         fingerprint.push(0);
         fingerprint.extend_from_slice(&request);
         self.write(move |tx| {
-            if let Some(key) = &key {
-                if let Some(record) = tx.idempotency(key).map_err(internal)? {
-                    if record.fingerprint != fingerprint {
-                        return Err(Status::failed_precondition(format!(
-                            "idempotency-key {key:?} was already used for a different request"
-                        )));
-                    }
-                    return tx
-                        .operation(&record.operation_id)
-                        .map_err(internal)?
-                        .ok_or_else(|| {
-                            Status::internal("idempotency record points at a missing operation")
-                        });
+            if let Some(key) = &key
+                && let Some(record) = tx.idempotency(key).map_err(internal)?
+            {
+                if record.fingerprint != fingerprint {
+                    return Err(Status::failed_precondition(format!(
+                        "idempotency-key {key:?} was already used for a different request"
+                    )));
                 }
+                return tx
+                    .operation(&record.operation_id)
+                    .map_err(internal)?
+                    .ok_or_else(|| {
+                        Status::internal("idempotency record points at a missing operation")
+                    });
             }
             let (op, image_id) = f(tx, ctx)?;
             tx.put_operation(&op, &image_id).map_err(internal)?;

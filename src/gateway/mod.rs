@@ -68,7 +68,7 @@ impl Gateway {
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(30))
             .keep_alive_while_idle(true);
-        Ok(Self::with_channel(endpoint.connect_lazy(), config)?)
+        Self::with_channel(endpoint.connect_lazy(), config)
     }
 
     /// A gateway over an existing channel.

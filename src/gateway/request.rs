@@ -146,12 +146,12 @@ fn bind_path(
         let typed = scalar_from_str(field.kind, raw)
             .and_then(|v| scalar(field.kind, v, &dotted))
             .map_err(|e| GatewayError::bad_request(format!("path parameter {dotted}: {e}")))?;
-        if let Err(old) = set_unique(obj, field.json_name, typed.clone()) {
-            if old != typed {
-                return Err(GatewayError::bad_request(format!(
-                    "field {dotted} is {old} in the request but {typed} in the URL path; they must agree"
-                )));
-            }
+        if let Err(old) = set_unique(obj, field.json_name, typed.clone())
+            && old != typed
+        {
+            return Err(GatewayError::bad_request(format!(
+                "field {dotted} is {old} in the request but {typed} in the URL path; they must agree"
+            )));
         }
     }
     Ok(())

@@ -42,10 +42,10 @@ pub fn render<M: Serialize>(
             _ => None,
         };
     }
-    if options.omit_default_fields {
-        if let Some(s) = schema {
-            strip_defaults(s, &mut value);
-        }
+    if options.omit_default_fields
+        && let Some(s) = schema
+    {
+        strip_defaults(s, &mut value);
     }
     serde_json::to_vec(&value).map_err(fail)
 }

@@ -158,10 +158,10 @@ impl Template {
                 None => return err("expected '/' between segments"),
             }
         }
-        if let Some(i) = t.segments.iter().position(|s| *s == Segment::Rest) {
-            if i + 1 != t.segments.len() {
-                return err("'**' must be the last segment");
-            }
+        if let Some(i) = t.segments.iter().position(|s| *s == Segment::Rest)
+            && i + 1 != t.segments.len()
+        {
+            return err("'**' must be the last segment");
         }
         Ok(t)
     }

@@ -104,7 +104,7 @@ fn snake_to_camel(seg: &str) -> Option<String> {
                 out.push(c.to_ascii_uppercase());
                 upper = false;
             }
-            'a'..='z' | '0'..='9' if !upper && !(i == 0 && c.is_ascii_digit()) => out.push(c),
+            'a'..='z' | '0'..='9' if !(upper || i == 0 && c.is_ascii_digit()) => out.push(c),
             _ => return None,
         }
     }
