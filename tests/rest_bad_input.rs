@@ -557,3 +557,49 @@ async fn a_dead_backend_is_503_at_once() {
     );
     server.abort();
 }
+
+#[tokio::test]
+async fn a_stuck_backend_is_504_after_the_request_timeout() {
+    // Accepts connections and never answers: not even the HTTP/2 handshake completes.
+    let stuck = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let stuck_addr = stuck.local_addr().expect("addr");
+    let holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((conn, _)) = stuck.accept().await {
+            held.push(conn);
+        }
+    });
+    let config = GatewayConfig {
+        request_timeout: Duration::from_millis(300),
+        ..Default::default()
+    };
+    let gw = std::sync::Arc::new(
+        compute_gateway::gateway::Gateway::new(&format!("http://{stuck_addr}"), config)
+            .expect("gateway"),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let server = tokio::spawn(compute_gateway::gateway::run(
+        listener,
+        gw,
+        std::future::pending(),
+    ));
+    let started = Instant::now();
+    let resp = reqwest::get(format!("http://{addr}/compute/v1/images/fd8x"))
+        .await
+        .expect("send");
+    assert_eq!(resp.status(), 504);
+    let body: Value = resp.json().await.expect("json");
+    assert_eq!(body["code"], 4);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    server.abort();
+    holder.abort();
+}
