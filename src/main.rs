@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use compute_gateway::backend::{self, Backend, BackendConfig};
-use compute_gateway::gateway::{self, Gateway, GatewayConfig, RenderOptions};
+use compute_gateway::gateway::{self, Gateway, GatewayConfig, ListenerOptions, RenderOptions};
 use compute_gateway::store::EmbeddedStore;
+use compute_gateway::tls::Tls;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -50,6 +51,27 @@ struct BackendArgs {
     /// host:port handed out by endpoint discovery (default: the gRPC listener's address).
     #[arg(long, env = "CG_ADVERTISE_ADDRESS")]
     advertise_address: Option<String>,
+    #[command(flatten)]
+    tls: TlsArgs,
+}
+
+#[derive(Args, Clone)]
+struct TlsArgs {
+    /// PEM certificate chain: serve TLS on every listener (needs --tls-key).
+    #[arg(long, env = "CG_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "CG_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+}
+
+impl TlsArgs {
+    fn load(&self) -> Result<Option<Tls>, AnyError> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Ok(Some(Tls::load(cert, key)?)),
+            _ => Ok(None),
+        }
+    }
 }
 
 #[derive(Args, Clone)]
@@ -66,6 +88,18 @@ struct HttpArgs {
     /// Leave fields that hold their default value out of replies.
     #[arg(long, env = "CG_OMIT_DEFAULT_FIELDS")]
     omit_default_fields: bool,
+    /// Milliseconds a client has to send a request's headers (and finish a TLS handshake).
+    #[arg(long, env = "CG_HEADER_READ_TIMEOUT_MS", default_value_t = 10_000)]
+    header_read_timeout_ms: u64,
+    /// Milliseconds a client has to send the whole request body; past it the reply is 408.
+    #[arg(long, env = "CG_BODY_READ_TIMEOUT_MS", default_value_t = 10_000)]
+    body_read_timeout_ms: u64,
+    /// Most concurrent HTTP/2 streams per REST connection.
+    #[arg(long, env = "CG_MAX_CONCURRENT_STREAMS", default_value_t = 256)]
+    max_concurrent_streams: u32,
+    /// Name the backend's TLS certificate must carry when the gateway dials it over TLS.
+    #[arg(long, env = "CG_TLS_SERVER_NAME", default_value = "localhost")]
+    tls_server_name: String,
 }
 
 #[derive(Args, Clone)]
@@ -74,15 +108,25 @@ struct ServeArgs {
     backend: BackendArgs,
     #[command(flatten)]
     http: HttpArgs,
+    /// Once every listener accepts, write their addresses here as JSON
+    /// (`{"grpc": "127.0.0.1:50051", "http": "127.0.0.1:8080"}`): scripts bind port 0 and read it.
+    #[arg(long, env = "CG_READY_FILE")]
+    ready_file: Option<PathBuf>,
 }
 
 #[derive(Args)]
 struct GatewayArgs {
     #[command(flatten)]
     http: HttpArgs,
-    /// URL of the gRPC backend.
+    /// URL of the gRPC backend; `https://` dials TLS.
     #[arg(long, env = "CG_BACKEND", default_value = "http://127.0.0.1:50051")]
     backend: String,
+    /// PEM certificate to trust for an `https://` backend (default: the system's roots are not
+    /// loaded, so set this for TLS backends).
+    #[arg(long, env = "CG_BACKEND_CA")]
+    backend_ca: Option<PathBuf>,
+    #[command(flatten)]
+    tls: TlsArgs,
 }
 
 type AnyError = Box<dyn std::error::Error + Send + Sync>;
@@ -155,30 +199,78 @@ async fn start_backend(args: BackendArgs, addr: SocketAddr) -> Result<Backend, A
     Ok(backend)
 }
 
-fn gateway_config(args: &HttpArgs) -> GatewayConfig {
+fn gateway_config(
+    args: &HttpArgs,
+    backend_tls: Option<tonic::transport::ClientTlsConfig>,
+) -> GatewayConfig {
     GatewayConfig {
         max_body_bytes: args.max_body_bytes,
         request_timeout: Duration::from_millis(args.request_timeout_ms),
+        body_read_timeout: Duration::from_millis(args.body_read_timeout_ms),
         render: RenderOptions {
             omit_default_fields: args.omit_default_fields,
         },
+        backend_tls,
     }
 }
 
+fn listener_options(args: &HttpArgs, tls: Option<&Tls>) -> ListenerOptions {
+    ListenerOptions {
+        tls: tls.map(Tls::rest_server),
+        header_read_timeout: Duration::from_millis(args.header_read_timeout_ms),
+        max_concurrent_streams: args.max_concurrent_streams,
+        ..ListenerOptions::default()
+    }
+}
+
+/// Writes the ready file atomically (temp file + rename), so a reader never sees half of it.
+fn write_ready_file(
+    path: &std::path::Path,
+    grpc: SocketAddr,
+    http: SocketAddr,
+) -> Result<(), AnyError> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(
+        &tmp,
+        format!("{{\"grpc\": \"{grpc}\", \"http\": \"{http}\"}}\n"),
+    )
+    .and_then(|()| std::fs::rename(&tmp, path))
+    .map_err(|e| format!("cannot write --ready-file {}: {e}", path.display()).into())
+}
+
 async fn serve(args: ServeArgs) -> Result<(), AnyError> {
+    let tls = args.backend.tls.load()?;
     let grpc = bind(&args.backend.grpc_listen, "--grpc-listen").await?;
     let http = bind(&args.http.http_listen, "--http-listen").await?;
     let grpc_addr: SocketAddr = grpc.local_addr()?;
     let backend = start_backend(args.backend.clone(), grpc_addr).await?;
-    let gw = Arc::new(Gateway::new(
-        &format!("http://{grpc_addr}"),
-        gateway_config(&args.http),
-    )?);
+    // The gateway reaches the in-process backend over its real port, over TLS when it is TLS.
+    let (scheme, client_tls) = match &tls {
+        Some(t) => ("https", Some(t.client(&args.http.tls_server_name))),
+        None => ("http", None),
+    };
+    let config = gateway_config(&args.http, client_tls);
+    let gw = Arc::new(Gateway::new(&format!("{scheme}://{grpc_addr}"), config)?);
     let stop = shutdown_signal();
-    tracing::info!(grpc = %grpc_addr, http = %http.local_addr()?, data_dir = %args.backend.data_dir.display(), "serving");
+    tracing::info!(
+        grpc = %grpc_addr,
+        http = %http.local_addr()?,
+        tls = tls.is_some(),
+        data_dir = %args.backend.data_dir.display(),
+        "serving"
+    );
+    if let Some(path) = &args.ready_file {
+        write_ready_file(path, grpc_addr, http.local_addr()?)?;
+    }
+    let listener_opts = listener_options(&args.http, tls.as_ref());
     let (b, g) = tokio::join!(
-        backend::run(grpc, backend, on_shutdown(stop.clone())),
-        gateway::run(http, gw, on_shutdown(stop)),
+        backend::run_with(
+            grpc,
+            backend,
+            tls.as_ref().map(Tls::grpc_server),
+            on_shutdown(stop.clone())
+        ),
+        gateway::run_with(http, gw, listener_opts, on_shutdown(stop)),
     );
     b?;
     g?;
@@ -186,18 +278,42 @@ async fn serve(args: ServeArgs) -> Result<(), AnyError> {
 }
 
 async fn run_backend(args: BackendArgs) -> Result<(), AnyError> {
+    let tls = args.tls.load()?;
     let grpc = bind(&args.grpc_listen, "--grpc-listen").await?;
     let addr = grpc.local_addr()?;
     let backend = start_backend(args.clone(), addr).await?;
-    tracing::info!(grpc = %addr, data_dir = %args.data_dir.display(), "serving");
-    backend::run(grpc, backend, on_shutdown(shutdown_signal())).await?;
+    tracing::info!(grpc = %addr, tls = tls.is_some(), data_dir = %args.data_dir.display(), "serving");
+    backend::run_with(
+        grpc,
+        backend,
+        tls.as_ref().map(Tls::grpc_server),
+        on_shutdown(shutdown_signal()),
+    )
+    .await?;
     Ok(())
 }
 
 async fn run_gateway(args: GatewayArgs) -> Result<(), AnyError> {
+    let tls = args.tls.load()?;
+    let backend_tls = match &args.backend_ca {
+        Some(ca) => {
+            let pem = std::fs::read(ca)
+                .map_err(|e| format!("cannot read --backend-ca {}: {e}", ca.display()))?;
+            Some(
+                tonic::transport::ClientTlsConfig::new()
+                    .ca_certificate(tonic::transport::Certificate::from_pem(pem))
+                    .domain_name(args.http.tls_server_name.clone()),
+            )
+        }
+        None => None,
+    };
     let http = bind(&args.http.http_listen, "--http-listen").await?;
-    let gw = Arc::new(Gateway::new(&args.backend, gateway_config(&args.http))?);
-    tracing::info!(http = %http.local_addr()?, backend = %args.backend, "serving");
-    gateway::run(http, gw, on_shutdown(shutdown_signal())).await?;
+    let gw = Arc::new(Gateway::new(
+        &args.backend,
+        gateway_config(&args.http, backend_tls),
+    )?);
+    tracing::info!(http = %http.local_addr()?, backend = %args.backend, tls = tls.is_some(), "serving");
+    let opts = listener_options(&args.http, tls.as_ref());
+    gateway::run_with(http, gw, opts, on_shutdown(shutdown_signal())).await?;
     Ok(())
 }

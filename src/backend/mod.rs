@@ -261,10 +261,20 @@ fn not_found(kind: &str, id: &str) -> Status {
     Status::not_found(format!("{kind} {id} not found"))
 }
 
-/// Serves every service on `listener` until `shutdown` resolves.
+/// Serves every service on `listener` (plaintext) until `shutdown` resolves.
 pub async fn run(
     listener: TcpListener,
     backend: Backend,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error> {
+    run_with(listener, backend, None, shutdown).await
+}
+
+/// Serves every service on `listener`, over TLS when `tls` is set, until `shutdown` resolves.
+pub async fn run_with(
+    listener: TcpListener,
+    backend: Backend,
+    tls: Option<tonic::transport::ServerTlsConfig>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
     let reflection_v1 = tonic_reflection::server::Builder::configure()
@@ -288,7 +298,11 @@ pub async fn run(
         .set_service_status("", tonic_health::ServingStatus::Serving)
         .await;
 
-    tonic::transport::Server::builder()
+    let mut server = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        server = server.tls_config(tls)?;
+    }
+    server
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

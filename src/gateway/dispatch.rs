@@ -72,7 +72,10 @@ where
     req.set_timeout(backend.timeout);
     let mut grpc = tonic::client::Grpc::new(backend.channel.clone());
     let response = tokio::time::timeout(backend.timeout, async {
-        grpc.ready().await.map_err(|_| GatewayError::Unavailable)?;
+        grpc.ready().await.map_err(|e| {
+            tracing::warn!(error = %e, source = ?std::error::Error::source(&e), "backend connection failed");
+            GatewayError::Unavailable
+        })?;
         grpc.unary::<Req, Resp, _>(
             req,
             PathAndQuery::from_static(spec.path),

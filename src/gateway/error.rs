@@ -27,6 +27,8 @@ pub enum GatewayError {
         /// The limit in bytes.
         limit: usize,
     },
+    /// The client did not send the whole body in time.
+    RequestTimeout,
     /// The backend could not be reached.
     Unavailable,
     /// The backend did not answer in time.
@@ -50,6 +52,10 @@ impl GatewayError {
         // statuses with no grpc-status from a server; their text is internal detail.
         let from_server =
             status.metadata().contains_key("grpc-status") || !status.details().is_empty();
+        if !from_server {
+            // The transport's own words are for the operator's log, not for the client.
+            tracing::warn!(code = ?status.code(), message = status.message(), source = ?std::error::Error::source(&status), "backend call failed");
+        }
         match status.code() {
             Code::Unavailable if !from_server => Self::Unavailable,
             Code::Cancelled if status.message().contains("Timeout") => Self::DeadlineExceeded,
@@ -82,6 +88,11 @@ impl GatewayError {
             Self::PayloadTooLarge { limit } => (
                 Code::ResourceExhausted,
                 format!("request body is larger than the limit of {limit} bytes"),
+                vec![],
+            ),
+            Self::RequestTimeout => (
+                Code::DeadlineExceeded,
+                "the request body did not arrive in time".into(),
                 vec![],
             ),
             Self::Unavailable => (
@@ -142,6 +153,7 @@ impl IntoResponse for GatewayError {
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             _ => http_status(code),
         };
         let body = rpc::Status {

@@ -11,6 +11,7 @@ pub mod query;
 pub mod request;
 pub mod response;
 pub mod routes;
+pub mod server;
 pub mod template;
 
 use std::sync::Arc;
@@ -29,6 +30,7 @@ pub use dispatch::Backend;
 pub use error::GatewayError;
 pub use response::RenderOptions;
 pub use routes::RouteTable;
+pub use server::ListenerOptions;
 
 /// Gateway settings.
 #[derive(Debug, Clone)]
@@ -37,8 +39,12 @@ pub struct GatewayConfig {
     pub max_body_bytes: usize,
     /// Deadline of each backend call (sent as `grpc-timeout`); past it the reply is 504.
     pub request_timeout: Duration,
+    /// The whole body must arrive within this time; past it the reply is 408.
+    pub body_read_timeout: Duration,
     /// How replies are rendered.
     pub render: RenderOptions,
+    /// TLS to the backend (for an `https://` backend URL).
+    pub backend_tls: Option<tonic::transport::ClientTlsConfig>,
 }
 
 impl Default for GatewayConfig {
@@ -46,7 +52,9 @@ impl Default for GatewayConfig {
         Self {
             max_body_bytes: 1 << 20,
             request_timeout: Duration::from_secs(30),
+            body_read_timeout: Duration::from_secs(10),
             render: RenderOptions::default(),
+            backend_tls: None,
         }
     }
 }
@@ -62,8 +70,14 @@ impl Gateway {
     /// A gateway in front of the backend at `url` (`http://host:port`). The connection is made
     /// lazily and re-made after failures; a bad route table or URL fails here.
     pub fn new(url: &str, config: GatewayConfig) -> Result<Self, String> {
-        let endpoint = Endpoint::from_shared(url.to_string())
-            .map_err(|e| format!("invalid backend URL {url:?}: {e}"))?
+        let mut endpoint = Endpoint::from_shared(url.to_string())
+            .map_err(|e| format!("invalid backend URL {url:?}: {e}"))?;
+        if let Some(tls) = &config.backend_tls {
+            endpoint = endpoint
+                .tls_config(tls.clone())
+                .map_err(|e| format!("backend TLS: {e}"))?;
+        }
+        let endpoint = endpoint
             .connect_timeout(Duration::from_secs(2))
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(30))
@@ -86,15 +100,29 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
     Router::new().fallback(handle).with_state(gateway)
 }
 
-/// Serves the gateway on `listener` until `shutdown` resolves.
+/// Serves the gateway on `listener` (plain HTTP, default limits) until `shutdown` resolves.
 pub async fn run(
     listener: TcpListener,
     gateway: Arc<Gateway>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(gateway))
-        .with_graceful_shutdown(shutdown)
-        .await
+    server::serve(
+        listener,
+        router(gateway),
+        ListenerOptions::default(),
+        shutdown,
+    )
+    .await
+}
+
+/// Serves the gateway on `listener` with these listener options until `shutdown` resolves.
+pub async fn run_with(
+    listener: TcpListener,
+    gateway: Arc<Gateway>,
+    options: ListenerOptions,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    server::serve(listener, router(gateway), options, shutdown).await
 }
 
 async fn handle(State(gw): State<Arc<Gateway>>, req: Request<Body>) -> Response {
@@ -138,14 +166,18 @@ async fn transcode(
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(GatewayError::PayloadTooLarge { limit });
     }
-    let body = to_bytes(body, limit).await.map_err(|e| {
-        if std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
-        {
-            GatewayError::PayloadTooLarge { limit }
-        } else {
-            GatewayError::bad_request(format!("could not read the request body: {e}"))
-        }
-    })?;
+    let body = tokio::time::timeout(gw.config.body_read_timeout, to_bytes(body, limit))
+        .await
+        .map_err(|_| GatewayError::RequestTimeout)?
+        .map_err(|e| {
+            if std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
+            {
+                GatewayError::PayloadTooLarge { limit }
+            } else {
+                GatewayError::bad_request(format!("could not read the request body: {e}"))
+            }
+        })?;
     let json = request::build(&m, parts.uri.query(), &body)?;
     let transcoded = dispatch::Transcoded {
         json,

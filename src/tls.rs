@@ -1,0 +1,73 @@
+//! TLS for both listeners from one PEM certificate chain and key (`--tls-cert`, `--tls-key`):
+//! tonic's server config for gRPC, a rustls config (ALPN h2 and http/1.1) for REST, and the
+//! client config the in-process gateway uses to reach a TLS backend, trusting that same
+//! certificate.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use tokio_rustls::rustls;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
+
+/// A certificate chain and its key, read and checked once.
+#[derive(Clone)]
+pub struct Tls {
+    cert_pem: Vec<u8>,
+    key_pem: Vec<u8>,
+    rustls: Arc<rustls::ServerConfig>,
+}
+
+impl Tls {
+    /// Reads and validates the PEM files.
+    pub fn load(cert: &Path, key: &Path) -> Result<Self, String> {
+        let cert_pem = std::fs::read(cert)
+            .map_err(|e| format!("cannot read --tls-cert {}: {e}", cert.display()))?;
+        let key_pem = std::fs::read(key)
+            .map_err(|e| format!("cannot read --tls-key {}: {e}", key.display()))?;
+        Self::from_pem(cert_pem, key_pem)
+    }
+
+    /// Validates PEM bytes.
+    pub fn from_pem(cert_pem: Vec<u8>, key_pem: Vec<u8>) -> Result<Self, String> {
+        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("--tls-cert is not a PEM certificate chain: {e}"))?;
+        if chain.is_empty() {
+            return Err("--tls-cert holds no certificate".into());
+        }
+        let key = PrivateKeyDer::from_pem_slice(&key_pem)
+            .map_err(|e| format!("--tls-key is not a PEM private key: {e}"))?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| format!("TLS setup: {e}"))?
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .map_err(|e| format!("--tls-cert and --tls-key do not form a usable identity: {e}"))?;
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(Self {
+            cert_pem,
+            key_pem,
+            rustls: Arc::new(config),
+        })
+    }
+
+    /// The gRPC listener's configuration.
+    pub fn grpc_server(&self) -> ServerTlsConfig {
+        ServerTlsConfig::new().identity(Identity::from_pem(&self.cert_pem, &self.key_pem))
+    }
+
+    /// The REST listener's configuration.
+    pub fn rest_server(&self) -> Arc<rustls::ServerConfig> {
+        self.rustls.clone()
+    }
+
+    /// A client that trusts this certificate and checks it names `server_name`.
+    pub fn client(&self, server_name: &str) -> ClientTlsConfig {
+        ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(&self.cert_pem))
+            .domain_name(server_name)
+    }
+}
