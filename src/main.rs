@@ -109,7 +109,8 @@ struct ServeArgs {
     #[command(flatten)]
     http: HttpArgs,
     /// Once every listener accepts, write their addresses here as JSON
-    /// (`{"grpc": "127.0.0.1:50051", "http": "127.0.0.1:8080"}`): scripts bind port 0 and read it.
+    /// (`{"grpc": "127.0.0.1:50051", "http": "127.0.0.1:8080"}`), or on stdout for `-`:
+    /// scripts bind port 0 and read it.
     #[arg(long, env = "CG_READY_FILE")]
     ready_file: Option<PathBuf>,
 }
@@ -133,7 +134,9 @@ type AnyError = Box<dyn std::error::Error + Send + Sync>;
 
 #[tokio::main]
 async fn main() {
+    // Logs go to stderr: stdout carries only what a script asked for (`--ready-file -`).
     tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
@@ -223,19 +226,26 @@ fn listener_options(args: &HttpArgs, tls: Option<&Tls>) -> ListenerOptions {
     }
 }
 
-/// Writes the ready file atomically (temp file + rename), so a reader never sees half of it.
+/// Writes the ready file atomically (temp file + rename), so a reader never sees half of it;
+/// `-` prints the same JSON line on stdout instead.
 fn write_ready_file(
     path: &std::path::Path,
     grpc: SocketAddr,
     http: SocketAddr,
 ) -> Result<(), AnyError> {
+    let line = format!("{{\"grpc\": \"{grpc}\", \"http\": \"{http}\"}}\n");
+    if path.as_os_str() == "-" {
+        use std::io::Write as _;
+        let mut out = std::io::stdout().lock();
+        return out
+            .write_all(line.as_bytes())
+            .and_then(|()| out.flush())
+            .map_err(|e| format!("cannot write the ready line: {e}").into());
+    }
     let tmp = path.with_extension("tmp");
-    std::fs::write(
-        &tmp,
-        format!("{{\"grpc\": \"{grpc}\", \"http\": \"{http}\"}}\n"),
-    )
-    .and_then(|()| std::fs::rename(&tmp, path))
-    .map_err(|e| format!("cannot write --ready-file {}: {e}", path.display()).into())
+    std::fs::write(&tmp, line)
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .map_err(|e| format!("cannot write --ready-file {}: {e}", path.display()).into())
 }
 
 async fn serve(args: ServeArgs) -> Result<(), AnyError> {
