@@ -72,15 +72,14 @@ fn check_unique_name(
 
 fn validate_create(r: &CreateImageRequest) -> Result<(), Status> {
     let mut v = Violations::default();
-    v.required("folder_id", &r.folder_id);
-    v.max_len("folder_id", &r.folder_id, 50);
+    v.id("folder_id", &r.folder_id, 50);
     v.name("name", &r.name);
     v.max_len("description", &r.description, 256);
     v.labels("labels", r.labels.iter());
     v.family("family", &r.family);
     v.min_disk_size("min_disk_size", r.min_disk_size);
     for (i, p) in r.product_ids.iter().enumerate() {
-        v.max_len(&format!("product_ids[{i}]"), p, 50);
+        v.id(&format!("product_ids[{i}]"), p, 50);
     }
     use create_image_request::Source;
     match &r.source {
@@ -88,18 +87,9 @@ fn validate_create(r: &CreateImageRequest) -> Result<(), Status> {
             "source",
             "exactly one of image_id, disk_id, snapshot_id or uri must be set",
         ),
-        Some(Source::ImageId(s)) => {
-            v.required("image_id", s);
-            v.max_len("image_id", s, 50)
-        }
-        Some(Source::DiskId(s)) => {
-            v.required("disk_id", s);
-            v.max_len("disk_id", s, 50)
-        }
-        Some(Source::SnapshotId(s)) => {
-            v.required("snapshot_id", s);
-            v.max_len("snapshot_id", s, 50)
-        }
+        Some(Source::ImageId(s)) => v.id("image_id", s, 50),
+        Some(Source::DiskId(s)) => v.id("disk_id", s, 50),
+        Some(Source::SnapshotId(s)) => v.id("snapshot_id", s, 50),
         Some(Source::Uri(s)) => v.required("uri", s),
     }
     v.check()
@@ -107,8 +97,7 @@ fn validate_create(r: &CreateImageRequest) -> Result<(), Status> {
 
 fn validate_update(r: &UpdateImageRequest) -> Result<(), Status> {
     let mut v = Violations::default();
-    v.required("image_id", &r.image_id);
-    v.max_len("image_id", &r.image_id, 50);
+    v.id("image_id", &r.image_id, 50);
     v.name("name", &r.name);
     v.max_len("description", &r.description, 256);
     v.min_disk_size("min_disk_size", r.min_disk_size);
@@ -128,15 +117,13 @@ fn validate_update(r: &UpdateImageRequest) -> Result<(), Status> {
 
 fn validate_image_id(id: &str) -> Result<(), Status> {
     let mut v = Violations::default();
-    v.required("image_id", id);
-    v.max_len("image_id", id, 50);
+    v.id("image_id", id, 50);
     v.check()
 }
 
 fn validate_resource_id(id: &str) -> Violations {
     let mut v = Violations::default();
-    v.required("resource_id", id);
-    v.max_len("resource_id", id, 64);
+    v.id("resource_id", id, 64);
     v
 }
 
@@ -145,15 +132,12 @@ fn validate_binding(v: &mut Violations, field: &str, b: Option<&AccessBinding>) 
         v.add(field, "is required");
         return;
     };
-    v.required(&format!("{field}.role_id"), &b.role_id);
-    v.max_len(&format!("{field}.role_id"), &b.role_id, 64);
+    v.id(&format!("{field}.role_id"), &b.role_id, 64);
     match &b.subject {
         None => v.add(format!("{field}.subject"), "is required"),
         Some(s) => {
-            v.required(&format!("{field}.subject.id"), &s.id);
-            v.max_len(&format!("{field}.subject.id"), &s.id, 100);
-            v.required(&format!("{field}.subject.type"), &s.r#type);
-            v.max_len(&format!("{field}.subject.type"), &s.r#type, 100);
+            v.id(&format!("{field}.subject.id"), &s.id, 100);
+            v.id(&format!("{field}.subject.type"), &s.r#type, 100);
         }
     }
 }
@@ -190,8 +174,7 @@ impl ImageService for Images {
     ) -> Result<Response<Image>, Status> {
         let r = req.into_inner();
         let mut v = Violations::default();
-        v.required("folder_id", &r.folder_id);
-        v.max_len("folder_id", &r.folder_id, 50);
+        v.id("folder_id", &r.folder_id, 50);
         v.required("family", &r.family);
         v.family("family", &r.family);
         v.check()?;
@@ -219,8 +202,7 @@ impl ImageService for Images {
     ) -> Result<Response<ListImagesResponse>, Status> {
         let r = req.into_inner();
         let mut v = Violations::default();
-        v.required("folder_id", &r.folder_id);
-        v.max_len("folder_id", &r.folder_id, 50);
+        v.id("folder_id", &r.folder_id, 50);
         v.page_size("page_size", r.page_size);
         v.max_len("page_token", &r.page_token, 100);
         v.max_len("filter", &r.filter, 1000);
@@ -436,8 +418,7 @@ impl ImageService for Images {
     ) -> Result<Response<ListImageOperationsResponse>, Status> {
         let r = req.into_inner();
         let mut v = Violations::default();
-        v.required("image_id", &r.image_id);
-        v.max_len("image_id", &r.image_id, 50);
+        v.id("image_id", &r.image_id, 50);
         v.page_size("page_size", r.page_size);
         v.max_len("page_token", &r.page_token, 100);
         v.check()?;

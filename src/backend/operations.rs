@@ -24,8 +24,7 @@ pub struct Operations(pub Backend);
 
 fn validate_operation_id(id: &str) -> Result<(), Status> {
     let mut v = Violations::default();
-    v.required("operation_id", id);
-    v.max_len("operation_id", id, 50);
+    v.id("operation_id", id, 50);
     v.check()
 }
 

@@ -55,6 +55,16 @@ impl Violations {
         }
     }
 
+    /// An ID: required, at most `max` characters, and no control characters (NUL and the
+    /// like can never be part of an ID, so they are refused rather than looked up).
+    pub fn id(&mut self, field: &str, value: &str, max: usize) {
+        self.required(field, value);
+        self.max_len(field, value, max);
+        if value.chars().any(char::is_control) {
+            self.add(field, "must not contain control characters");
+        }
+    }
+
     /// `value` must match the API's pattern.
     pub fn pattern(&mut self, field: &str, value: &str, re: &Regex, shown: &str) {
         if !re.is_match(value) {

@@ -1,0 +1,571 @@
+//! A corpus of over 200 hostile requests over REST and gRPC: malformed and invalid UTF-8 JSON,
+//! deep nesting, huge numbers, 10k labels, 1 MB strings, NUL bytes, wrong types for every field,
+//! wrong content types, invalid percent-encoding, header floods, over-long paths, request
+//! smuggling attempts, undecodable protobuf, oversized gRPC messages and truncated HTTP/2
+//! frames. Each ends in a clear 4xx (REST) or a gRPC error status, and the server stays healthy.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use bytes::{Buf, BufMut};
+use common::TestServer;
+use compute_gateway::gateway::RouteTable;
+use compute_gateway::json::schema::{self, Cardinality, Kind};
+use serde_json::{Value, json};
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_client::HealthClient;
+
+struct Case {
+    name: String,
+    method: String,
+    path: String,
+    content_type: Option<&'static str>,
+    body: Vec<u8>,
+    /// Text the error message must contain, if any.
+    says: Option<String>,
+}
+
+fn case(
+    name: impl Into<String>,
+    method: &str,
+    path: impl Into<String>,
+    body: impl Into<Vec<u8>>,
+) -> Case {
+    Case {
+        name: name.into(),
+        method: method.into(),
+        path: path.into(),
+        content_type: None,
+        body: body.into(),
+        says: None,
+    }
+}
+
+/// A concrete path for a route template: every variable becomes `fd8hostile`.
+fn concrete(pattern: &str) -> String {
+    let mut out = String::new();
+    let mut depth = 0;
+    for c in pattern.chars() {
+        match c {
+            '{' => {
+                depth += 1;
+                if depth == 1 {
+                    out.push_str("fd8hostile");
+                }
+            }
+            '}' => depth -= 1,
+            _ if depth > 0 => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A value of the wrong JSON type for a field.
+fn wrong_value(cardinality: Cardinality, kind: Kind) -> Value {
+    match (cardinality, kind) {
+        (Cardinality::Repeated, _) => json!({"not": "a list"}),
+        (Cardinality::Map, _) => json!(["not", "a", "map"]),
+        (_, Kind::String | Kind::Bytes) => json!(12345),
+        (_, Kind::Bool) => json!("yes"),
+        (_, Kind::Enum(_)) => json!("NO_SUCH_VALUE"),
+        (_, Kind::Message(m)) if m == "google.protobuf.FieldMask" => json!(["name"]),
+        (_, Kind::Message(m)) if m == "google.protobuf.Timestamp" => json!("yesterday"),
+        (_, Kind::Message(_)) => json!(42),
+        (_, _) => json!("twelve"),
+    }
+}
+
+fn rest_corpus() -> Vec<Case> {
+    let mut cases = Vec::new();
+    let routes = RouteTable::new().expect("routes");
+    let malformed: Vec<(&str, Vec<u8>)> = vec![
+        ("unterminated object", b"{".to_vec()),
+        ("missing value", b"{\"name\":}".to_vec()),
+        ("trailing comma", b"{\"name\":\"x\",}".to_vec()),
+        ("bare word", b"nul".to_vec()),
+        ("array body", b"[]".to_vec()),
+        ("string body", b"\"body\"".to_vec()),
+        ("invalid UTF-8", b"{\"name\":\"\xff\xfe\"}".to_vec()),
+        ("raw NUL in a string", b"{\"name\":\"a\x00b\"}".to_vec()),
+        (
+            "deep nesting",
+            [vec![b'['; 5000], vec![b']'; 5000]].concat(),
+        ),
+        (
+            "deep object nesting",
+            format!("{}1{}", "{\"a\":".repeat(3000), "}".repeat(3000)).into_bytes(),
+        ),
+        ("unknown field", b"{\"noSuchField\":1}".to_vec()),
+        (
+            "duplicate proto and JSON names",
+            b"{\"name\":\"a\",\"name\":\"b\",\"description\":\"x\",\"description\":1}".to_vec(),
+        ),
+        ("huge exponent", b"{\"noSuchField\":1e400}".to_vec()),
+        ("two documents", b"{}{}".to_vec()),
+    ];
+    for route in routes
+        .routes
+        .iter()
+        .filter(|r| r.body != compute_gateway::gateway::routes::BodyTarget::None)
+    {
+        let path = concrete(route.pattern);
+        let m = route.method.as_str();
+        for (what, body) in &malformed {
+            cases.push(case(format!("{m} {path}: {what}"), m, &path, body.clone()));
+        }
+        // Wrong JSON types for every field of the request message.
+        let input = schema::message(route.rpc().input).expect("schema");
+        for f in input.fields {
+            let body = json!({ f.json_name: wrong_value(f.cardinality, f.kind) });
+            let mut c = case(
+                format!("{m} {path}: wrong type for {}", f.json_name),
+                m,
+                &path,
+                body.to_string(),
+            );
+            c.says = Some(f.json_name.to_string());
+            cases.push(c);
+        }
+        for (what, ct, body) in [
+            ("XML", "application/xml", "<image><name>x</name></image>"),
+            (
+                "form data",
+                "application/x-www-form-urlencoded",
+                "name=x&description=y",
+            ),
+            (
+                "multipart",
+                "multipart/form-data; boundary=x",
+                "--x\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\n1\r\n--x--",
+            ),
+            ("plain text", "text/plain", "hello"),
+        ] {
+            let mut c = case(format!("{m} {path}: {what} content type"), m, &path, body);
+            c.content_type = Some(ct);
+            cases.push(c);
+        }
+        cases.push(case(
+            format!("{m} {path}: body over the limit"),
+            m,
+            &path,
+            format!("{{\"description\":\"{}\"}}", "x".repeat(2 << 20)),
+        ));
+        cases.push(case(
+            format!("{m} {path}: query with a body:* rule"),
+            m,
+            format!("{path}?name=x"),
+            "{}",
+        ));
+    }
+    // Semantic validation through the real backend.
+    let labels: serde_json::Map<String, Value> =
+        (0..10_000).map(|i| (format!("k{i}"), json!("v"))).collect();
+    for (m, path, extra) in [
+        (
+            "POST",
+            "/compute/v1/images".to_string(),
+            json!({"folderId": "b1g", "diskId": "d"}),
+        ),
+        (
+            "PATCH",
+            "/compute/v1/images/fd8hostile".to_string(),
+            json!({}),
+        ),
+    ] {
+        let with = |k: &str, v: Value| {
+            let mut b = extra.clone();
+            b[k] = v;
+            b.to_string()
+        };
+        for (what, body) in [
+            ("10k labels", with("labels", Value::Object(labels.clone()))),
+            (
+                "1 MB description",
+                with("description", json!("d".repeat(1_000_000))),
+            ),
+            ("1 MB name", with("name", json!("n".repeat(1_000_000)))),
+            ("NUL in the name", with("name", json!("a\u{0}b"))),
+            (
+                "int64 overflow",
+                with("minDiskSize", json!("9223372036854775808")),
+            ),
+            (
+                "int64 underflow",
+                with("minDiskSize", json!("-9223372036854775809")),
+            ),
+            (
+                "uint64-sized number",
+                with("minDiskSize", json!(18446744073709551615u64)),
+            ),
+            ("fraction", with("minDiskSize", json!(4194304.5))),
+            ("exponent overflow", with("minDiskSize", json!("1e400"))),
+            ("negative size", with("minDiskSize", json!(-4194304))),
+            (
+                "label key too long",
+                with("labels", json!({"k".repeat(64): "v"})),
+            ),
+            (
+                "label value upper case",
+                with("labels", json!({"env": "PROD"})),
+            ),
+            ("bad mask path", with("updateMask", json!("min_disk_size"))),
+            (
+                "mask of a non-updatable field",
+                with("updateMask", json!("folderId")),
+            ),
+        ] {
+            cases.push(case(format!("{m} {path}: {what}"), m, path.clone(), body));
+        }
+    }
+    // Paths and queries.
+    for route in &routes.routes {
+        let path = concrete(route.pattern);
+        let m = route.method.as_str();
+        if path.contains("fd8hostile") {
+            cases.push(case(
+                format!("{m} {path}: bad escape"),
+                m,
+                path.replace("fd8hostile", "fd8%zz"),
+                "",
+            ));
+            cases.push(case(
+                format!("{m} {path}: escape of invalid UTF-8"),
+                m,
+                path.replace("fd8hostile", "fd8%ff%fe"),
+                "",
+            ));
+            cases.push(case(
+                format!("{m} {path}: truncated escape"),
+                m,
+                path.replace("fd8hostile", "fd8%4"),
+                "",
+            ));
+            cases.push(case(
+                format!("{m} {path}: id over 50 chars"),
+                m,
+                path.replace("fd8hostile", &"a".repeat(80)),
+                if route.body == compute_gateway::gateway::routes::BodyTarget::None {
+                    ""
+                } else {
+                    "{}"
+                },
+            ));
+        }
+        if route.body == compute_gateway::gateway::routes::BodyTarget::None {
+            cases.push(case(
+                format!("{m} {path}: unknown query key"),
+                m,
+                format!("{path}?bogus=1"),
+                "",
+            ));
+            cases.push(case(
+                format!("{m} {path}: bad query escape"),
+                m,
+                format!("{path}?x=%zz"),
+                "",
+            ));
+            cases.push(case(
+                format!("{m} {path}: body on a bodiless method"),
+                m,
+                &path,
+                "{\"a\":1}",
+            ));
+            let input = schema::message(route.rpc().input).expect("schema");
+            for f in input
+                .fields
+                .iter()
+                .filter(|f| matches!(f.kind, Kind::Int64 | Kind::Int32 | Kind::Bool))
+            {
+                cases.push(case(
+                    format!("{m} {path}: {} not a number", f.json_name),
+                    m,
+                    format!("{path}?{}=ten", f.json_name),
+                    "",
+                ));
+            }
+        }
+    }
+    for (what, path) in [
+        ("unknown path", "/compute/v1/disks".to_string()),
+        ("unknown verb", "/compute/v1/images:explode".to_string()),
+        (
+            "over-long path",
+            format!("/compute/v1/{}", "a/".repeat(4000)),
+        ),
+        ("NUL in the path", "/compute/v1/images/%00".to_string()),
+        ("dot segments", "/compute/v1/../v1/images".to_string()),
+    ] {
+        cases.push(case(what, "GET", path, ""));
+    }
+    for (m, path) in [
+        ("PUT", "/compute/v1/images/fd8x"),
+        ("DELETE", "/compute/v1/images"),
+        ("PATCH", "/operations/x"),
+        ("POST", "/compute/v1/images/x:listAccessBindings"),
+    ] {
+        cases.push(case(format!("{m} {path}: wrong method"), m, path, ""));
+    }
+    cases
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rest_corpus_gets_clear_4xx_and_the_server_stays_healthy() {
+    let s = TestServer::start().await;
+    let http = reqwest::Client::new();
+    let cases = rest_corpus();
+    for c in &cases {
+        let mut req = http
+            .request(
+                c.method.parse().expect("method"),
+                format!("{}{}", s.http(), c.path),
+            )
+            .body(c.body.clone());
+        if let Some(ct) = c.content_type {
+            req = req.header("content-type", ct);
+        }
+        let resp = req
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e}", c.name));
+        let status = resp.status().as_u16();
+        assert!((400..500).contains(&status), "{}: status {status}", c.name);
+        let body: Value = resp
+            .json()
+            .await
+            .unwrap_or_else(|e| panic!("{}: not a JSON Status: {e}", c.name));
+        assert!(
+            body["code"].as_i64().is_some_and(|c| c > 0),
+            "{}: {body}",
+            c.name
+        );
+        let message = body["message"].as_str().unwrap_or_default();
+        assert!(!message.is_empty(), "{}: empty message", c.name);
+        if let Some(says) = &c.says {
+            assert!(
+                message.contains(says.as_str()),
+                "{}: {message:?} should name {says}",
+                c.name
+            );
+        }
+    }
+    let ok = http
+        .get(format!("{}/compute/v1/images?folderId=b1g", s.http()))
+        .send()
+        .await
+        .expect("healthy");
+    assert_eq!(ok.status(), 200);
+    eprintln!("REST corpus: {} cases", cases.len());
+    assert!(cases.len() >= 200, "{} REST cases", cases.len());
+}
+
+/// Sends raw bytes on a fresh connection; returns what came back (possibly nothing).
+fn raw_exchange(addr: std::net::SocketAddr, bytes: &[u8]) -> String {
+    let mut conn = TcpStream::connect(addr).expect("connect");
+    conn.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let _ = conn.write_all(bytes);
+    let _ = conn.shutdown(std::net::Shutdown::Write);
+    let mut out = Vec::new();
+    let _ = conn.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn status_of(reply: &str) -> Option<u16> {
+    reply.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raw_http_abuse_is_refused() {
+    let s = TestServer::start().await;
+    let addr = s.http_addr;
+    let flood: String = (0..300)
+        .map(|i| format!("X-Flood-{i}: {}\r\n", "v".repeat(100)))
+        .collect();
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("header flood", format!("GET /compute/v1/images HTTP/1.1\r\nHost: x\r\n{flood}\r\n").into_bytes()),
+        ("one huge header", format!("GET /compute/v1/images HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n", "b".repeat(200_000)).into_bytes()),
+        ("over-long path", format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "p".repeat(200_000)).into_bytes()),
+        ("garbage request line", b"GARBAGE\r\n\r\n".to_vec()),
+        ("binary junk", vec![0u8, 1, 2, 3, 255, 254, 13, 10, 13, 10]),
+        ("content-length and chunked", b"POST /compute/v1/images HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n".to_vec()),
+        ("two content-lengths", b"POST /compute/v1/images HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nContent-Length: 5\r\n\r\n{}".to_vec()),
+        ("bad chunk size", b"POST /compute/v1/images HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n".to_vec()),
+        ("NUL in a header", b"GET /compute/v1/images HTTP/1.1\r\nHost: x\r\nX-A: a\x00b\r\n\r\n".to_vec()),
+        ("HTTP/2 preface on the REST port then junk", b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00".to_vec()),
+    ];
+    for (name, bytes) in cases {
+        let reply = tokio::task::spawn_blocking(move || raw_exchange(addr, &bytes))
+            .await
+            .expect("exchange");
+        if let Some(status) = status_of(&reply) {
+            assert!(
+                (400..500).contains(&status),
+                "{name}: {status} {reply:.200}"
+            );
+        }
+        // No reply at all is a refusal too (the connection was closed).
+        let ok = reqwest::get(format!("{}/compute/v1/images?folderId=b1g", s.http()))
+            .await
+            .expect("still serving");
+        assert_eq!(ok.status(), 200, "after {name}");
+    }
+}
+
+/// Sends arbitrary bytes as the gRPC message.
+#[derive(Clone, Default)]
+struct RawCodec;
+struct RawEncoder;
+struct RawDecoder;
+
+impl Encoder for RawEncoder {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn encode(&mut self, item: Vec<u8>, dst: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl Decoder for RawDecoder {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Vec<u8>>, tonic::Status> {
+        let mut v = vec![0; src.remaining()];
+        src.copy_to_slice(&mut v);
+        Ok(Some(v))
+    }
+}
+
+impl Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = RawEncoder;
+    type Decoder = RawDecoder;
+    fn encoder(&mut self) -> RawEncoder {
+        RawEncoder
+    }
+    fn decoder(&mut self) -> RawDecoder {
+        RawDecoder
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_corpus_gets_error_statuses_and_the_server_stays_healthy() {
+    let s = TestServer::start().await;
+    let mut grpc = tonic::client::Grpc::new(s.channel());
+    let mut n = 0;
+    for rpc in compute_gateway::gateway::routes::RPCS {
+        let bodies: Vec<(&str, Vec<u8>)> = vec![
+            ("undecodable protobuf", vec![0xff, 0xff, 0xff, 0xff, 0x0f]),
+            ("truncated length-delimited field", vec![0x0a, 0x20, b'a']),
+            ("invalid UTF-8 in field 1", vec![0x0a, 0x02, 0xff, 0xfe]),
+            ("wrong wire type for field 1", vec![0x0d, 1, 2, 3, 4]),
+            ("5 MB message", {
+                let mut v = vec![0x0a];
+                let len = 5usize << 20;
+                let mut l = len;
+                while l >= 0x80 {
+                    v.push((l as u8) | 0x80);
+                    l >>= 7;
+                }
+                v.push(l as u8);
+                v.resize(v.len() + len, b'a');
+                v
+            }),
+        ];
+        let mut all = bodies;
+        if !rpc.path.contains("ApiEndpointService") {
+            all.push(("empty request", vec![]));
+            all.push(("NUL-only id", vec![0x0a, 0x01, 0x00]));
+        }
+        for (what, body) in all {
+            grpc.ready().await.expect("ready");
+            let path = http::uri::PathAndQuery::from_static(rpc.path);
+            let res = grpc
+                .unary::<Vec<u8>, Vec<u8>, _>(tonic::Request::new(body), path, RawCodec)
+                .await;
+            let status = res.expect_err(&format!("{} with {what} succeeded", rpc.path));
+            assert!(
+                !status.message().is_empty(),
+                "{} {what}: empty message",
+                rpc.path
+            );
+            assert!(
+                matches!(
+                    status.code(),
+                    tonic::Code::InvalidArgument
+                        | tonic::Code::NotFound
+                        | tonic::Code::Internal
+                        | tonic::Code::ResourceExhausted
+                        | tonic::Code::OutOfRange
+                ),
+                "{} {what}: {status:?}",
+                rpc.path
+            );
+            n += 1;
+        }
+    }
+    // Truncated and malformed HTTP/2 on the gRPC port.
+    let addr = s.grpc_addr;
+    let preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    let frames: Vec<(&str, Vec<u8>)> = vec![
+        ("preface only, then close", preface.clone()),
+        ("truncated preface", preface[..10].to_vec()),
+        (
+            "truncated SETTINGS frame",
+            [preface.clone(), vec![0, 0, 12, 4, 0, 0, 0, 0, 0, 0, 3]].concat(),
+        ),
+        (
+            "HEADERS with broken HPACK",
+            [
+                preface.clone(),
+                vec![0, 0, 0, 4, 0, 0, 0, 0, 0],
+                vec![0, 0, 4, 1, 5, 0, 0, 0, 1, 0xff, 0xff, 0xff, 0xff],
+            ]
+            .concat(),
+        ),
+        (
+            "DATA on stream 0",
+            [
+                preface.clone(),
+                vec![0, 0, 0, 4, 0, 0, 0, 0, 0],
+                vec![0, 0, 5, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4, 5],
+            ]
+            .concat(),
+        ),
+        (
+            "frame longer than the max size",
+            [
+                preface.clone(),
+                vec![0, 0, 0, 4, 0, 0, 0, 0, 0],
+                vec![0xff, 0xff, 0xff, 0, 0, 0, 0, 0, 1],
+            ]
+            .concat(),
+        ),
+        (
+            "HTTP/1 on the gRPC port",
+            b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+        ),
+        ("random bytes", (0..=255u8).collect()),
+    ];
+    for (what, bytes) in frames {
+        tokio::task::spawn_blocking(move || raw_exchange(addr, &bytes))
+            .await
+            .expect("exchange");
+        let mut health = HealthClient::new(s.channel());
+        let r = health
+            .check(HealthCheckRequest {
+                service: String::new(),
+            })
+            .await;
+        assert!(r.is_ok(), "health after {what}: {r:?}");
+        n += 1;
+    }
+    eprintln!("gRPC corpus: {n} cases");
+    assert!(n >= 80, "{n} gRPC cases");
+}
