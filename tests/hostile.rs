@@ -73,8 +73,8 @@ fn wrong_value(cardinality: Cardinality, kind: Kind) -> Value {
         (_, Kind::String | Kind::Bytes) => json!(12345),
         (_, Kind::Bool) => json!("yes"),
         (_, Kind::Enum(_)) => json!("NO_SUCH_VALUE"),
-        (_, Kind::Message(m)) if m == "google.protobuf.FieldMask" => json!(["name"]),
-        (_, Kind::Message(m)) if m == "google.protobuf.Timestamp" => json!("yesterday"),
+        (_, Kind::Message("google.protobuf.FieldMask")) => json!(["name"]),
+        (_, Kind::Message("google.protobuf.Timestamp")) => json!("yesterday"),
         (_, Kind::Message(_)) => json!(42),
         (_, _) => json!("twelve"),
     }
