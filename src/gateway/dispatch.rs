@@ -12,9 +12,10 @@ use tonic::metadata::MetadataMap;
 use tonic::transport::Channel;
 use tonic_prost::ProstCodec;
 
-use super::error::GatewayError;
+use super::error::{GatewayError, UNDECODABLE_REPLY};
 use super::response::{RenderOptions, render};
 use super::routes::{HttpBinding, RpcSpec};
+use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder};
 
 include!(concat!(env!("OUT_DIR"), "/http_rules.rs"));
 
@@ -79,7 +80,7 @@ where
         grpc.unary::<Req, Resp, _>(
             req,
             PathAndQuery::from_static(spec.path),
-            ProstCodec::default(),
+            ReplyCodec(ProstCodec::default()),
         )
         .await
         .map_err(GatewayError::from_client_status)
@@ -93,6 +94,46 @@ where
         backend.render,
     )?;
     Ok(Rendered { body })
+}
+
+/// Prost's codec, with undecodable replies marked so that they are told apart from a status
+/// the backend sent (they become 503, not the backend's 500).
+struct ReplyCodec<Req, Resp>(ProstCodec<Req, Resp>);
+
+struct MarkingDecoder<D>(D);
+
+impl<D: Decoder<Error = tonic::Status>> Decoder for MarkingDecoder<D> {
+    type Item = D::Item;
+    type Error = tonic::Status;
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<D::Item>, tonic::Status> {
+        self.0.decode(src).map_err(|mut status| {
+            status.metadata_mut().insert(
+                UNDECODABLE_REPLY,
+                tonic::metadata::MetadataValue::from_static("1"),
+            );
+            status
+        })
+    }
+    fn buffer_settings(&self) -> BufferSettings {
+        self.0.buffer_settings()
+    }
+}
+
+impl<Req, Resp> Codec for ReplyCodec<Req, Resp>
+where
+    Req: prost::Message + Send + 'static,
+    Resp: prost::Message + Default + Send + 'static,
+{
+    type Encode = Req;
+    type Decode = Resp;
+    type Encoder = <ProstCodec<Req, Resp> as Codec>::Encoder;
+    type Decoder = MarkingDecoder<<ProstCodec<Req, Resp> as Codec>::Decoder>;
+    fn encoder(&mut self) -> Self::Encoder {
+        self.0.encoder()
+    }
+    fn decoder(&mut self) -> Self::Decoder {
+        MarkingDecoder(self.0.decoder())
+    }
 }
 
 #[cfg(test)]

@@ -10,6 +10,9 @@ use tonic::Code;
 use crate::json::Any;
 use crate::pb::google::rpc;
 
+/// Metadata key the gateway's codec sets on a status for a reply it could not decode.
+pub(crate) const UNDECODABLE_REPLY: &str = "x-gateway-undecodable-reply";
+
 /// Everything that can go wrong between an HTTP request and its reply.
 #[derive(Debug)]
 pub enum GatewayError {
@@ -31,6 +34,9 @@ pub enum GatewayError {
     RequestTimeout,
     /// The backend could not be reached.
     Unavailable,
+    /// The backend answered with something that is not a valid reply (undecodable message,
+    /// protocol error).
+    BadBackendReply,
     /// The backend did not answer in time.
     DeadlineExceeded,
     /// A status the backend returned.
@@ -48,24 +54,19 @@ impl GatewayError {
     /// Classifies a status from the tonic client: transport failures are the gateway's
     /// UNAVAILABLE / DEADLINE_EXCEEDED, anything else is the backend's answer.
     pub fn from_client_status(status: tonic::Status) -> Self {
-        // tonic reports connect failures and dropped connections as Unavailable/Unknown
-        // statuses with no grpc-status from a server; their text is internal detail.
-        let from_server =
-            status.metadata().contains_key("grpc-status") || !status.details().is_empty();
-        if !from_server {
-            // The transport's own words are for the operator's log, not for the client.
-            tracing::warn!(code = ?status.code(), message = status.message(), source = ?std::error::Error::source(&status), "backend call failed");
+        // A status made on this side carries its cause: a transport error as its source, or
+        // the undecodable-reply mark of the gateway's codec. Anything else is the backend's
+        // own answer and passes through. Local causes are for the operator's log only.
+        let transport = std::error::Error::source(&status).map(|e| format!("{e:?}"));
+        let undecodable = status.metadata().contains_key(UNDECODABLE_REPLY);
+        if transport.is_none() && !undecodable {
+            return Self::Backend(status);
         }
-        match status.code() {
-            Code::Unavailable if !from_server => Self::Unavailable,
-            Code::Cancelled if status.message().contains("Timeout") => Self::DeadlineExceeded,
-            Code::Unknown
-                if status.message().contains("transport")
-                    || status.message().contains("connection") =>
-            {
-                Self::Unavailable
-            }
-            _ => Self::Backend(status),
+        tracing::warn!(code = ?status.code(), message = status.message(), cause = ?transport, "backend call failed");
+        match transport {
+            _ if undecodable => Self::BadBackendReply,
+            Some(t) if t.contains("TimeoutExpired") => Self::DeadlineExceeded,
+            _ => Self::Unavailable,
         }
     }
 
@@ -93,6 +94,11 @@ impl GatewayError {
             Self::RequestTimeout => (
                 Code::DeadlineExceeded,
                 "the request body did not arrive in time".into(),
+                vec![],
+            ),
+            Self::BadBackendReply => (
+                Code::Unavailable,
+                "the backend sent a reply the gateway cannot read".into(),
                 vec![],
             ),
             Self::Unavailable => (

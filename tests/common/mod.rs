@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use compute_gateway::backend::{self, Backend, BackendConfig};
-use compute_gateway::gateway::{self, Gateway, GatewayConfig};
+use compute_gateway::gateway::{self, Gateway, GatewayConfig, ListenerOptions};
 use compute_gateway::json::Any;
 use compute_gateway::pb::yandex::cloud::compute::v1::image_service_client::ImageServiceClient;
 use compute_gateway::pb::yandex::cloud::operation::operation_service_client::OperationServiceClient;
@@ -36,6 +36,7 @@ pub struct TestServer {
 pub struct Options {
     pub create_delay: Duration,
     pub gateway: GatewayConfig,
+    pub listener: ListenerOptions,
 }
 
 impl Default for Options {
@@ -43,6 +44,7 @@ impl Default for Options {
         Self {
             create_delay: Duration::from_millis(50),
             gateway: GatewayConfig::default(),
+            listener: ListenerOptions::default(),
         }
     }
 }
@@ -79,6 +81,7 @@ impl TestServer {
         let gw = Arc::new(
             Gateway::new(&format!("http://{grpc_addr}"), options.gateway).expect("gateway"),
         );
+        let listener = options.listener.clone();
         let (stop, rx) = watch::channel(false);
         let wait = |mut rx: watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|s| *s).await;
@@ -90,7 +93,11 @@ impl TestServer {
             }),
             tokio::spawn({
                 let w = wait(rx);
-                async move { gateway::run(http, gw, w).await.expect("gateway runs") }
+                async move {
+                    gateway::run_with(http, gw, listener, w)
+                        .await
+                        .expect("gateway runs")
+                }
             }),
         ];
         Self {

@@ -1,0 +1,442 @@
+//! Slow and abusive clients, and a backend that is down, restarting, slow or returning garbage:
+//! timeouts cut slow clients off without starving others; backend faults become 503/504 within
+//! the configured time; the gateway recovers without a restart and leaks no tasks or sockets.
+
+mod common;
+
+use std::convert::Infallible;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::{Options, TestServer};
+use compute_gateway::backend::{self, Backend, BackendConfig};
+use compute_gateway::gateway::{self, Gateway, GatewayConfig, ListenerOptions};
+use compute_gateway::store::EmbeddedStore;
+use http::{HeaderMap, HeaderValue, Request, Response};
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::Value;
+use tokio::net::TcpListener;
+
+fn quick_listener() -> ListenerOptions {
+    ListenerOptions {
+        header_read_timeout: Duration::from_millis(400),
+        max_concurrent_streams: 7,
+        ..ListenerOptions::default()
+    }
+}
+
+/// Reads until the peer closes (Ok(bytes)) or `limit` passes (Err).
+fn read_until_closed(conn: &mut TcpStream, limit: Duration) -> Result<Vec<u8>, Duration> {
+    let start = Instant::now();
+    conn.set_read_timeout(Some(Duration::from_millis(50)))
+        .expect("timeout");
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match conn.read(&mut buf) {
+            Ok(0) => return Ok(out),
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return Ok(out), // reset: closed too
+        }
+        if start.elapsed() > limit {
+            return Err(start.elapsed());
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slowloris_clients_are_cut_off_and_do_not_starve_others() {
+    let s = TestServer::start_with(Options {
+        listener: quick_listener(),
+        ..Default::default()
+    })
+    .await;
+    let addr = s.http_addr;
+    // 200 clients that open a connection and send headers one byte at a time, too slowly.
+    let slow: Vec<_> = (0..200)
+        .map(|_| {
+            tokio::task::spawn_blocking(move || {
+                let mut conn = TcpStream::connect(addr).expect("connect");
+                let start = Instant::now();
+                for b in b"GET /compute/v1/images?folderId=b1g HTTP/1.1\r\nHost: x\r\nX-Slow: 1" {
+                    if conn.write_all(&[*b]).is_err() {
+                        break; // cut off
+                    }
+                    std::thread::sleep(Duration::from_millis(40));
+                    if start.elapsed() > Duration::from_secs(3) {
+                        break;
+                    }
+                }
+                start.elapsed()
+            })
+        })
+        .collect();
+    // Meanwhile a normal client is served promptly, several times.
+    for _ in 0..5 {
+        let started = Instant::now();
+        let r = reqwest::get(format!("{}/compute/v1/images?folderId=b1g", s.http()))
+            .await
+            .expect("served");
+        assert_eq!(r.status(), 200);
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "a normal request waited {:?}",
+            started.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for t in slow {
+        let lasted = t.await.expect("slow client");
+        assert!(
+            lasted < Duration::from_secs(2),
+            "a slowloris connection lived {lasted:?} with a 400 ms header timeout"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_body_gets_408_and_an_idle_connection_is_closed() {
+    let config = GatewayConfig {
+        body_read_timeout: Duration::from_millis(300),
+        ..Default::default()
+    };
+    let s = TestServer::start_with(Options {
+        gateway: config,
+        listener: quick_listener(),
+        ..Default::default()
+    })
+    .await;
+    let addr = s.http_addr;
+    let (reply, idle) = tokio::task::spawn_blocking(move || {
+        let mut conn = TcpStream::connect(addr).expect("connect");
+        conn.write_all(
+            b"POST /compute/v1/images HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"folder",
+        )
+        .expect("write");
+        let started = Instant::now();
+        let reply = read_until_closed(&mut conn, Duration::from_secs(5))
+            .expect("the server answers and closes");
+        let reply = (
+            String::from_utf8_lossy(&reply).into_owned(),
+            started.elapsed(),
+        );
+        // A keep-alive connection that goes quiet after a complete exchange is closed too.
+        let mut idle = TcpStream::connect(addr).expect("connect");
+        idle.write_all(b"GET /compute/v1/images?folderId=b1g HTTP/1.1\r\nHost: x\r\n\r\n")
+            .expect("write");
+        let started = Instant::now();
+        let closed = read_until_closed(&mut idle, Duration::from_secs(5));
+        (reply, closed.map(|_| started.elapsed()))
+    })
+    .await
+    .expect("exchange");
+    assert!(reply.0.starts_with("HTTP/1.1 408"), "{}", reply.0);
+    assert!(reply.0.contains("\"code\":4"), "{}", reply.0);
+    assert!(reply.1 < Duration::from_secs(2), "408 after {:?}", reply.1);
+    let idle = idle.expect("idle keep-alive connection closed by the server");
+    assert!(
+        idle < Duration::from_secs(2),
+        "idle connection lived {idle:?}"
+    );
+}
+
+#[tokio::test]
+async fn http2_advertises_the_stream_limit() {
+    let s = TestServer::start_with(Options {
+        listener: quick_listener(),
+        ..Default::default()
+    })
+    .await;
+    let addr = s.http_addr;
+    let settings = tokio::task::spawn_blocking(move || {
+        let mut conn = TcpStream::connect(addr).expect("connect");
+        conn.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+            .expect("preface");
+        conn.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        let mut head = [0u8; 9];
+        conn.read_exact(&mut head).expect("frame header");
+        assert_eq!(head[3], 4, "the server's first frame is SETTINGS");
+        let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+        let mut payload = vec![0u8; len];
+        conn.read_exact(&mut payload).expect("settings");
+        payload
+            .chunks(6)
+            .map(|c| {
+                (
+                    u16::from_be_bytes([c[0], c[1]]),
+                    u32::from_be_bytes([c[2], c[3], c[4], c[5]]),
+                )
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .expect("exchange");
+    assert!(
+        settings.contains(&(3, 7)),
+        "SETTINGS_MAX_CONCURRENT_STREAMS = 7 expected in {settings:?}"
+    );
+}
+
+fn alive_tasks() -> usize {
+    tokio::runtime::Handle::current()
+        .metrics()
+        .num_alive_tasks()
+}
+
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// Waits (bounded) until `f` returns at most `limit`.
+async fn settles(what: &str, limit: usize, f: impl Fn() -> usize) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while f() > limit {
+        assert!(
+            Instant::now() < deadline,
+            "{what}: {} > {limit} after 5 s",
+            f()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn start_gateway(
+    backend_url: &str,
+    timeout: Duration,
+) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
+    let gw = Arc::new(
+        Gateway::new(
+            backend_url,
+            GatewayConfig {
+                request_timeout: timeout,
+                ..Default::default()
+            },
+        )
+        .expect("gateway"),
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(gateway::run(listener, gw, async move {
+        let _ = rx.await;
+    }));
+    (addr, tx)
+}
+
+async fn get(http: &reqwest::Client, addr: SocketAddr) -> (u16, Value, Duration) {
+    let started = Instant::now();
+    let r = http
+        .get(format!("http://{addr}/compute/v1/images?folderId=b1g"))
+        .send()
+        .await
+        .expect("send");
+    let status = r.status().as_u16();
+    (
+        status,
+        r.json().await.expect("JSON body"),
+        started.elapsed(),
+    )
+}
+
+async fn start_backend(
+    listener: TcpListener,
+    dir: &std::path::Path,
+) -> tokio::sync::oneshot::Sender<()> {
+    let store = EmbeddedStore::open(dir).expect("store");
+    let addr = listener.local_addr().expect("addr").to_string();
+    let be = Backend::new(
+        Arc::new(store),
+        BackendConfig {
+            create_delay: Duration::from_millis(10),
+            advertise_address: addr,
+        },
+    );
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(backend::run(listener, be, async move {
+        let _ = rx.await;
+    }));
+    tx
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarting_backend_is_503_then_recovers_without_restarting_the_gateway() {
+    let dirs = [
+        tempfile::tempdir().expect("dir"),
+        tempfile::tempdir().expect("dir"),
+    ];
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let stop = start_backend(listener, dirs[0].path()).await;
+    let (gw, _gw_stop) =
+        start_gateway(&format!("http://127.0.0.1:{port}"), Duration::from_secs(2)).await;
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .expect("client");
+    let baseline_tasks = alive_tasks();
+    let baseline_fds = open_fds();
+
+    assert_eq!(get(&http, gw).await.0, 200);
+    stop.send(()).expect("stop backend");
+    let mut saw_503 = false;
+    for _ in 0..50 {
+        let (status, body, took) = get(&http, gw).await;
+        if status == 503 {
+            assert_eq!(body["code"], 14);
+            assert!(took < Duration::from_secs(2), "503 took {took:?}");
+            saw_503 = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(saw_503, "the gateway noticed the backend going away");
+    // The backend comes back on the same port; the gateway reconnects by itself.
+    let listener = TcpListener::bind(("127.0.0.1", port))
+        .await
+        .expect("rebind the same port");
+    let stop = start_backend(listener, dirs[1].path()).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, _, _) = get(&http, gw).await;
+        if status == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no recovery in 10 s (last status {status})"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A burst of requests, then nothing left behind but the new backend's own work.
+    for _ in 0..100 {
+        assert_eq!(get(&http, gw).await.0, 200);
+    }
+    stop.send(()).expect("stop");
+    for _ in 0..50 {
+        assert_eq!(get(&http, gw).await.0, 503);
+    }
+    settles("tasks", baseline_tasks + 2, alive_tasks).await;
+    settles("file descriptors", baseline_fds + 4, open_fds).await;
+}
+
+/// A gRPC server that answers every call after `delay` with `reply` bytes and the given
+/// trailers (or, when `garbage` is set, with an HTTP/1.1 text response).
+async fn fake_backend(
+    delay: Duration,
+    reply: Vec<u8>,
+    status: &'static str,
+    message: &'static str,
+) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let reply = reply.clone();
+            let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let reply = reply.clone();
+                async move {
+                    let _ = req.into_body().collect().await;
+                    tokio::time::sleep(delay).await;
+                    let mut frame = vec![0u8];
+                    frame.extend_from_slice(&(reply.len() as u32).to_be_bytes());
+                    frame.extend_from_slice(&reply);
+                    let mut trailers = HeaderMap::new();
+                    trailers.insert("grpc-status", HeaderValue::from_static(status));
+                    trailers.insert("grpc-message", HeaderValue::from_static(message));
+                    let frames: Vec<Result<Frame<Bytes>, Infallible>> = vec![
+                        Ok(Frame::data(Bytes::from(frame))),
+                        Ok(Frame::trailers(trailers)),
+                    ];
+                    Ok::<_, Infallible>(
+                        Response::builder()
+                            .header("content-type", "application/grpc")
+                            .body(StreamBody::new(tokio_stream::iter(frames)))
+                            .expect("response"),
+                    )
+                }
+            });
+            tokio::spawn(async move {
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_garbage_and_failing_backends_map_to_clear_statuses() {
+    let http = reqwest::Client::new();
+    // Slow: past the request timeout is 504, on time.
+    let slow = fake_backend(Duration::from_secs(3), vec![], "0", "").await;
+    let (gw, _s1) = start_gateway(&format!("http://{slow}"), Duration::from_millis(300)).await;
+    let (status, body, took) = get(&http, gw).await;
+    assert_eq!((status, body["code"].as_i64()), (504, Some(4)), "{body}");
+    assert!(took < Duration::from_secs(2), "504 took {took:?}");
+
+    // Garbage: a reply that is not a ListImagesResponse.
+    let garbage = fake_backend(Duration::ZERO, vec![0xff, 0xff, 0xff, 0xff], "0", "").await;
+    let (gw, _s2) = start_gateway(&format!("http://{garbage}"), Duration::from_secs(2)).await;
+    let (status, body, _) = get(&http, gw).await;
+    assert_eq!((status, body["code"].as_i64()), (503, Some(14)), "{body}");
+    assert!(
+        !body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("decode"),
+        "no internals: {body}"
+    );
+
+    // Not gRPC at all: an HTTP/1.1 server.
+    let text = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let text_addr = text.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = text.accept().await {
+            use tokio::io::AsyncWriteExt;
+            let _ = s
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")
+                .await;
+        }
+    });
+    // It never completes the HTTP/2 handshake, so this one ends at the request timeout.
+    let (gw, _s3) = start_gateway(&format!("http://{text_addr}"), Duration::from_secs(1)).await;
+    let (status, body, took) = get(&http, gw).await;
+    assert!(
+        matches!(
+            (status, body["code"].as_i64()),
+            (503, Some(14)) | (504, Some(4))
+        ),
+        "{status} {body}"
+    );
+    assert!(took < Duration::from_secs(2), "took {took:?}");
+
+    // A backend that says UNAVAILABLE itself: its status and message pass through.
+    let busy = fake_backend(Duration::ZERO, vec![], "14", "maintenance window").await;
+    let (gw, _s4) = start_gateway(&format!("http://{busy}"), Duration::from_secs(2)).await;
+    let (status, body, _) = get(&http, gw).await;
+    assert_eq!(
+        (status, body["code"].as_i64(), body["message"].as_str()),
+        (503, Some(14), Some("maintenance window"))
+    );
+    let internal = fake_backend(Duration::ZERO, vec![], "13", "disk on fire").await;
+    let (gw, _s5) = start_gateway(&format!("http://{internal}"), Duration::from_secs(2)).await;
+    let (status, body, _) = get(&http, gw).await;
+    assert_eq!(
+        (status, body["code"].as_i64(), body["message"].as_str()),
+        (500, Some(13), Some("disk on fire"))
+    );
+}
