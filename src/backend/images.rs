@@ -33,7 +33,7 @@ use crate::pb::yandex::cloud::compute::v1::{
     UpdateImageRequest, create_image_request, image, os,
 };
 use crate::pb::yandex::cloud::operation::{Operation, operation};
-use crate::store::{RunningCreate, Tx};
+use crate::store::{OperationCursor, RunningCreate, Tx};
 
 /// The fields Update may change, by proto name.
 const UPDATABLE: [&str; 4] = ["name", "description", "min_disk_size", "labels"];
@@ -57,17 +57,12 @@ fn check_unique_name(
     if name.is_empty() {
         return Ok(());
     }
-    let taken = tx
-        .folder_images(folder_id)
-        .map_err(internal)?
-        .into_iter()
-        .any(|i| i.name == name && i.id != except_id);
-    if taken {
-        return Err(Status::already_exists(format!(
+    match tx.image_named(folder_id, name).map_err(internal)? {
+        Some(id) if id != except_id => Err(Status::already_exists(format!(
             "an image named {name:?} already exists in folder {folder_id}"
-        )));
+        ))),
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 fn validate_create(r: &CreateImageRequest) -> Result<(), Status> {
@@ -107,7 +102,10 @@ fn validate_update(r: &UpdateImageRequest) -> Result<(), Status> {
             if !UPDATABLE.contains(&path.as_str()) {
                 v.add(
                     "update_mask",
-                    format!("path {path:?} cannot be updated; updatable fields are name, description, min_disk_size, labels"),
+                    format!(
+                        "path {:?} cannot be updated; updatable fields are name, description, min_disk_size, labels",
+                        super::validate::clip(path)
+                    ),
                 );
             }
         }
@@ -422,34 +420,31 @@ impl ImageService for Images {
         v.page_size("page_size", r.page_size);
         v.max_len("page_token", &r.page_token, 100);
         v.check()?;
-        let after = page::decode("page_token", &r.page_token, 2)?;
+        let after = page::decode("page_token", &r.page_token, 2)?
+            .map(|parts| {
+                let created_nanos = parts[0].parse().map_err(|_| {
+                    invalid("page_token", "is not a page token returned by this service")
+                })?;
+                Ok::<_, Status>(OperationCursor {
+                    created_nanos,
+                    operation_id: parts[1].clone(),
+                })
+            })
+            .transpose()?;
         let size = page::size(r.page_size);
         self.0
             .read(move |tx| {
                 image_in(tx, &r.image_id)?;
-                let key = |op: &Operation| {
-                    let nanos = op.created_at.map(|t| t.as_nanos()).unwrap_or_default();
-                    (
-                        format!("{:024}", nanos + 100_000_000_000_000_000_000),
-                        op.id.clone(),
-                    )
-                };
-                // Newest first.
-                let mut ops: Vec<((String, String), Operation)> = tx
-                    .image_operations(&r.image_id)
-                    .map_err(internal)?
-                    .into_iter()
-                    .map(|o| (key(&o), o))
-                    .collect();
-                ops.sort_by(|a, b| b.0.cmp(&a.0));
-                if let Some(after) = &after {
-                    let last = (after[0].clone(), after[1].clone());
-                    ops.retain(|(k, _)| *k < last);
-                }
+                // Newest first, straight from the index; one extra tells whether a page follows.
+                let mut ops = tx
+                    .image_operations_page(&r.image_id, after.as_ref(), size + 1)
+                    .map_err(internal)?;
                 let more = ops.len() > size;
                 ops.truncate(size);
                 let next_page_token = match ops.last() {
-                    Some(((t, id), _)) if more => page::encode(&[t, id]),
+                    Some((c, _)) if more => {
+                        page::encode(&[&c.created_nanos.to_string(), &c.operation_id])
+                    }
                     _ => String::new(),
                 };
                 Ok(ListImageOperationsResponse {

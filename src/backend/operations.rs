@@ -63,8 +63,7 @@ impl OperationService for Operations {
                         op.id
                     )));
                 }
-                let running = tx.running_creates().map_err(internal)?;
-                let Some(create) = running.into_iter().find(|c| c.operation_id == op.id) else {
+                let Some(create) = tx.running_create(&op.id).map_err(internal)? else {
                     return Err(Status::failed_precondition(format!(
                         "operation {} cannot be cancelled",
                         op.id
@@ -136,8 +135,7 @@ pub(super) async fn finish_create(backend: &Backend, operation_id: &str) -> Resu
             let Some(mut op) = tx.operation(&operation_id).map_err(internal)? else {
                 return Ok(());
             };
-            let running = tx.running_creates().map_err(internal)?;
-            let Some(create) = running.into_iter().find(|c| c.operation_id == operation_id) else {
+            let Some(create) = tx.running_create(&operation_id).map_err(internal)? else {
                 return Ok(());
             };
             tx.clear_running_create(&operation_id).map_err(internal)?;

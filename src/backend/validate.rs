@@ -24,6 +24,17 @@ fn anchored(pattern: &str) -> Regex {
 /// `min_disk_size` bounds: 4 MiB to 4 TiB.
 pub const MIN_DISK_SIZE: std::ops::RangeInclusive<i64> = 4_194_304..=4_398_046_511_104;
 
+/// At most this many characters of a client's value are quoted back in an error: a message
+/// travels in the `grpc-message` header, which must stay small.
+const QUOTE_CHARS: usize = 64;
+
+pub(crate) fn clip(value: &str) -> String {
+    match value.char_indices().nth(QUOTE_CHARS) {
+        Some((i, _)) => format!("{}…", &value[..i]),
+        None => value.to_string(),
+    }
+}
+
 /// Collects the violations of one request.
 #[derive(Default)]
 pub struct Violations(Vec<FieldViolation>);
@@ -70,7 +81,7 @@ impl Violations {
         if !re.is_match(value) {
             self.add(
                 field,
-                format!("must match the pattern {shown}, got {value:?}"),
+                format!("must match the pattern {shown}, got {:?}", clip(value)),
             );
         }
     }
@@ -122,24 +133,24 @@ impl Violations {
             let n = key.chars().count();
             if !(1..=63).contains(&n) {
                 self.add(
-                    format!("{field}[{key:?}]"),
+                    format!("{field}[{:?}]", clip(key)),
                     format!("key must be 1 to 63 characters long, got {n}"),
                 );
             } else if !LABEL_KEY.is_match(key) {
                 self.add(
-                    format!("{field}[{key:?}]"),
+                    format!("{field}[{:?}]", clip(key)),
                     r"key must match the pattern [a-z][-_./\@0-9a-z]*",
                 );
             }
             let n = value.chars().count();
             if n > 63 {
                 self.add(
-                    format!("{field}[{key:?}]"),
+                    format!("{field}[{:?}]", clip(key)),
                     format!("value must be at most 63 characters long, got {n}"),
                 );
             } else if !LABEL_VALUE.is_match(value) {
                 self.add(
-                    format!("{field}[{key:?}]"),
+                    format!("{field}[{:?}]", clip(key)),
                     r"value must match the pattern [-_./\@0-9a-z]*",
                 );
             }

@@ -8,7 +8,9 @@ use std::path::Path;
 use prost::Message;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
-use super::{Commit, IdempotencyRecord, RunningCreate, Store, StoreError, Tx, TxMut};
+use super::{
+    Commit, IdempotencyRecord, OperationCursor, RunningCreate, Store, StoreError, Tx, TxMut,
+};
 use crate::pb::yandex::cloud::access::{AccessBinding, ListAccessBindingsResponse};
 use crate::pb::yandex::cloud::compute::v1::Image;
 use crate::pb::yandex::cloud::operation::Operation;
@@ -18,6 +20,8 @@ type Table = TableDefinition<'static, &'static str, &'static [u8]>;
 const IMAGES: Table = TableDefinition::new("images");
 /// `folder_id \0 image_id` -> empty.
 const FOLDER_IMAGES: Table = TableDefinition::new("folder_images");
+/// `folder_id \0 name` -> image id, for names unique within a folder.
+const FOLDER_NAMES: Table = TableDefinition::new("folder_names");
 const OPERATIONS: Table = TableDefinition::new("operations");
 /// `image_id \0 created_at nanos (zero-padded) \0 operation_id` -> empty.
 const IMAGE_OPERATIONS: Table = TableDefinition::new("image_operations");
@@ -25,15 +29,19 @@ const BINDINGS: Table = TableDefinition::new("bindings");
 const IDEMPOTENCY: Table = TableDefinition::new("idempotency");
 const RUNNING: Table = TableDefinition::new("running_creates");
 
-const ALL_TABLES: [Table; 7] = [
+const ALL_TABLES: [Table; 8] = [
     IMAGES,
     FOLDER_IMAGES,
+    FOLDER_NAMES,
     OPERATIONS,
     IMAGE_OPERATIONS,
     BINDINGS,
     IDEMPOTENCY,
     RUNNING,
 ];
+
+/// Bytes of redb's page cache.
+const CACHE_BYTES: usize = 16 << 20;
 
 /// The redb-backed store in `<data-dir>/compute.redb`.
 pub struct EmbeddedStore {
@@ -50,7 +58,10 @@ impl EmbeddedStore {
         std::fs::create_dir_all(dir)
             .map_err(|e| StoreError(format!("cannot create {}: {e}", dir.display())))?;
         let path = dir.join("compute.redb");
-        let db = Database::create(&path)
+        // A bounded page cache keeps memory flat as the data grows (redb's default is 1 GiB).
+        let db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create(&path)
             .map_err(|e| StoreError(format!("cannot open {}: {e}", path.display())))?;
         let tx = db.begin_write().map_err(err)?;
         for table in ALL_TABLES {
@@ -78,6 +89,28 @@ fn op_index_key(image_id: &str, op: &Operation) -> String {
 trait Source {
     fn get(&self, table: Table, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
     fn prefix(&self, table: Table, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
+    /// Keys in `[lo, hi)`, from the highest down, at most `limit`.
+    fn keys_rev(
+        &self,
+        table: Table,
+        lo: &str,
+        hi: &str,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError>;
+}
+
+fn scan_rev<T: ReadableTable<&'static str, &'static [u8]>>(
+    t: &T,
+    lo: &str,
+    hi: &str,
+    limit: usize,
+) -> Result<Vec<String>, StoreError> {
+    let mut out = Vec::new();
+    for item in t.range(lo..hi).map_err(err)?.rev().take(limit) {
+        let (k, _) = item.map_err(err)?;
+        out.push(k.value().to_string());
+    }
+    Ok(out)
 }
 
 fn scan<T: ReadableTable<&'static str, &'static [u8]>>(
@@ -103,6 +136,15 @@ impl Source for redb::ReadTransaction {
     fn prefix(&self, table: Table, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         scan(&self.open_table(table).map_err(err)?, prefix)
     }
+    fn keys_rev(
+        &self,
+        table: Table,
+        lo: &str,
+        hi: &str,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        scan_rev(&self.open_table(table).map_err(err)?, lo, hi, limit)
+    }
 }
 
 impl Source for redb::WriteTransaction {
@@ -112,6 +154,15 @@ impl Source for redb::WriteTransaction {
     }
     fn prefix(&self, table: Table, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         scan(&self.open_table(table).map_err(err)?, prefix)
+    }
+    fn keys_rev(
+        &self,
+        table: Table,
+        lo: &str,
+        hi: &str,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        scan_rev(&self.open_table(table).map_err(err)?, lo, hi, limit)
     }
 }
 
@@ -132,12 +183,36 @@ impl<S: Source> Tx for S {
     fn operation(&self, id: &str) -> Result<Option<Operation>, StoreError> {
         self.get(OPERATIONS, id)?.map(|b| decode(&b)).transpose()
     }
-    fn image_operations(&self, image_id: &str) -> Result<Vec<Operation>, StoreError> {
+    fn image_named(&self, folder_id: &str, name: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .get(FOLDER_NAMES, &format!("{folder_id}\0{name}"))?
+            .map(|id| String::from_utf8_lossy(&id).into_owned()))
+    }
+    fn image_operations_page(
+        &self,
+        image_id: &str,
+        before: Option<&OperationCursor>,
+        limit: usize,
+    ) -> Result<Vec<(OperationCursor, Operation)>, StoreError> {
+        let lo = format!("{image_id}\0");
+        let hi = match before {
+            Some(c) => format!("{image_id}\0{:020}\0{}", c.created_nanos, c.operation_id),
+            None => format!("{image_id}\u{1}"),
+        };
         let mut out = Vec::new();
-        for (key, _) in self.prefix(IMAGE_OPERATIONS, &format!("{image_id}\0"))? {
-            let op_id = key.rsplit('\0').next().unwrap_or_default();
+        for key in self.keys_rev(IMAGE_OPERATIONS, &lo, &hi, limit)? {
+            let mut parts = key[lo.len()..].splitn(2, '\0');
+            let nanos = parts
+                .next()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_default();
+            let op_id = parts.next().unwrap_or_default();
             if let Some(op) = self.operation(op_id)? {
-                out.push(op);
+                let cursor = OperationCursor {
+                    created_nanos: nanos,
+                    operation_id: op_id.to_string(),
+                };
+                out.push((cursor, op));
             }
         }
         Ok(out)
@@ -152,6 +227,11 @@ impl<S: Source> Tx for S {
     }
     fn idempotency(&self, key: &str) -> Result<Option<IdempotencyRecord>, StoreError> {
         self.get(IDEMPOTENCY, key)?.map(|b| decode(&b)).transpose()
+    }
+    fn running_create(&self, operation_id: &str) -> Result<Option<RunningCreate>, StoreError> {
+        self.get(RUNNING, operation_id)?
+            .map(|b| decode(&b))
+            .transpose()
     }
     fn running_creates(&self) -> Result<Vec<RunningCreate>, StoreError> {
         self.prefix(RUNNING, "")?
@@ -184,6 +264,23 @@ fn remove(tx: &redb::WriteTransaction, table: Table, key: &str) -> Result<(), St
 
 impl TxMut for redb::WriteTransaction {
     fn put_image(&mut self, image: &Image) -> Result<(), StoreError> {
+        if let Some(old) = self.image(&image.id)? {
+            if old.name != image.name && !old.name.is_empty() {
+                remove(
+                    self,
+                    FOLDER_NAMES,
+                    &format!("{}\0{}", old.folder_id, old.name),
+                )?;
+            }
+        }
+        if !image.name.is_empty() {
+            put(
+                self,
+                FOLDER_NAMES,
+                &format!("{}\0{}", image.folder_id, image.name),
+                image.id.as_bytes(),
+            )?;
+        }
         put(self, IMAGES, &image.id, &image.encode_to_vec())?;
         put(
             self,
@@ -199,6 +296,13 @@ impl TxMut for redb::WriteTransaction {
                 FOLDER_IMAGES,
                 &format!("{}\0{}", image.folder_id, image.id),
             )?;
+            if !image.name.is_empty() {
+                remove(
+                    self,
+                    FOLDER_NAMES,
+                    &format!("{}\0{}", image.folder_id, image.name),
+                )?;
+            }
         }
         remove(self, IMAGES, id)?;
         remove(self, BINDINGS, id)

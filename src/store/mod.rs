@@ -43,6 +43,25 @@ pub struct IdempotencyRecord {
     pub operation_id: String,
 }
 
+/// Where an operation sits in an image's history: newest first by creation time, then by id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OperationCursor {
+    /// `created_at` in nanoseconds since the epoch (0 for earlier times).
+    pub created_nanos: u128,
+    /// The operation's id.
+    pub operation_id: String,
+}
+
+impl OperationCursor {
+    /// The non-negative creation time an operation is indexed by.
+    pub fn created_nanos_of(op: &Operation) -> u128 {
+        op.created_at
+            .map(|t| t.as_nanos())
+            .unwrap_or_default()
+            .max(0) as u128
+    }
+}
+
 /// A create whose Operation is not done yet.
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct RunningCreate {
@@ -62,14 +81,24 @@ pub trait Tx {
     fn folder_images(&self, folder_id: &str) -> Result<Vec<Image>, StoreError>;
     /// One operation.
     fn operation(&self, id: &str) -> Result<Option<Operation>, StoreError>;
-    /// The operations recorded against an image, oldest first.
-    fn image_operations(&self, image_id: &str) -> Result<Vec<Operation>, StoreError>;
+    /// The image of a folder with this (non-empty) name, if any.
+    fn image_named(&self, folder_id: &str, name: &str) -> Result<Option<String>, StoreError>;
+    /// Up to `limit` operations recorded against an image, newest first, starting after
+    /// `before` (exclusive), each with its cursor.
+    fn image_operations_page(
+        &self,
+        image_id: &str,
+        before: Option<&OperationCursor>,
+        limit: usize,
+    ) -> Result<Vec<(OperationCursor, Operation)>, StoreError>;
     /// The access bindings of an image, in the order they were set.
     fn bindings(&self, image_id: &str) -> Result<Vec<AccessBinding>, StoreError>;
     /// The record of an idempotency key.
     fn idempotency(&self, key: &str) -> Result<Option<IdempotencyRecord>, StoreError>;
     /// Creates whose Operation is still running.
     fn running_creates(&self) -> Result<Vec<RunningCreate>, StoreError>;
+    /// The running create of this Operation, if it is one.
+    fn running_create(&self, operation_id: &str) -> Result<Option<RunningCreate>, StoreError>;
 }
 
 /// Reads and writes within one transaction.

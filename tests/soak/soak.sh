@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Soak: a mixed load of every RPC, half REST and half gRPC, against the release binary for
+# DURATION seconds (default 600; CI runs 30). Reports requests, outcomes by protocol and code,
+# p50/p99 and the server's RSS over time, and fails if RSS after warm-up grows by more than
+# half or any request ends in a 5xx or an unexpected gRPC error.
+#   bash tests/soak/soak.sh [DURATION] [CONCURRENCY]
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+duration=${1:-600}
+concurrency=${2:-32}
+work=$(mktemp -d)
+pid=
+cleanup() {
+  [ -n "$pid" ] && kill -TERM "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+cargo build --release --locked --quiet --bin compute-gateway --example loadgen
+target/release/compute-gateway serve --grpc-listen 127.0.0.1:0 --http-listen 127.0.0.1:0 \
+  --data-dir "$work/data" --ready-file - --create-delay-ms 50 >"$work/ready" 2>"$work/server.log" &
+pid=$!
+for _ in $(seq 300); do [ -s "$work/ready" ] && break; sleep 0.1; done
+grpc=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['grpc'])" "$work/ready")
+http=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['http'])" "$work/ready")
+sample=$(( duration >= 300 ? 30 : 5 ))
+target/release/examples/loadgen --http "$http" --grpc "$grpc" --duration "$duration" \
+  --concurrency "$concurrency" --pid "$pid" --sample "$sample" | tee "$work/report"
+
+python3 - "$work/report" <<'PY'
+import json, sys
+summary = json.loads(next(l for l in open(sys.argv[1]) if l.startswith("SUMMARY "))[8:])
+bad = {k: v for k, v in summary["outcomes"].items()
+       if k.startswith("rest 5") or "transport" in k
+       or (k.startswith("grpc ") and k not in ("grpc OK", "grpc FailedPrecondition", "grpc NotFound"))}
+samples = [s["rss_kib"] for s in summary["samples"] if s["rss_kib"]]
+warm = samples[len(samples) // 5] if samples else None
+end = summary["rss_end_kib"]
+print(f"soak: {summary['requests']} requests, p50 {summary['p50_ms']:.2f} ms, p99 {summary['p99_ms']:.2f} ms, "
+      f"RSS start {summary['rss_start_kib']} KiB, after warm-up {warm} KiB, end {end} KiB, failures {sum(bad.values())}")
+ok = not bad and summary["requests"] > 0 and (warm is None or end <= warm * 1.5)
+if bad:
+    print("unexpected outcomes:", bad)
+if warm and end > warm * 1.5:
+    print(f"RSS grew from {warm} to {end} KiB after warm-up")
+sys.exit(0 if ok else 1)
+PY
