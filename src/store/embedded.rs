@@ -264,14 +264,15 @@ fn remove(tx: &redb::WriteTransaction, table: Table, key: &str) -> Result<(), St
 
 impl TxMut for redb::WriteTransaction {
     fn put_image(&mut self, image: &Image) -> Result<(), StoreError> {
-        if let Some(old) = self.image(&image.id)? {
-            if old.name != image.name && !old.name.is_empty() {
-                remove(
-                    self,
-                    FOLDER_NAMES,
-                    &format!("{}\0{}", old.folder_id, old.name),
-                )?;
-            }
+        if let Some(old) = self.image(&image.id)?
+            && old.name != image.name
+            && !old.name.is_empty()
+        {
+            remove(
+                self,
+                FOLDER_NAMES,
+                &format!("{}\0{}", old.folder_id, old.name),
+            )?;
         }
         if !image.name.is_empty() {
             put(
