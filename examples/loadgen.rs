@@ -144,7 +144,7 @@ impl Client {
     async fn step(&mut self) -> String {
         self.seq += 1;
         let n = self.seq;
-        let rest = n % 2 == 0;
+        let rest = n.is_multiple_of(2);
         let mut pick = (n / 2) % 20;
         // Keep each client's images between 4 and 24: create when short, delete when long.
         if self.mine.len() < 4 {
@@ -158,11 +158,11 @@ impl Client {
                 let name = format!("load-{}-{n}", self.folder);
                 if rest {
                     let (o, body) = self.rest(reqwest::Method::POST, "/compute/v1/images", Some(json!({"folderId": self.folder, "name": name, "family": "load", "diskId": "d"}))).await;
-                    if let Some(b) = body {
-                        if let Some(id) = b["metadata"]["imageId"].as_str() {
-                            self.mine.push(id.to_string());
-                            self.last_op = b["id"].as_str().map(str::to_owned);
-                        }
+                    if let Some(b) = body
+                        && let Some(id) = b["metadata"]["imageId"].as_str()
+                    {
+                        self.mine.push(id.to_string());
+                        self.last_op = b["id"].as_str().map(str::to_owned);
                     }
                     o
                 } else {
