@@ -55,6 +55,12 @@ pub struct Rendered {
     pub body: Vec<u8>,
 }
 
+/// The typed request from its canonical JSON (pbjson); a failure is the client's 400.
+fn parse<Req: DeserializeOwned>(rpc: usize, json: serde_json::Value) -> Result<Req, GatewayError> {
+    serde_json::from_value(json)
+        .map_err(|e| GatewayError::bad_request(format!("invalid request for {}: {e}", RPCS[rpc].input)))
+}
+
 async fn call<Req, Resp>(
     backend: &Backend,
     rpc: usize,
@@ -65,9 +71,7 @@ where
     Resp: prost::Message + Serialize + Default + Send + Sync + 'static,
 {
     let spec = &RPCS[rpc];
-    let message: Req = serde_json::from_value(request.json).map_err(|e| {
-        GatewayError::bad_request(format!("invalid request for {}: {e}", spec.input))
-    })?;
+    let message: Req = parse(rpc, request.json)?;
     let mut req = tonic::Request::new(message);
     *req.metadata_mut() = request.metadata;
     req.set_timeout(backend.timeout);

@@ -34,7 +34,7 @@ bad = {k: v for k, v in summary["outcomes"].items()
        if k.startswith("rest 5") or "transport" in k
        or (k.startswith("grpc ") and k not in ("grpc OK", "grpc FailedPrecondition", "grpc NotFound"))}
 samples = [s["rss_kib"] for s in summary["samples"] if s["rss_kib"]]
-warm = samples[len(samples) // 5] if samples else None
+warm = samples[len(samples) // 2] if samples else None
 end = summary["rss_end_kib"]
 print(f"soak: {summary['requests']} requests, p50 {summary['p50_ms']:.2f} ms, p99 {summary['p99_ms']:.2f} ms, "
       f"RSS start {summary['rss_start_kib']} KiB, after warm-up {warm} KiB, end {end} KiB, failures {sum(bad.values())}")
