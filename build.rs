@@ -4,12 +4,16 @@
 //! - `schema.rs`: a compact field table of every message (the gateway types query values and
 //!   walks JSON bodies with it);
 //! - `any_registry.rs`: `type_url` -> concrete message, so `Any` renders as `{"@type": ...}`;
+//! - `openapi.json`: OpenAPI 3.1 of every binding, from the same rules (build/openapi.rs);
 //! - `http_rules.rs`: every RPC, its `google.api.http` bindings and `yandex.cloud.api.operation`
 //!   option, plus the one per-RPC list in the crate: the gateway's typed dispatch.
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+
+#[path = "build/openapi.rs"]
+mod openapi;
 
 use heck::{ToSnakeCase, ToUpperCamelCase};
 use prost_reflect::{
@@ -65,6 +69,17 @@ fn main() -> BuildResult<()> {
     std::fs::write(out_dir.join("schema.rs"), gen_schema(&pool))?;
     std::fs::write(out_dir.join("any_registry.rs"), gen_any_registry(&pool))?;
     std::fs::write(out_dir.join("http_rules.rs"), gen_http_rules(&pool)?)?;
+    let version = std::env::var("CARGO_PKG_VERSION")?;
+    let document = openapi::generate(
+        &pool,
+        "google.api.http",
+        "yandex.cloud.api.operation",
+        &version,
+    );
+    std::fs::write(
+        out_dir.join("openapi.json"),
+        serde_json::to_string_pretty(&document)?,
+    )?;
     Ok(())
 }
 

@@ -6,6 +6,7 @@
 //! - [`json`]: canonical proto3 JSON for FieldMask, Timestamp and Any; the message schema table.
 //! - [`store`]: the Store trait and the embedded durable implementation (redb).
 //! - [`backend`]: the gRPC services over the store, reflection and health.
+//! - [`telemetry`]: metric names, the Prometheus recorder, log setup (used by every layer).
 //! - [`tls`]: one PEM certificate and key as TLS configs for both listeners.
 //! - [`gateway`]: the REST/JSON transcoding gateway (a gRPC client of the backend).
 
@@ -14,4 +15,5 @@ pub mod gateway;
 pub mod json;
 pub mod pb;
 pub mod store;
+pub mod telemetry;
 pub mod tls;

@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use compute_gateway::backend::{self, Backend, BackendConfig};
 use compute_gateway::gateway::{self, Gateway, GatewayConfig, ListenerOptions, RenderOptions};
 use compute_gateway::store::EmbeddedStore;
+use compute_gateway::telemetry::LogFormat;
 use compute_gateway::tls::Tls;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -23,6 +24,9 @@ use tokio::sync::watch;
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
+    /// Log line format on stderr: `text` or `json` (filter with RUST_LOG, default info).
+    #[arg(long, global = true, env = "CG_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
     #[command(flatten)]
     serve: ServeArgs,
 }
@@ -35,9 +39,11 @@ enum Command {
     Backend(BackendArgs),
     /// The REST gateway only, in front of a backend at --backend.
     Gateway(GatewayArgs),
+    /// Print the OpenAPI 3.1 document of the REST API (the one served at /openapi.json).
+    Openapi,
 }
 
-#[derive(Args, Clone)]
+#[derive(Args, Clone, Debug)]
 struct BackendArgs {
     /// Address of the gRPC listener.
     #[arg(long, env = "CG_GRPC_LISTEN", default_value = "127.0.0.1:50051")]
@@ -55,7 +61,7 @@ struct BackendArgs {
     tls: TlsArgs,
 }
 
-#[derive(Args, Clone)]
+#[derive(Args, Clone, Debug)]
 struct TlsArgs {
     /// PEM certificate chain: serve TLS on every listener (needs --tls-key).
     #[arg(long, env = "CG_TLS_CERT", requires = "tls_key")]
@@ -74,7 +80,7 @@ impl TlsArgs {
     }
 }
 
-#[derive(Args, Clone)]
+#[derive(Args, Clone, Debug)]
 struct HttpArgs {
     /// Address of the REST listener.
     #[arg(long, env = "CG_HTTP_LISTEN", default_value = "127.0.0.1:8080")]
@@ -102,7 +108,7 @@ struct HttpArgs {
     tls_server_name: String,
 }
 
-#[derive(Args, Clone)]
+#[derive(Args, Clone, Debug)]
 struct ServeArgs {
     #[command(flatten)]
     backend: BackendArgs,
@@ -115,7 +121,7 @@ struct ServeArgs {
     ready_file: Option<PathBuf>,
 }
 
-#[derive(Args)]
+#[derive(Args, Debug)]
 struct GatewayArgs {
     #[command(flatten)]
     http: HttpArgs,
@@ -134,18 +140,29 @@ type AnyError = Box<dyn std::error::Error + Send + Sync>;
 
 #[tokio::main]
 async fn main() {
-    // Logs go to stderr: stdout carries only what a script asked for (`--ready-file -`).
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
     let cli = Cli::parse();
+    // Logs go to stderr: stdout carries only what a script asked for (`--ready-file -`).
+    compute_gateway::telemetry::init_logging(match cli.log_format.as_str() {
+        "json" => LogFormat::Json,
+        _ => LogFormat::Text,
+    });
+    compute_gateway::telemetry::metrics();
     let result = match cli.command.unwrap_or(Command::Serve(cli.serve)) {
         Command::Serve(args) => serve(args).await,
         Command::Backend(args) => run_backend(args).await,
         Command::Gateway(args) => run_gateway(args).await,
+        Command::Openapi => {
+            use std::io::Write as _;
+            let mut out = std::io::stdout().lock();
+            // A closed pipe (`| head`) is the reader's choice, not an error.
+            match out
+                .write_all(compute_gateway::gateway::ops::OPENAPI_JSON.as_bytes())
+                .and_then(|()| out.write_all(b"\n"))
+            {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+                _ => Ok(()),
+            }
+        }
     };
     if let Err(e) = result {
         eprintln!("compute-gateway: {e}");
@@ -249,6 +266,7 @@ fn write_ready_file(
 }
 
 async fn serve(args: ServeArgs) -> Result<(), AnyError> {
+    tracing::info!(config = ?args, "serve");
     let tls = args.backend.tls.load()?;
     let grpc = bind(&args.backend.grpc_listen, "--grpc-listen").await?;
     let http = bind(&args.http.http_listen, "--http-listen").await?;
@@ -288,6 +306,7 @@ async fn serve(args: ServeArgs) -> Result<(), AnyError> {
 }
 
 async fn run_backend(args: BackendArgs) -> Result<(), AnyError> {
+    tracing::info!(config = ?args, "backend");
     let tls = args.tls.load()?;
     let grpc = bind(&args.grpc_listen, "--grpc-listen").await?;
     let addr = grpc.local_addr()?;
@@ -304,6 +323,7 @@ async fn run_backend(args: BackendArgs) -> Result<(), AnyError> {
 }
 
 async fn run_gateway(args: GatewayArgs) -> Result<(), AnyError> {
+    tracing::info!(config = ?args, "gateway");
     let tls = args.tls.load()?;
     let backend_tls = match &args.backend_ca {
         Some(ca) => {

@@ -5,6 +5,7 @@
 mod endpoints;
 mod filter;
 mod images;
+mod observe;
 mod operations;
 mod page;
 pub mod validate;
@@ -305,7 +306,41 @@ pub async fn run_with(
             let _ = s.set_nodelay(true);
         })
     });
-    let mut server = tonic::transport::Server::builder();
+    // The health service follows the store: a failed read turns it NOT_SERVING until one works.
+    let (stop_probe, mut stopped) = tokio::sync::oneshot::channel::<()>();
+    let shutdown = async move {
+        shutdown.await;
+        let _ = stop_probe.send(());
+    };
+    let probe_backend = backend.clone();
+    let probe_health = health.clone();
+    tokio::spawn(async move {
+        let mut serving = true;
+        loop {
+            tokio::select! {
+                _ = &mut stopped => return,
+                _ = tokio::time::sleep(std::time::Duration::from_secs(5)) => {}
+            }
+            let ok = probe_backend.read(|_| Ok(())).await.is_ok();
+            if ok != serving {
+                serving = ok;
+                let status = if ok {
+                    tonic_health::ServingStatus::Serving
+                } else {
+                    tonic_health::ServingStatus::NotServing
+                };
+                tracing::warn!(serving = ok, "store health changed");
+                probe_health.set_service_status("", status).await;
+                probe_health
+                    .set_service_status("yandex.cloud.compute.v1.ImageService", status)
+                    .await;
+                probe_health
+                    .set_service_status("yandex.cloud.operation.OperationService", status)
+                    .await;
+            }
+        }
+    });
+    let mut server = tonic::transport::Server::builder().layer(observe::ObserveLayer);
     if let Some(tls) = tls {
         server = server.tls_config(tls)?;
     }

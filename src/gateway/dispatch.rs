@@ -57,8 +57,9 @@ pub struct Rendered {
 
 /// The typed request from its canonical JSON (pbjson); a failure is the client's 400.
 fn parse<Req: DeserializeOwned>(rpc: usize, json: serde_json::Value) -> Result<Req, GatewayError> {
-    serde_json::from_value(json)
-        .map_err(|e| GatewayError::bad_request(format!("invalid request for {}: {e}", RPCS[rpc].input)))
+    serde_json::from_value(json).map_err(|e| {
+        GatewayError::bad_request(format!("invalid request for {}: {e}", RPCS[rpc].input))
+    })
 }
 
 async fn call<Req, Resp>(
@@ -76,6 +77,7 @@ where
     *req.metadata_mut() = request.metadata;
     req.set_timeout(backend.timeout);
     let mut grpc = tonic::client::Grpc::new(backend.channel.clone());
+    let started = std::time::Instant::now();
     let response = tokio::time::timeout(backend.timeout, async {
         grpc.ready().await.map_err(|e| {
             tracing::warn!(error = %e, source = ?std::error::Error::source(&e), "backend connection failed");
@@ -90,7 +92,10 @@ where
         .map_err(GatewayError::from_client_status)
     })
     .await
-    .map_err(|_| GatewayError::DeadlineExceeded)??;
+    .map_err(|_| GatewayError::DeadlineExceeded);
+    metrics::histogram!(crate::telemetry::BACKEND_DURATION, "grpc_method" => spec.path)
+        .record(started.elapsed().as_secs_f64());
+    let response = response??;
     let body = render(
         response.get_ref(),
         spec.output,

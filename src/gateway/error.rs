@@ -30,6 +30,8 @@ pub enum GatewayError {
         /// The limit in bytes.
         limit: usize,
     },
+    /// The gateway is shutting down and takes no new work.
+    Draining,
     /// The client did not send the whole body in time.
     RequestTimeout,
     /// The backend could not be reached.
@@ -99,6 +101,11 @@ impl GatewayError {
             Self::BadBackendReply => (
                 Code::Unavailable,
                 "the backend sent a reply the gateway cannot read".into(),
+                vec![],
+            ),
+            Self::Draining => (
+                Code::Unavailable,
+                "the gateway is shutting down".into(),
                 vec![],
             ),
             Self::Unavailable => (

@@ -7,6 +7,7 @@
 pub mod dispatch;
 pub mod error;
 pub mod matcher;
+pub mod ops;
 pub mod query;
 pub mod request;
 pub mod response;
@@ -22,11 +23,14 @@ use axum::body::{Body, to_bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Request, header};
 use axum::response::{IntoResponse, Response};
+use axum::routing::get;
 use tokio::net::TcpListener;
 use tonic::metadata::{AsciiMetadataKey, AsciiMetadataValue, MetadataMap};
 use tonic::transport::{Channel, Endpoint};
 
 pub use dispatch::Backend;
+
+use crate::telemetry;
 pub use error::GatewayError;
 pub use response::RenderOptions;
 pub use routes::RouteTable;
@@ -59,11 +63,14 @@ impl Default for GatewayConfig {
     }
 }
 
-/// Everything a request needs, built once at startup and read-only afterwards.
+/// Everything a request needs, built once at startup and read-only afterwards (but for the
+/// draining flag, set once when shutdown begins).
 pub struct Gateway {
     routes: RouteTable,
     backend: Backend,
+    channel: Channel,
     config: GatewayConfig,
+    draining: std::sync::atomic::AtomicBool,
 }
 
 impl Gateway {
@@ -89,15 +96,23 @@ impl Gateway {
     pub fn with_channel(channel: Channel, config: GatewayConfig) -> Result<Self, String> {
         Ok(Self {
             routes: RouteTable::new()?,
-            backend: Backend::new(channel, config.request_timeout, config.render),
+            backend: Backend::new(channel.clone(), config.request_timeout, config.render),
+            channel,
             config,
+            draining: std::sync::atomic::AtomicBool::new(false),
         })
     }
 }
 
 /// The axum router: every path goes to the one transcoding handler.
 pub fn router(gateway: Arc<Gateway>) -> Router {
-    Router::new().fallback(handle).with_state(gateway)
+    Router::new()
+        .route("/openapi.json", get(ops::openapi))
+        .route("/metrics", get(ops::metrics))
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .fallback(handle)
+        .with_state(gateway)
 }
 
 /// Serves the gateway on `listener` (plain HTTP, default limits) until `shutdown` resolves.
@@ -106,26 +121,35 @@ pub async fn run(
     gateway: Arc<Gateway>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    server::serve(
-        listener,
-        router(gateway),
-        ListenerOptions::default(),
-        shutdown,
-    )
-    .await
+    run_with(listener, gateway, ListenerOptions::default(), shutdown).await
 }
 
-/// Serves the gateway on `listener` with these listener options until `shutdown` resolves.
+/// Serves the gateway on `listener` with these listener options until `shutdown` resolves;
+/// from then on `/readyz` answers 503 while requests in flight finish.
 pub async fn run_with(
     listener: TcpListener,
     gateway: Arc<Gateway>,
     options: ListenerOptions,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let gw = gateway.clone();
+    let shutdown = async move {
+        shutdown.await;
+        gw.draining
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    };
     server::serve(listener, router(gateway), options, shutdown).await
 }
 
+/// What one request did, for its log line and metrics.
+#[derive(Default)]
+struct Outcome {
+    route: Option<&'static str>,
+    rpc: Option<&'static str>,
+}
+
 async fn handle(State(gw): State<Arc<Gateway>>, req: Request<Body>) -> Response {
+    let started = std::time::Instant::now();
     let request_id = req
         .headers()
         .get("x-request-id")
@@ -135,7 +159,11 @@ async fn handle(State(gw): State<Arc<Gateway>>, req: Request<Body>) -> Response 
             HeaderValue::from_str(&uuid::Uuid::new_v4().to_string())
                 .expect("a UUID is a valid header value")
         });
-    let mut resp = match transcode(&gw, req, &request_id).await {
+    let method = req.method().clone();
+    let in_flight = metrics::gauge!(telemetry::HTTP_IN_FLIGHT);
+    in_flight.increment(1.0);
+    let mut outcome = Outcome::default();
+    let mut resp = match transcode(&gw, req, &request_id, &mut outcome).await {
         Ok(body) => {
             let mut r = body.into_response();
             r.headers_mut().insert(
@@ -146,6 +174,24 @@ async fn handle(State(gw): State<Arc<Gateway>>, req: Request<Body>) -> Response 
         }
         Err(e) => e.into_response(),
     };
+    in_flight.decrement(1.0);
+    let elapsed = started.elapsed();
+    let route = outcome.route.unwrap_or("unmatched");
+    let status = resp.status().as_u16();
+    metrics::counter!(telemetry::HTTP_REQUESTS, "route" => route, "method" => method.to_string(), "status" => status.to_string())
+        .increment(1);
+    metrics::histogram!(telemetry::HTTP_DURATION, "route" => route, "method" => method.to_string())
+        .record(elapsed.as_secs_f64());
+    tracing::info!(
+        target: "compute_gateway::access",
+        request_id = request_id.to_str().unwrap_or_default(),
+        method = %method,
+        route,
+        grpc_method = outcome.rpc.unwrap_or_default(),
+        status,
+        latency_ms = elapsed.as_secs_f64() * 1000.0,
+        "request"
+    );
     resp.headers_mut().insert("x-request-id", request_id);
     resp
 }
@@ -154,9 +200,12 @@ async fn transcode(
     gw: &Gateway,
     req: Request<Body>,
     request_id: &HeaderValue,
+    outcome: &mut Outcome,
 ) -> Result<Vec<u8>, GatewayError> {
     let (parts, body) = req.into_parts();
     let m = gw.routes.find(&parts.method, parts.uri.path())?;
+    outcome.route = Some(m.route.pattern);
+    outcome.rpc = Some(m.route.rpc().path);
     let limit = gw.config.max_body_bytes;
     let declared = parts
         .headers

@@ -351,7 +351,13 @@ impl Store for EmbeddedStore {
     ) -> Result<(), StoreError> {
         let mut tx = self.db.begin_write().map_err(err)?;
         match f(&mut tx)? {
-            Commit::Yes => tx.commit().map_err(err),
+            Commit::Yes => {
+                let started = std::time::Instant::now();
+                let result = tx.commit().map_err(err);
+                metrics::histogram!(crate::telemetry::STORE_COMMIT)
+                    .record(started.elapsed().as_secs_f64());
+                result
+            }
             Commit::No => tx.abort().map_err(err),
         }
     }

@@ -1,0 +1,452 @@
+//! OpenAPI 3.1 from the same descriptors and `google.api.http` rules that drive the routes:
+//! every binding becomes a path and method with its path and query parameters typed as proto3
+//! JSON, its request body, its response (an Operation's `metadata` and `response` typed from the
+//! `yandex.cloud.api.operation` option) and the google.rpc.Status error; descriptions come from
+//! the protos' comments.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use heck::ToLowerCamelCase;
+use prost_reflect::{
+    DescriptorPool, DynamicMessage, FieldDescriptor, Kind, MessageDescriptor, Value as PValue,
+};
+use serde_json::{Map, Value, json};
+
+/// Comments by source path, per file.
+struct Comments(HashMap<String, HashMap<Vec<i32>, String>>);
+
+impl Comments {
+    fn new(pool: &DescriptorPool) -> Self {
+        let mut files = HashMap::new();
+        for file in pool.files() {
+            let mut by_path = HashMap::new();
+            if let Some(info) = &file.file_descriptor_proto().source_code_info {
+                for loc in &info.location {
+                    let text = loc.leading_comments().trim();
+                    if !text.is_empty() {
+                        let text = text.lines().map(str::trim).collect::<Vec<_>>().join(" ");
+                        by_path.insert(loc.path.clone(), text);
+                    }
+                }
+            }
+            files.insert(file.name().to_string(), by_path);
+        }
+        Self(files)
+    }
+
+    fn get(&self, file: &str, path: &[i32]) -> Option<&str> {
+        self.0.get(file)?.get(path).map(String::as_str)
+    }
+}
+
+fn reference(name: &str) -> Value {
+    json!({"$ref": format!("#/components/schemas/{name}")})
+}
+
+/// The proto3 JSON schema of a value of `kind` (not counting repetition).
+fn kind_schema(kind: &Kind, used: &mut BTreeSet<String>) -> Value {
+    match kind {
+        Kind::Double | Kind::Float => json!({"type": "number"}),
+        Kind::Int64 | Kind::Sint64 | Kind::Sfixed64 => {
+            json!({"type": "string", "format": "int64", "pattern": "^-?[0-9]+$"})
+        }
+        Kind::Uint64 | Kind::Fixed64 => {
+            json!({"type": "string", "format": "uint64", "pattern": "^[0-9]+$"})
+        }
+        Kind::Int32 | Kind::Sint32 | Kind::Sfixed32 => {
+            json!({"type": "integer", "format": "int32"})
+        }
+        Kind::Uint32 | Kind::Fixed32 => {
+            json!({"type": "integer", "format": "uint32", "minimum": 0})
+        }
+        Kind::Bool => json!({"type": "boolean"}),
+        Kind::String => json!({"type": "string"}),
+        Kind::Bytes => json!({"type": "string", "format": "byte"}),
+        Kind::Enum(e) => {
+            json!({"type": "string", "enum": e.values().map(|v| v.name().to_string()).collect::<Vec<_>>()})
+        }
+        Kind::Message(m) => match m.full_name() {
+            "google.protobuf.Timestamp" => json!({"type": "string", "format": "date-time"}),
+            "google.protobuf.Duration" => {
+                json!({"type": "string", "pattern": "^-?[0-9]+(\\.[0-9]{1,9})?s$"})
+            }
+            "google.protobuf.FieldMask" => {
+                json!({"type": "string", "description": "Comma-separated lowerCamelCase field paths."})
+            }
+            "google.protobuf.Empty" => json!({"type": "object"}),
+            name => {
+                used.insert(name.to_string());
+                reference(name)
+            }
+        },
+    }
+}
+
+fn field_schema(f: &FieldDescriptor, comments: &Comments, used: &mut BTreeSet<String>) -> Value {
+    let mut schema = if f.is_map() {
+        let Kind::Message(entry) = f.kind() else {
+            unreachable!("maps have entries")
+        };
+        json!({"type": "object", "additionalProperties": kind_schema(&entry.map_entry_value_field().kind(), used)})
+    } else if f.is_list() {
+        json!({"type": "array", "items": kind_schema(&f.kind(), used)})
+    } else {
+        kind_schema(&f.kind(), used)
+    };
+    if let Some(text) = comments.get(f.parent_file().name(), f.path()) {
+        schema = if schema.get("$ref").is_some() {
+            json!({"allOf": [schema], "description": text})
+        } else {
+            let mut s = schema;
+            s["description"] = json!(text);
+            s
+        };
+    }
+    schema
+}
+
+fn message_schema(
+    m: &MessageDescriptor,
+    comments: &Comments,
+    used: &mut BTreeSet<String>,
+) -> Value {
+    if m.full_name() == "google.protobuf.Any" {
+        return json!({
+            "type": "object",
+            "description": "A message of any type: `@type` names it, its fields sit beside (well-known types with a non-object JSON form sit under `value`).",
+            "properties": {"@type": {"type": "string"}},
+            "required": ["@type"],
+        });
+    }
+    let mut props = Map::new();
+    for f in m.fields() {
+        props.insert(f.json_name().to_string(), field_schema(&f, comments, used));
+    }
+    let mut schema = json!({"type": "object", "properties": props});
+    if let Some(text) = comments.get(m.parent_file().name(), m.path()) {
+        schema["description"] = json!(text);
+    }
+    schema
+}
+
+fn string_field(msg: &DynamicMessage, name: &str) -> String {
+    msg.get_field_by_name(name)
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+/// (method, pattern, body) of a rule and its additional bindings.
+fn bindings(rule: &DynamicMessage, top: bool, out: &mut Vec<(String, String, String)>) {
+    for verb in ["get", "put", "post", "delete", "patch"] {
+        if rule.has_field_by_name(verb) {
+            out.push((
+                verb.to_string(),
+                string_field(rule, verb),
+                string_field(rule, "body"),
+            ));
+        }
+    }
+    if top
+        && let Some(PValue::List(extra)) = rule
+            .get_field_by_name("additional_bindings")
+            .map(|v| v.into_owned())
+    {
+        for item in extra {
+            if let PValue::Message(m) = item {
+                bindings(&m, false, out);
+            }
+        }
+    }
+}
+
+/// A field path (proto names) to its JSON form.
+fn json_path(input: &MessageDescriptor, path: &str) -> (String, Vec<String>) {
+    let mut msg = Some(input.clone());
+    let mut json = Vec::new();
+    for seg in path.split('.') {
+        let f = msg.as_ref().and_then(|m| m.get_field_by_name(seg));
+        json.push(
+            f.as_ref()
+                .map(|f| f.json_name().to_string())
+                .unwrap_or_else(|| seg.to_lower_camel_case()),
+        );
+        msg = f.and_then(|f| {
+            if let Kind::Message(m) = f.kind() {
+                Some(m)
+            } else {
+                None
+            }
+        });
+    }
+    (json.join("."), path.split('.').map(str::to_owned).collect())
+}
+
+/// `/compute/v1/images/{image_id}` -> (`/compute/v1/images/{imageId}`, [(imageId, image_id)]).
+fn openapi_path(input: &MessageDescriptor, pattern: &str) -> (String, Vec<(String, String)>) {
+    let mut out = String::new();
+    let mut vars = Vec::new();
+    let mut rest = pattern;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let close = rest[open..]
+            .find('}')
+            .map(|c| open + c)
+            .unwrap_or(rest.len() - 1);
+        let var = &rest[open + 1..close];
+        let field = var.split('=').next().unwrap_or(var);
+        let (json, _) = json_path(input, field);
+        out.push_str(&format!("{{{json}}}"));
+        vars.push((json, field.to_string()));
+        rest = &rest[close + 1..];
+    }
+    out.push_str(rest);
+    (out, vars)
+}
+
+/// Query parameters: every field not bound by the path, nested messages flattened as `a.b`
+/// (JSON names; the query parser accepts proto names too).
+struct Query<'a> {
+    bound: &'a BTreeSet<String>,
+    comments: &'a Comments,
+}
+
+impl Query<'_> {
+    fn params(
+        &self,
+        m: &MessageDescriptor,
+        proto_prefix: &str,
+        json_prefix: &str,
+        depth: usize,
+        used: &mut BTreeSet<String>,
+        out: &mut Vec<Value>,
+    ) {
+        for f in m.fields() {
+            let join = |prefix: &str, name: &str| {
+                if prefix.is_empty() {
+                    name.to_string()
+                } else {
+                    format!("{prefix}.{name}")
+                }
+            };
+            let proto_path = join(proto_prefix, f.name());
+            let json_name = join(json_prefix, f.json_name());
+            if self.bound.contains(&proto_path) {
+                continue;
+            }
+            match f.kind() {
+                Kind::Message(inner) if !inner.full_name().starts_with("google.protobuf.") => {
+                    // Nested messages are set field by field; lists of messages cannot be.
+                    if !f.is_list() && !f.is_map() && depth < 3 {
+                        self.params(&inner, &proto_path, &json_name, depth + 1, used, out);
+                    }
+                }
+                _ => {
+                    let mut p = json!({"name": json_name, "in": "query", "required": false, "schema": field_schema(&f, self.comments, used)});
+                    if f.is_list() {
+                        p["explode"] = json!(true);
+                    }
+                    if f.is_map() {
+                        p["style"] = json!("deepObject");
+                        p["explode"] = json!(true);
+                    }
+                    if let Some(text) = self.comments.get(f.parent_file().name(), f.path()) {
+                        p["description"] = json!(text);
+                    }
+                    out.push(p);
+                }
+            }
+        }
+    }
+}
+
+/// The whole document.
+pub fn generate(pool: &DescriptorPool, http_ext: &str, op_ext: &str, version: &str) -> Value {
+    let comments = Comments::new(pool);
+    let http = pool
+        .get_extension_by_name(http_ext)
+        .expect("google.api.http");
+    let op = pool
+        .get_extension_by_name(op_ext)
+        .expect("yandex.cloud.api.operation");
+    let mut used: BTreeSet<String> = BTreeSet::from([
+        "google.rpc.Status".to_string(),
+        "google.protobuf.Any".to_string(),
+    ]);
+    let mut paths: BTreeMap<String, Map<String, Value>> = BTreeMap::new();
+    let mut services: Vec<_> = pool.services().collect();
+    services.sort_by(|a, b| a.full_name().cmp(b.full_name()));
+    let mut tags = Vec::new();
+    for service in services {
+        let mut tagged = false;
+        for method in service.methods() {
+            let options = method.options();
+            if !options.has_extension(&http) {
+                continue;
+            }
+            let rule = options.get_extension(&http);
+            let Some(rule) = rule.as_message() else {
+                continue;
+            };
+            let mut found = Vec::new();
+            bindings(rule, true, &mut found);
+            if service.full_name() == "yandex.cloud.operation.OperationService"
+                && method.name() == "Cancel"
+            {
+                // The gateway also serves Cancel on POST (the API design guide); see routes.rs.
+                found.push((
+                    "post".into(),
+                    "/operations/{operation_id}:cancel".into(),
+                    String::new(),
+                ));
+            }
+            let input = method.input();
+            let description = comments
+                .get(service.parent_file().name(), method.path())
+                .unwrap_or_default()
+                .to_string();
+            let response_schema = match options
+                .has_extension(&op)
+                .then(|| options.get_extension(&op))
+            {
+                Some(o) => {
+                    let o = o
+                        .as_message()
+                        .cloned()
+                        .expect("operation option is a message");
+                    let resolve = |name: String| -> String {
+                        let mut scope = service.package_name().to_string();
+                        loop {
+                            let candidate = if scope.is_empty() {
+                                name.clone()
+                            } else {
+                                format!("{scope}.{name}")
+                            };
+                            if pool.get_message_by_name(&candidate).is_some() || scope.is_empty() {
+                                return candidate;
+                            }
+                            scope = scope
+                                .rsplit_once('.')
+                                .map(|(s, _)| s.to_string())
+                                .unwrap_or_default();
+                        }
+                    };
+                    let typed = |name: String, used: &mut BTreeSet<String>| -> Value {
+                        if name.is_empty() {
+                            return reference("google.protobuf.Any");
+                        }
+                        let full = resolve(name);
+                        let type_const = json!({"type": "object", "properties": {"@type": {"const": format!("type.googleapis.com/{full}")}}});
+                        if full == "google.protobuf.Empty" {
+                            json!({"allOf": [reference("google.protobuf.Any"), type_const]})
+                        } else {
+                            used.insert(full.clone());
+                            json!({"allOf": [reference("google.protobuf.Any"), type_const, reference(&full)]})
+                        }
+                    };
+                    used.insert("yandex.cloud.operation.Operation".into());
+                    json!({"allOf": [
+                        reference("yandex.cloud.operation.Operation"),
+                        {"type": "object", "properties": {
+                            "metadata": typed(string_field(&o, "metadata"), &mut used),
+                            "response": typed(string_field(&o, "response"), &mut used),
+                        }},
+                    ]})
+                }
+                None => kind_schema(&Kind::Message(method.output()), &mut used),
+            };
+            for (i, (verb, pattern, body)) in found.iter().enumerate() {
+                let (path, vars) = openapi_path(&input, pattern);
+                let bound: BTreeSet<String> = vars.iter().map(|(_, proto)| proto.clone()).collect();
+                let mut parameters: Vec<Value> = vars
+                    .iter()
+                    .map(|(json, _)| json!({"name": json, "in": "path", "required": true, "schema": {"type": "string"}}))
+                    .collect();
+                let mut operation = json!({
+                    "operationId": if i == 0 { format!("{}_{}", service.name(), method.name()) } else { format!("{}_{}_{}", service.name(), method.name(), i) },
+                    "tags": [service.name()],
+                    "summary": description.split(". ").next().unwrap_or_default(),
+                    "description": description,
+                    "responses": {
+                        "200": {"description": "OK", "content": {"application/json": {"schema": response_schema.clone()}}},
+                        "default": {"description": "An error: google.rpc.Status with the HTTP status of its code.", "content": {"application/json": {"schema": reference("google.rpc.Status")}}},
+                    },
+                });
+                match body.as_str() {
+                    "" => Query {
+                        bound: &bound,
+                        comments: &comments,
+                    }
+                    .params(&input, "", "", 0, &mut used, &mut parameters),
+                    "*" => {
+                        let mut props = Map::new();
+                        for f in input.fields().filter(|f| !bound.contains(f.name())) {
+                            props.insert(
+                                f.json_name().to_string(),
+                                field_schema(&f, &comments, &mut used),
+                            );
+                        }
+                        operation["requestBody"] = json!({"required": false, "content": {"application/json": {"schema": {"type": "object", "properties": props}}}});
+                    }
+                    field => {
+                        if let Some(f) = input.get_field_by_name(field) {
+                            operation["requestBody"] = json!({"required": false, "content": {"application/json": {"schema": field_schema(&f, &comments, &mut used)}}});
+                        }
+                        let mut b = bound.clone();
+                        b.insert(field.to_string());
+                        Query {
+                            bound: &b,
+                            comments: &comments,
+                        }
+                        .params(
+                            &input,
+                            "",
+                            "",
+                            0,
+                            &mut used,
+                            &mut parameters,
+                        );
+                    }
+                }
+                if !parameters.is_empty() {
+                    operation["parameters"] = Value::Array(parameters);
+                }
+                paths
+                    .entry(path)
+                    .or_default()
+                    .insert(verb.clone(), operation);
+                tagged = true;
+            }
+        }
+        if tagged {
+            let text = comments
+                .get(service.parent_file().name(), service.path())
+                .unwrap_or_default();
+            tags.push(json!({"name": service.name(), "description": text}));
+        }
+    }
+    // Every message a schema mentions, and the messages they mention in turn.
+    let mut schemas = Map::new();
+    let mut pending: Vec<String> = used.iter().cloned().collect();
+    while let Some(name) = pending.pop() {
+        if schemas.contains_key(&name) {
+            continue;
+        }
+        let Some(m) = pool.get_message_by_name(&name) else {
+            continue;
+        };
+        let mut more = BTreeSet::new();
+        schemas.insert(name, message_schema(&m, &comments, &mut more));
+        pending.extend(more.into_iter().filter(|n| !schemas.contains_key(n)));
+    }
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Yandex Cloud Compute Image API (compute-gateway)",
+            "version": version,
+            "description": "REST/JSON transcoding of the ImageService and OperationService gRPC APIs, generated from the google.api.http rules of proto/. int64 values are strings; timestamps are RFC 3339; every error is a google.rpc.Status.",
+        },
+        "tags": tags,
+        "paths": paths,
+        "components": {"schemas": schemas},
+    })
+}

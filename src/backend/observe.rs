@@ -1,0 +1,86 @@
+//! A tower layer around the gRPC server: one log line per call (with the caller's
+//! `x-request-id`, so REST requests can be followed from the gateway into the backend) and the
+//! `grpc_server_*` metrics by method and status code.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use tower::{Layer, Service};
+
+use crate::telemetry;
+
+/// Adds [`Observe`] to a service.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ObserveLayer;
+
+impl<S> Layer<S> for ObserveLayer {
+    type Service = Observe<S>;
+    fn layer(&self, inner: S) -> Observe<S> {
+        Observe(inner)
+    }
+}
+
+/// Logs and measures each call of the wrapped service.
+#[derive(Clone, Debug)]
+pub struct Observe<S>(S);
+
+impl<S, B, RB> Service<http::Request<B>> for Observe<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<RB>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let started = Instant::now();
+        let path = req.uri().path().to_string();
+        let request_id = req
+            .headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        let call = self.0.call(req);
+        Box::pin(async move {
+            let resp = call.await?;
+            // Errors from a unary handler are trailers-only replies: grpc-status is a header.
+            // A reply without it carried a message, and its status is OK.
+            let code: i32 = resp
+                .headers()
+                .get("grpc-status")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            let code = tonic::Code::from_i32(code);
+            // Unknown methods are UNIMPLEMENTED; their paths are the client's invention and
+            // must not become label values.
+            let method = if code == tonic::Code::Unimplemented {
+                "unknown".to_string()
+            } else {
+                path
+            };
+            let elapsed = started.elapsed().as_secs_f64();
+            metrics::counter!(telemetry::GRPC_REQUESTS, "method" => method.clone(), "code" => format!("{code:?}"))
+                .increment(1);
+            metrics::histogram!(telemetry::GRPC_DURATION, "method" => method.clone())
+                .record(elapsed);
+            tracing::info!(
+                target: "compute_gateway::grpc",
+                request_id,
+                method,
+                code = ?code,
+                latency_ms = elapsed * 1000.0,
+                "call"
+            );
+            Ok(resp)
+        })
+    }
+}
