@@ -155,10 +155,7 @@ async fn main() {
             use std::io::Write as _;
             let mut out = std::io::stdout().lock();
             // A closed pipe (`| head`) is the reader's choice, not an error.
-            match out
-                .write_all(compute_gateway::gateway::ops::OPENAPI_JSON.as_bytes())
-                .and_then(|()| out.write_all(b"\n"))
-            {
+            match out.write_all(compute_gateway::gateway::ops::OPENAPI_JSON.as_bytes()) {
                 Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
                 _ => Ok(()),
             }
