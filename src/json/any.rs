@@ -106,6 +106,10 @@ where
 
 impl serde::Serialize for Any {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        // An empty Any (what `{}` parses to) renders back as `{}`.
+        if self.type_url.is_empty() && self.value.is_empty() {
+            return serializer.serialize_map(Some(0))?.end();
+        }
         let fields = match registry::to_json(self.type_name(), &self.value) {
             Some(Ok(fields)) => fields,
             Some(Err(e)) => {
@@ -247,6 +251,11 @@ mod tests {
         assert_eq!(
             serde_json::from_str::<Any>("{}").expect("empty"),
             Any::default()
+        );
+        // Found by the wkt_json fuzz target: the empty Any must render as `{}` to parse back.
+        assert_eq!(
+            serde_json::to_string(&Any::default()).expect("renders"),
+            "{}"
         );
     }
 }
