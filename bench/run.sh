@@ -1,0 +1,156 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark on loopback: our REST gateway and the classic Go grpc-gateway (built by
+# ../shared/anchors/grpc-gateway/build.sh from OUR proto/) in front of the SAME backend (our
+# `backend`), plus direct gRPC to that backend (the floor). Prints a markdown table: req/s,
+# p50/p99, CPU-µs per request of the gateway and of the backend, peak RSS, and the ratios
+# ours/grpc-gateway and gateway/direct-gRPC, all from this one run.
+#
+#   bash bench/run.sh                      # defaults below
+#   DURATION=20 CONNS=32 bash bench/run.sh
+#
+# Needs wrk, h2load and protoc (Debian: wrk, nghttp2-client, protobuf-compiler); the
+# grpc-gateway columns also need ../shared/anchors/grpc-gateway/install.sh to have run.
+# Pinning (taskset): GW_CPUS (both gateways, default 0), BACKEND_CPUS and LOADGEN_CPUS
+# (default 1). Our gateway and backend run as separate processes (`gateway` + `backend`) so
+# that each one's CPU is measured on its own; `serve` runs the same code in one process.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+anchor=${ANCHOR_DIR:-$root/../shared/anchors/grpc-gateway}
+DURATION=${DURATION:-10}
+WARMUP=${WARMUP:-3}
+CONNS=${CONNS:-32}
+GW_CPUS=${GW_CPUS:-0}
+BACKEND_CPUS=${BACKEND_CPUS:-1}
+LOADGEN_CPUS=${LOADGEN_CPUS:-1}
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+for t in wrk h2load protoc taskset curl; do
+  command -v "$t" >/dev/null || { echo "bench: $t not found (apt-get install wrk nghttp2-client protobuf-compiler)" >&2; exit 1; }
+done
+
+cargo build --release --locked --quiet --bin compute-gateway
+bin=target/release/compute-gateway
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 not up" >&2; exit 1; }
+
+backend_port=$(free_port)
+taskset -c "$BACKEND_CPUS" $bin backend --grpc-listen "127.0.0.1:$backend_port" --data-dir "$work/data" 2>"$work/backend.log" &
+backend_pid=$!; pids+=($backend_pid)
+ours_port=$(free_port)
+taskset -c "$GW_CPUS" $bin gateway --http-listen "127.0.0.1:$ours_port" --backend "http://127.0.0.1:$backend_port" 2>"$work/gateway.log" &
+ours_pid=$!; pids+=($ours_pid)
+wait_port "$backend_port"; wait_port "$ours_port"
+
+# A serve process alone, for start-to-ready (both ports accepting): from exec to its ready file.
+s0=$(date +%s%N)
+$bin serve --grpc-listen 127.0.0.1:0 --http-listen 127.0.0.1:0 --data-dir "$work/ready" --ready-file "$work/ready.json" 2>/dev/null &
+sp=$!
+for _ in $(seq 5000); do [ -s "$work/ready.json" ] && break; sleep 0.001; done
+s1=$(date +%s%N)
+ready_ms=$(( (s1 - s0) / 1000000 ))
+kill -TERM $sp; wait $sp 2>/dev/null || true
+
+gw_pid=
+if [ -x /usr/bin/protoc-gen-grpc-gateway ] && [ -f "$anchor/build.sh" ]; then
+  bash "$anchor/build.sh" "$root/proto" "$work/gw" yandex/cloud/compute/v1/image_service.proto \
+    yandex/cloud/operation/operation_service.proto >"$work/gw-build.log" 2>&1
+  gw_port=$(free_port)
+  taskset -c "$GW_CPUS" "$work/gw/bin/grpc-gateway" -listen "127.0.0.1:$gw_port" -backend "127.0.0.1:$backend_port" 2>"$work/grpc-gateway.log" &
+  gw_pid=$!; pids+=($gw_pid)
+  wait_port "$gw_port"
+else
+  echo "bench: grpc-gateway not installed (run ../shared/anchors/grpc-gateway/install.sh); its rows are skipped" >&2
+fi
+
+# The image every scenario reads and updates.
+op=$(curl -sf -X POST "http://127.0.0.1:$ours_port/compute/v1/images" -d '{"folderId":"b1gbench","name":"bench","diskId":"d"}')
+image=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["metadata"]["imageId"])' "$op")
+for _ in $(seq 100); do
+  curl -sf "http://127.0.0.1:$ours_port/compute/v1/images/$image" | grep -q READY && break; sleep 0.05
+done
+
+frame() { # message-type text-proto -> gRPC length-prefixed frame file
+  protoc -I proto --encode="$1" yandex/cloud/compute/v1/image_service.proto <<<"$2" >"$work/msg"
+  local n; n=$(stat -c %s "$work/msg")
+  printf "$(printf '\\x00\\x%02x\\x%02x\\x%02x\\x%02x' $((n >> 24 & 255)) $((n >> 16 & 255)) $((n >> 8 & 255)) $((n & 255)))" >"$3"
+  cat "$work/msg" >>"$3"
+}
+frame yandex.cloud.compute.v1.UpdateImageRequest "image_id: \"$image\" update_mask { paths: \"name\" paths: \"labels\" } name: \"n\" labels { key: \"a\" value: \"b\" } min_disk_size: 4194304" "$work/update.grpc"
+frame yandex.cloud.compute.v1.GetImageRequest "image_id: \"$image\"" "$work/get.grpc"
+
+ticks() { awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"; }
+hwm() { awk '/^VmHWM:/{print $2}' "/proc/$1/status"; }
+hz=$(getconf CLK_TCK)
+rows=()
+declare -A RPS
+
+# scenario name, gateway pid ("-" for none), command...
+measure() {
+  local name=$1 gpid=$2; shift 2
+  local g0=0 b0 g1=0 b1 out n rps p50 p99
+  [ "$gpid" = "-" ] || g0=$(ticks "$gpid")
+  b0=$(ticks "$backend_pid")
+  out=$(taskset -c "$LOADGEN_CPUS" "$@" 2>&1)
+  [ "$gpid" = "-" ] || g1=$(ticks "$gpid")
+  b1=$(ticks "$backend_pid")
+  if [[ $1 == wrk ]]; then
+    rps=$(awk '/^Requests\/sec:/{printf "%.0f", $2}' <<<"$out")
+    n=$(awk -F'[= ]' '/^lua: requests=/{print $3}' <<<"$out")
+    local bad; bad=$(awk -F'[= ]' '/^lua: requests=/{print $5}' <<<"$out")
+    p50=$(awk '/^lua: latency_us/{split($3,a,"="); printf "%.2f", a[2]/1000}' <<<"$out")
+    p99=$(awk '/^lua: latency_us/{split($5,a,"="); printf "%.2f", a[2]/1000}' <<<"$out")
+    [ "${bad:-0}" = 0 ] || echo "bench: $name had $bad non-2xx replies" >&2
+  else
+    rps=$(awk '/^finished in/{printf "%.0f", $4}' <<<"$out")
+    n=$(awk '/^requests:/{print $8}' <<<"$out")
+    p50=$(awk '/^time for request:/{print $6}' <<<"$out")  # h2load: mean (no percentiles)
+    p99=$(awk '/^time for request:/{print $5}' <<<"$out")  # h2load: max
+    local failed; failed=$(awk '/^requests:/{print $10}' <<<"$out")
+    [ "${failed:-0}" = 0 ] || echo "bench: $name had $failed failed requests" >&2
+  fi
+  RPS[$name]=$rps
+  local gus="-" bus rss="-"
+  [ "$gpid" = "-" ] || { gus=$(awk -v a="$g0" -v b="$g1" -v n="$n" -v hz="$hz" 'BEGIN{printf "%.1f", (b-a)/hz*1e6/n}'); rss="$(( $(hwm "$gpid") / 1024 )) MB"; }
+  bus=$(awk -v a="$b0" -v b="$b1" -v n="$n" -v hz="$hz" 'BEGIN{printf "%.1f", (b-a)/hz*1e6/n}')
+  rows+=("| $name | $rps | $p50 | $p99 | $gus | $bus | $rss |")
+}
+
+body_ours='{"updateMask":"name,labels","name":"n","labels":{"a":"b"},"minDiskSize":"4194304"}'
+body_v1='{"name":"n","labels":{"a":"b"},"minDiskSize":"4194304"}'
+lua="$anchor/patch.lua"
+run_wrk() { # name pid url method body
+  WRK_METHOD=$4 WRK_BODY=$5 taskset -c "$LOADGEN_CPUS" wrk -t1 -c"$CONNS" -d"${WARMUP}s" -s "$lua" "$3" >/dev/null
+  WRK_METHOD=$4 WRK_BODY=$5 measure "$1" "$2" wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency -s "$lua" "$3"
+}
+run_wrk "ours REST PATCH" "$ours_pid" "http://127.0.0.1:$ours_port/compute/v1/images/$image" PATCH "$body_ours"
+[ -z "$gw_pid" ] || run_wrk "grpc-gateway REST PATCH (no mask)" "$gw_pid" "http://127.0.0.1:$gw_port/compute/v1/images/$image" PATCH "$body_v1"
+run_wrk "ours REST GET" "$ours_pid" "http://127.0.0.1:$ours_port/compute/v1/images/$image" GET ""
+[ -z "$gw_pid" ] || run_wrk "grpc-gateway REST GET" "$gw_pid" "http://127.0.0.1:$gw_port/compute/v1/images/$image" GET ""
+h2=(h2load -H 'content-type: application/grpc' -H 'te: trailers' -c "$CONNS" -m 1 -D "$DURATION")
+measure "direct gRPC Update" - "${h2[@]}" -d "$work/update.grpc" "http://127.0.0.1:$backend_port/yandex.cloud.compute.v1.ImageService/Update"
+measure "direct gRPC Get" - "${h2[@]}" -d "$work/get.grpc" "http://127.0.0.1:$backend_port/yandex.cloud.compute.v1.ImageService/Get"
+
+ratio() { awk -v a="${RPS[$1]:-0}" -v b="${RPS[$2]:-0}" 'BEGIN{ if (b > 0) printf "%.2f", a/b; else print "-" }'; }
+echo
+echo "$(date -u +%FT%TZ), $(nproc) cores, ${DURATION}s per run, $CONNS connections; gateways on CPU $GW_CPUS, backend and load generator on CPU $BACKEND_CPUS/$LOADGEN_CPUS"
+echo
+echo "| scenario | req/s | p50 ms | p99 ms | gateway CPU-µs/req | backend CPU-µs/req | gateway peak RSS |"
+echo "|---|---|---|---|---|---|---|"
+printf '%s\n' "${rows[@]}"
+echo
+echo "| ratio | value |"
+echo "|---|---|"
+echo "| ours / grpc-gateway, REST PATCH req/s | $(ratio "ours REST PATCH" "grpc-gateway REST PATCH (no mask)") |"
+echo "| ours / grpc-gateway, REST GET req/s | $(ratio "ours REST GET" "grpc-gateway REST GET") |"
+echo "| ours REST PATCH / direct gRPC Update | $(ratio "ours REST PATCH" "direct gRPC Update") |"
+echo "| ours REST GET / direct gRPC Get | $(ratio "ours REST GET" "direct gRPC Get") |"
+echo
+echo "Start to ready of \`serve\` (both ports accepting): ${ready_ms} ms. Backend peak RSS: $(( $(hwm "$backend_pid") / 1024 )) MB."
+echo "h2load rows: p50 column is the mean, p99 column the max (h2load reports no percentiles)."
