@@ -39,6 +39,17 @@ pub fn metrics() -> &'static PrometheusHandle {
         // Another recorder may already be installed (an embedding application's): then ours
         // renders nothing, which is honest rather than a panic.
         let _ = metrics::set_global_recorder(recorder);
+        // Histogram samples pile up until upkeep drains them into the buckets; without a
+        // scrape that never happens, so drain on a timer (the soak found this as RSS growth).
+        let upkeep = handle.clone();
+        let _ = std::thread::Builder::new()
+            .name("metrics-upkeep".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(std::time::Duration::from_secs(5));
+                    upkeep.run_upkeep();
+                }
+            });
         handle
     })
 }
