@@ -1,12 +1,19 @@
-//! The embedded store on redb: one file, ACID, copy-on-write B-trees, and an fsync on every
-//! commit (`Durability::Immediate`), so what a client saw acknowledged is on disk. Chosen over
-//! SQLite for being pure Rust (no C toolchain in the build) with the same crash guarantees;
-//! values are the protobuf encodings of the API messages.
+//! The embedded store on redb: one file, ACID, copy-on-write B-trees. Chosen over SQLite for
+//! being pure Rust (no C toolchain in the build) with the same crash guarantees; values are the
+//! protobuf encodings of the API messages.
+//!
+//! Group commit: each write transaction commits in memory (`Durability::None`), then waits
+//! until an fsync covers it; one empty durable commit persists every commit before it, so
+//! concurrent writers share one fsync and a write is acknowledged only once it is on disk
+//! (`kill -9` loses nothing acknowledged). The price: another client may read a write in the
+//! moment between its in-memory commit and its fsync.
 
 use std::path::Path;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use prost::Message;
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 
 use super::{
     Commit, IdempotencyRecord, OperationCursor, RunningCreate, Store, StoreError, Tx, TxMut,
@@ -46,6 +53,11 @@ const CACHE_BYTES: usize = 16 << 20;
 /// The redb-backed store in `<data-dir>/compute.redb`.
 pub struct EmbeddedStore {
     db: Database,
+    /// Number of write transactions committed (in memory) so far.
+    committed: AtomicU64,
+    /// How many of them are known durable. A std Mutex, held across the fsync on purpose:
+    /// writers that queue on it while one syncs find their commit covered and return.
+    durable: Mutex<u64>,
 }
 
 fn err<E: std::fmt::Display>(e: E) -> StoreError {
@@ -68,7 +80,11 @@ impl EmbeddedStore {
             tx.open_table(table).map_err(err)?;
         }
         tx.commit().map_err(err)?;
-        Ok(Self { db })
+        Ok(Self {
+            db,
+            committed: AtomicU64::new(0),
+            durable: Mutex::new(0),
+        })
     }
 }
 
@@ -339,24 +355,49 @@ impl TxMut for redb::WriteTransaction {
     }
 }
 
+impl EmbeddedStore {
+    /// Makes commit number `seq` durable. Group commit: the first caller fsyncs everything
+    /// committed so far with one empty durable transaction; callers that queued meanwhile find
+    /// their commit already covered.
+    fn sync(&self, seq: u64) -> Result<(), StoreError> {
+        let mut durable = self
+            .durable
+            .lock()
+            .map_err(|_| StoreError("sync lock poisoned".into()))?;
+        if *durable >= seq {
+            return Ok(());
+        }
+        // Every commit numbered up to `target` finished before this load, so the durable
+        // commit below (which persists all earlier non-durable ones) covers them.
+        let target = self.committed.load(Ordering::Acquire);
+        let started = std::time::Instant::now();
+        let tx = self.db.begin_write().map_err(err)?;
+        tx.commit().map_err(err)?;
+        metrics::histogram!(crate::telemetry::STORE_COMMIT).record(started.elapsed().as_secs_f64());
+        *durable = target;
+        Ok(())
+    }
+}
+
 impl Store for EmbeddedStore {
     fn read(&self, f: &mut dyn FnMut(&dyn Tx) -> Result<(), StoreError>) -> Result<(), StoreError> {
         let tx = self.db.begin_read().map_err(err)?;
         f(&tx)
     }
 
+    /// Commits in memory at once (redb `Durability::None`), then waits for a group fsync that
+    /// covers it: an acknowledged write is on disk, and concurrent writers share one fsync.
     fn write(
         &self,
         f: &mut dyn FnMut(&mut dyn TxMut) -> Result<Commit, StoreError>,
     ) -> Result<(), StoreError> {
         let mut tx = self.db.begin_write().map_err(err)?;
+        tx.set_durability(Durability::None).map_err(err)?;
         match f(&mut tx)? {
             Commit::Yes => {
-                let started = std::time::Instant::now();
-                let result = tx.commit().map_err(err);
-                metrics::histogram!(crate::telemetry::STORE_COMMIT)
-                    .record(started.elapsed().as_secs_f64());
-                result
+                tx.commit().map_err(err)?;
+                let seq = self.committed.fetch_add(1, Ordering::AcqRel) + 1;
+                self.sync(seq)
             }
             Commit::No => tx.abort().map_err(err),
         }
