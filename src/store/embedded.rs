@@ -144,43 +144,36 @@ fn scan<T: ReadableTable<&'static str, &'static [u8]>>(
     Ok(out)
 }
 
-impl Source for redb::ReadTransaction {
-    fn get(&self, table: Table, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let t = self.open_table(table).map_err(err)?;
-        Ok(t.get(key).map_err(err)?.map(|v| v.value().to_vec()))
-    }
-    fn prefix(&self, table: Table, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
-        scan(&self.open_table(table).map_err(err)?, prefix)
-    }
-    fn keys_rev(
-        &self,
-        table: Table,
-        lo: &str,
-        hi: &str,
-        limit: usize,
-    ) -> Result<Vec<String>, StoreError> {
-        scan_rev(&self.open_table(table).map_err(err)?, lo, hi, limit)
-    }
+/// Read and write transactions open tables through different types with the same methods.
+macro_rules! source_for {
+    ($txn:ty) => {
+        impl Source for $txn {
+            fn get(&self, table: Table, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+                let t = self.open_table(table).map_err(err)?;
+                Ok(t.get(key).map_err(err)?.map(|v| v.value().to_vec()))
+            }
+            fn prefix(
+                &self,
+                table: Table,
+                prefix: &str,
+            ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+                scan(&self.open_table(table).map_err(err)?, prefix)
+            }
+            fn keys_rev(
+                &self,
+                table: Table,
+                lo: &str,
+                hi: &str,
+                limit: usize,
+            ) -> Result<Vec<String>, StoreError> {
+                scan_rev(&self.open_table(table).map_err(err)?, lo, hi, limit)
+            }
+        }
+    };
 }
 
-impl Source for redb::WriteTransaction {
-    fn get(&self, table: Table, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let t = self.open_table(table).map_err(err)?;
-        Ok(t.get(key).map_err(err)?.map(|v| v.value().to_vec()))
-    }
-    fn prefix(&self, table: Table, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
-        scan(&self.open_table(table).map_err(err)?, prefix)
-    }
-    fn keys_rev(
-        &self,
-        table: Table,
-        lo: &str,
-        hi: &str,
-        limit: usize,
-    ) -> Result<Vec<String>, StoreError> {
-        scan_rev(&self.open_table(table).map_err(err)?, lo, hi, limit)
-    }
-}
+source_for!(redb::ReadTransaction);
+source_for!(redb::WriteTransaction);
 
 impl<S: Source> Tx for S {
     fn image(&self, id: &str) -> Result<Option<Image>, StoreError> {
