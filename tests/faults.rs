@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use common::{Options, TestServer};
 use compute_gateway::backend::{self, Backend, BackendConfig};
-use compute_gateway::gateway::{self, Gateway, GatewayConfig, ListenerOptions};
+use compute_gateway::gateway::{GatewayConfig, ListenerOptions};
 use compute_gateway::store::EmbeddedStore;
 use http::{HeaderMap, HeaderValue, Request, Response};
 use http_body_util::{BodyExt, StreamBody};
@@ -213,27 +213,13 @@ async fn settles(what: &str, limit: usize, f: impl Fn() -> usize) {
     }
 }
 
-async fn start_gateway(
-    backend_url: &str,
-    timeout: Duration,
-) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
-    let gw = Arc::new(
-        Gateway::new(
-            backend_url,
-            GatewayConfig {
-                request_timeout: timeout,
-                ..Default::default()
-            },
-        )
-        .expect("gateway"),
-    );
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(gateway::run(listener, gw, async move {
-        let _ = rx.await;
-    }));
-    (addr, tx)
+async fn start_gateway(backend_url: &str, timeout: Duration) -> (SocketAddr, common::GatewayOnly) {
+    let config = GatewayConfig {
+        request_timeout: timeout,
+        ..Default::default()
+    };
+    let gw = common::gateway_only(backend_url, config).await;
+    (gw.addr, gw)
 }
 
 async fn get(http: &reqwest::Client, addr: SocketAddr) -> (u16, Value, Duration) {

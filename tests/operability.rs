@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use common::TestServer;
 use compute_gateway::gateway::ops::OPENAPI_JSON;
-use compute_gateway::gateway::{Gateway, GatewayConfig, RouteTable};
+use compute_gateway::gateway::{GatewayConfig, RouteTable};
 use serde_json::{Value, json};
 
 /// `/compute/v1/images/{image_id}` -> `/compute/v1/images/{imageId}`: path variables by JSON name.
@@ -267,23 +267,9 @@ async fn metrics_logs_and_health() {
     assert_eq!(spec.text().await.expect("text"), OPENAPI_JSON);
 
     // A gateway whose backend is gone reports it.
-    let dead = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind")
-        .local_addr()
-        .expect("addr");
-    let gw = Arc::new(
-        Gateway::new(&format!("http://{dead}"), GatewayConfig::default()).expect("gateway"),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let server = tokio::spawn(compute_gateway::gateway::run(
-        listener,
-        gw,
-        std::future::pending(),
-    ));
+    let dead = common::dead_address().await;
+    let gw = common::gateway_only(&format!("http://{dead}"), GatewayConfig::default()).await;
+    let addr = gw.addr;
     for path in ["/healthz", "/readyz"] {
         let r = http
             .get(format!("http://{addr}{path}"))
@@ -294,5 +280,4 @@ async fn metrics_logs_and_health() {
         let body: Value = r.json().await.expect("json");
         assert_eq!(body["code"], 14);
     }
-    server.abort();
 }

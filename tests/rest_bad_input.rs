@@ -522,24 +522,9 @@ async fn every_bad_request_gets_a_clear_status() {
 #[tokio::test]
 async fn a_dead_backend_is_503_at_once() {
     // A port that was just free: nothing listens there.
-    let dead = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind")
-        .local_addr()
-        .expect("addr");
-    let gw = std::sync::Arc::new(
-        compute_gateway::gateway::Gateway::new(&format!("http://{dead}"), GatewayConfig::default())
-            .expect("gateway"),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let server = tokio::spawn(compute_gateway::gateway::run(
-        listener,
-        gw,
-        std::future::pending(),
-    ));
+    let dead = common::dead_address().await;
+    let gw = common::gateway_only(&format!("http://{dead}"), GatewayConfig::default()).await;
+    let addr = gw.addr;
     let started = Instant::now();
     let resp = reqwest::get(format!("http://{addr}/compute/v1/images/fd8x"))
         .await
@@ -555,7 +540,6 @@ async fn a_dead_backend_is_503_at_once() {
         started.elapsed() < Duration::from_secs(5),
         "503 without waiting for the 30 s timeout"
     );
-    server.abort();
 }
 
 #[tokio::test]
@@ -575,19 +559,8 @@ async fn a_stuck_backend_is_504_after_the_request_timeout() {
         request_timeout: Duration::from_millis(300),
         ..Default::default()
     };
-    let gw = std::sync::Arc::new(
-        compute_gateway::gateway::Gateway::new(&format!("http://{stuck_addr}"), config)
-            .expect("gateway"),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let server = tokio::spawn(compute_gateway::gateway::run(
-        listener,
-        gw,
-        std::future::pending(),
-    ));
+    let gw = common::gateway_only(&format!("http://{stuck_addr}"), config).await;
+    let addr = gw.addr;
     let started = Instant::now();
     let resp = reqwest::get(format!("http://{addr}/compute/v1/images/fd8x"))
         .await
@@ -600,6 +573,5 @@ async fn a_stuck_backend_is_504_after_the_request_timeout() {
         "{:?}",
         started.elapsed()
     );
-    server.abort();
     holder.abort();
 }

@@ -185,3 +185,33 @@ pub fn unpack<M: prost::Message + prost::Name + Default>(any: &Any) -> M {
         .expect("decodes")
         .unwrap_or_else(|| panic!("Any holds {}", any.type_url))
 }
+
+/// A gateway alone on 127.0.0.1:0 in front of `backend_url`; stopped when dropped.
+pub struct GatewayOnly {
+    pub addr: SocketAddr,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+impl Drop for GatewayOnly {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Starts a [`GatewayOnly`].
+pub async fn gateway_only(backend_url: &str, config: GatewayConfig) -> GatewayOnly {
+    let gw = Arc::new(Gateway::new(backend_url, config).expect("gateway"));
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let task = tokio::spawn(gateway::run(listener, gw, std::future::pending()));
+    GatewayOnly { addr, task }
+}
+
+/// An address nothing listens on: a port that was free a moment ago.
+pub async fn dead_address() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+}
