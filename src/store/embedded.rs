@@ -88,6 +88,12 @@ impl EmbeddedStore {
     }
 }
 
+/// An index key: a parent and a child, NUL-separated so a prefix scan of `parent\0` finds
+/// exactly the parent's entries.
+fn key(parent: &str, child: &str) -> String {
+    format!("{parent}\0{child}")
+}
+
 fn decode<M: Message + Default>(bytes: &[u8]) -> Result<M, StoreError> {
     M::decode(bytes).map_err(|e| StoreError(format!("corrupt record: {e}")))
 }
@@ -194,7 +200,7 @@ impl<S: Source> Tx for S {
     }
     fn image_named(&self, folder_id: &str, name: &str) -> Result<Option<String>, StoreError> {
         Ok(self
-            .get(FOLDER_NAMES, &format!("{folder_id}\0{name}"))?
+            .get(FOLDER_NAMES, &key(folder_id, name))?
             .map(|id| String::from_utf8_lossy(&id).into_owned()))
     }
     fn image_operations_page(
@@ -277,41 +283,24 @@ impl TxMut for redb::WriteTransaction {
             && old.name != image.name
             && !old.name.is_empty()
         {
-            remove(
-                self,
-                FOLDER_NAMES,
-                &format!("{}\0{}", old.folder_id, old.name),
-            )?;
+            remove(self, FOLDER_NAMES, &key(&old.folder_id, &old.name))?;
         }
         if !image.name.is_empty() {
             put(
                 self,
                 FOLDER_NAMES,
-                &format!("{}\0{}", image.folder_id, image.name),
+                &key(&image.folder_id, &image.name),
                 image.id.as_bytes(),
             )?;
         }
         put(self, IMAGES, &image.id, &image.encode_to_vec())?;
-        put(
-            self,
-            FOLDER_IMAGES,
-            &format!("{}\0{}", image.folder_id, image.id),
-            &[],
-        )
+        put(self, FOLDER_IMAGES, &key(&image.folder_id, &image.id), &[])
     }
     fn delete_image(&mut self, id: &str) -> Result<(), StoreError> {
         if let Some(image) = self.image(id)? {
-            remove(
-                self,
-                FOLDER_IMAGES,
-                &format!("{}\0{}", image.folder_id, image.id),
-            )?;
+            remove(self, FOLDER_IMAGES, &key(&image.folder_id, &image.id))?;
             if !image.name.is_empty() {
-                remove(
-                    self,
-                    FOLDER_NAMES,
-                    &format!("{}\0{}", image.folder_id, image.name),
-                )?;
+                remove(self, FOLDER_NAMES, &key(&image.folder_id, &image.name))?;
             }
         }
         remove(self, IMAGES, id)?;
