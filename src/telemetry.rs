@@ -18,13 +18,17 @@ pub const BACKEND_DURATION: &str = "gateway_backend_call_duration_seconds";
 pub const GRPC_REQUESTS: &str = "grpc_server_requests_total";
 /// gRPC server latency by method.
 pub const GRPC_DURATION: &str = "grpc_server_request_duration_seconds";
-/// Store write-transaction commit latency (the fsync included).
+/// Store write-transaction latency: running a batch of jobs and its durable commit (the fsync).
 pub const STORE_COMMIT: &str = "store_commit_duration_seconds";
+/// Jobs per store write transaction (group commit).
+pub const STORE_BATCH: &str = "store_commit_batch_jobs";
 
 const BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
     5.0, 10.0,
 ];
+
+const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0];
 
 /// The process-wide recorder's handle, installed on first use. Without it the `metrics`
 /// macros are no-ops, so libraries and tests that never ask for metrics pay nothing.
@@ -33,6 +37,8 @@ pub fn metrics() -> &'static PrometheusHandle {
     HANDLE.get_or_init(|| {
         let recorder = PrometheusBuilder::new()
             .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), BUCKETS)
+            .expect("the bucket list is not empty")
+            .set_buckets_for_metric(Matcher::Full(STORE_BATCH.into()), BATCH_BUCKETS)
             .expect("the bucket list is not empty")
             .build_recorder();
         let handle = recorder.handle();

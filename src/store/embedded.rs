@@ -2,39 +2,58 @@
 //! being pure Rust (no C toolchain in the build) with the same crash guarantees; values are the
 //! protobuf encodings of the API messages.
 //!
-//! Group commit: each write transaction commits in memory (`Durability::None`), then waits
-//! until an fsync covers it; one empty durable commit persists every commit before it, so
-//! concurrent writers share one fsync and a write is acknowledged only once it is on disk
-//! (`kill -9` loses nothing acknowledged). The price: another client may read a write in the
-//! moment between its in-memory commit and its fsync.
+//! Group commit: one writer thread owns every write transaction. It takes all the jobs queued
+//! since its last commit (up to [`MAX_BATCH`]), runs them one after another in one transaction,
+//! commits it durably (one fsync for the whole batch) and only then reports to each job. So an
+//! acknowledged write is on disk (`kill -9` loses nothing acknowledged), readers only ever see
+//! durable state, and concurrent writers share the fsync and the commit work. Each job stages
+//! its writes in an overlay ([`Staged`]) that it reads through; the overlay is applied to the
+//! transaction only when the job succeeds, so one job's failure (or panic) rolls back that job
+//! alone.
 
+use std::collections::{BTreeMap, BTreeSet};
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::thread::JoinHandle;
 
 use prost::Message;
-use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use super::{
     Commit, IdempotencyRecord, OperationCursor, RunningCreate, Store, StoreError, Tx, TxMut,
+    WriteJob,
 };
 use crate::pb::yandex::cloud::access::{AccessBinding, ListAccessBindingsResponse};
 use crate::pb::yandex::cloud::compute::v1::Image;
 use crate::pb::yandex::cloud::operation::Operation;
 
-type Table = TableDefinition<'static, &'static str, &'static [u8]>;
+/// A table: its redb definition and a small id the write overlay groups entries by.
+#[derive(Clone, Copy)]
+struct Table {
+    id: u8,
+    def: TableDefinition<'static, &'static str, &'static [u8]>,
+}
 
-const IMAGES: Table = TableDefinition::new("images");
+const fn table(id: u8, name: &'static str) -> Table {
+    Table {
+        id,
+        def: TableDefinition::new(name),
+    }
+}
+
+const IMAGES: Table = table(0, "images");
 /// `folder_id \0 image_id` -> empty.
-const FOLDER_IMAGES: Table = TableDefinition::new("folder_images");
+const FOLDER_IMAGES: Table = table(1, "folder_images");
 /// `folder_id \0 name` -> image id, for names unique within a folder.
-const FOLDER_NAMES: Table = TableDefinition::new("folder_names");
-const OPERATIONS: Table = TableDefinition::new("operations");
+const FOLDER_NAMES: Table = table(2, "folder_names");
+const OPERATIONS: Table = table(3, "operations");
 /// `image_id \0 created_at nanos (zero-padded) \0 operation_id` -> empty.
-const IMAGE_OPERATIONS: Table = TableDefinition::new("image_operations");
-const BINDINGS: Table = TableDefinition::new("bindings");
-const IDEMPOTENCY: Table = TableDefinition::new("idempotency");
-const RUNNING: Table = TableDefinition::new("running_creates");
+const IMAGE_OPERATIONS: Table = table(4, "image_operations");
+const BINDINGS: Table = table(5, "bindings");
+const IDEMPOTENCY: Table = table(6, "idempotency");
+const RUNNING: Table = table(7, "running_creates");
 
 const ALL_TABLES: [Table; 8] = [
     IMAGES,
@@ -47,17 +66,19 @@ const ALL_TABLES: [Table; 8] = [
     RUNNING,
 ];
 
+/// The most jobs one transaction takes: bounds the work a commit holds back from its first job.
+const MAX_BATCH: usize = 256;
+
 /// Bytes of redb's page cache.
 const CACHE_BYTES: usize = 16 << 20;
 
 /// The redb-backed store in `<data-dir>/compute.redb`.
 pub struct EmbeddedStore {
-    db: Database,
-    /// Number of write transactions committed (in memory) so far.
-    committed: AtomicU64,
-    /// How many of them are known durable. A std Mutex, held across the fsync on purpose:
-    /// writers that queue on it while one syncs find their commit covered and return.
-    durable: Mutex<u64>,
+    db: Arc<Database>,
+    /// The writer's queue; `None` once dropping.
+    jobs: Option<mpsc::Sender<Box<dyn WriteJob>>>,
+    /// The writer thread, joined on drop so the file is closed when the store is gone.
+    writer: Option<JoinHandle<()>>,
 }
 
 fn err<E: std::fmt::Display>(e: E) -> StoreError {
@@ -77,15 +98,71 @@ impl EmbeddedStore {
             .map_err(|e| StoreError(format!("cannot open {}: {e}", path.display())))?;
         let tx = db.begin_write().map_err(err)?;
         for table in ALL_TABLES {
-            tx.open_table(table).map_err(err)?;
+            tx.open_table(table.def).map_err(err)?;
         }
         tx.commit().map_err(err)?;
+        let db = Arc::new(db);
+        let (jobs, queue) = mpsc::channel();
+        let writer_db = db.clone();
+        let writer = std::thread::Builder::new()
+            .name("store-writer".into())
+            .spawn(move || write_loop(&writer_db, &queue))
+            .map_err(|e| StoreError(format!("cannot start the store writer: {e}")))?;
         Ok(Self {
             db,
-            committed: AtomicU64::new(0),
-            durable: Mutex::new(0),
+            jobs: Some(jobs),
+            writer: Some(writer),
         })
     }
+}
+
+impl Drop for EmbeddedStore {
+    fn drop(&mut self) {
+        // Closing the queue ends the writer after the jobs already queued.
+        self.jobs = None;
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+    }
+}
+
+/// The writer: waits for a job, takes every job queued behind it, runs them in one durable
+/// transaction, then reports to each. Returns when the queue is closed and drained.
+fn write_loop(db: &Database, queue: &mpsc::Receiver<Box<dyn WriteJob>>) {
+    while let Ok(first) = queue.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let started = std::time::Instant::now();
+        let outcome = run_batch(db, &mut batch);
+        metrics::histogram!(crate::telemetry::STORE_COMMIT).record(started.elapsed().as_secs_f64());
+        metrics::histogram!(crate::telemetry::STORE_BATCH).record(batch.len() as f64);
+        for job in batch {
+            job.finish(outcome.clone());
+        }
+    }
+}
+
+fn run_batch(db: &Database, batch: &mut [Box<dyn WriteJob>]) -> Result<(), StoreError> {
+    let tx = db.begin_write().map_err(err)?;
+    for job in batch.iter_mut() {
+        let mut staged = Staged {
+            tx: &tx,
+            writes: Vec::new(),
+        };
+        match catch_unwind(AssertUnwindSafe(|| job.run(&mut staged))) {
+            Ok(Commit::Yes) => staged.apply()?,
+            Ok(Commit::No) => {}
+            // The job's staged writes are dropped; the others of the batch go on. Its
+            // `finish` still runs: it reports the missing result.
+            Err(_) => tracing::error!("a store write job panicked; its writes were dropped"),
+        }
+    }
+    tx.commit().map_err(err)
 }
 
 /// An index key: a parent and a child, NUL-separated so a prefix scan of `parent\0` finds
@@ -155,7 +232,7 @@ macro_rules! source_for {
     ($txn:ty) => {
         impl Source for $txn {
             fn get(&self, table: Table, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-                let t = self.open_table(table).map_err(err)?;
+                let t = self.open_table(table.def).map_err(err)?;
                 Ok(t.get(key).map_err(err)?.map(|v| v.value().to_vec()))
             }
             fn prefix(
@@ -163,7 +240,7 @@ macro_rules! source_for {
                 table: Table,
                 prefix: &str,
             ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
-                scan(&self.open_table(table).map_err(err)?, prefix)
+                scan(&self.open_table(table.def).map_err(err)?, prefix)
             }
             fn keys_rev(
                 &self,
@@ -172,7 +249,7 @@ macro_rules! source_for {
                 hi: &str,
                 limit: usize,
             ) -> Result<Vec<String>, StoreError> {
-                scan_rev(&self.open_table(table).map_err(err)?, lo, hi, limit)
+                scan_rev(&self.open_table(table.def).map_err(err)?, lo, hi, limit)
             }
         }
     };
@@ -256,59 +333,136 @@ impl<S: Source> Tx for S {
     }
 }
 
-fn put(
-    tx: &redb::WriteTransaction,
-    table: Table,
-    key: &str,
-    value: &[u8],
-) -> Result<(), StoreError> {
-    tx.open_table(table)
-        .map_err(err)?
-        .insert(key, value)
-        .map_err(err)?;
-    Ok(())
+/// One job's view of the batch's transaction: reads see the transaction (the batch's earlier
+/// jobs included) with this job's own staged writes on top; writes are staged, in order, and
+/// reach the transaction only through [`Staged::apply`].
+struct Staged<'a> {
+    tx: &'a redb::WriteTransaction,
+    /// `(table, key, Some(value) to insert | None to remove)`, oldest first.
+    writes: Vec<(Table, String, Option<Vec<u8>>)>,
 }
 
-fn remove(tx: &redb::WriteTransaction, table: Table, key: &str) -> Result<(), StoreError> {
-    tx.open_table(table)
-        .map_err(err)?
-        .remove(key)
-        .map_err(err)?;
-    Ok(())
+impl Staged<'_> {
+    fn put(&mut self, table: Table, key: &str, value: Vec<u8>) -> Result<(), StoreError> {
+        self.writes.push((table, key.to_string(), Some(value)));
+        Ok(())
+    }
+
+    fn remove(&mut self, table: Table, key: &str) -> Result<(), StoreError> {
+        self.writes.push((table, key.to_string(), None));
+        Ok(())
+    }
+
+    /// The staged writes of `table` whose keys satisfy `within`, oldest first.
+    fn staged<'s>(
+        &'s self,
+        table: Table,
+        within: impl Fn(&str) -> bool + 's,
+    ) -> impl Iterator<Item = (&'s str, Option<&'s Vec<u8>>)> + 's {
+        self.writes
+            .iter()
+            .filter(move |(t, k, _)| t.id == table.id && within(k))
+            .map(|(_, k, v)| (k.as_str(), v.as_ref()))
+    }
+
+    /// Writes the staged changes into the transaction, one table open per table touched.
+    fn apply(mut self) -> Result<(), StoreError> {
+        // A stable sort keeps the order of the writes to one key.
+        self.writes.sort_by_key(|(t, _, _)| t.id);
+        let mut writes = self.writes.into_iter().peekable();
+        while let Some((table, key, value)) = writes.next() {
+            let mut t = self.tx.open_table(table.def).map_err(err)?;
+            let mut next = Some((key, value));
+            while let Some((key, value)) = next.take() {
+                match value {
+                    Some(v) => t.insert(key.as_str(), v.as_slice()).map_err(err)?,
+                    None => t.remove(key.as_str()).map_err(err)?,
+                };
+                next = writes
+                    .next_if(|(other, _, _)| other.id == table.id)
+                    .map(|(_, k, v)| (k, v));
+            }
+        }
+        Ok(())
+    }
 }
 
-impl TxMut for redb::WriteTransaction {
+impl Source for Staged<'_> {
+    fn get(&self, table: Table, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        match self.staged(table, |k| k == key).last() {
+            Some((_, value)) => Ok(value.cloned()),
+            None => self.tx.get(table, key),
+        }
+    }
+
+    fn prefix(&self, table: Table, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let mut merged: BTreeMap<String, Vec<u8>> =
+            self.tx.prefix(table, prefix)?.into_iter().collect();
+        for (key, value) in self.staged(table, |k| k.starts_with(prefix)) {
+            match value {
+                Some(v) => merged.insert(key.to_string(), v.clone()),
+                None => merged.remove(key),
+            };
+        }
+        Ok(merged.into_iter().collect())
+    }
+
+    fn keys_rev(
+        &self,
+        table: Table,
+        lo: &str,
+        hi: &str,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        let in_range = |k: &str| lo <= k && k < hi;
+        // Enough committed keys that the staged removals cannot leave the page short.
+        let extra = self.staged(table, in_range).count();
+        let mut merged: BTreeSet<String> = self
+            .tx
+            .keys_rev(table, lo, hi, limit + extra)?
+            .into_iter()
+            .collect();
+        for (key, value) in self.staged(table, in_range) {
+            match value {
+                Some(_) => merged.insert(key.to_string()),
+                None => merged.remove(key),
+            };
+        }
+        Ok(merged.into_iter().rev().take(limit).collect())
+    }
+}
+
+impl TxMut for Staged<'_> {
     fn put_image(&mut self, image: &Image) -> Result<(), StoreError> {
         if let Some(old) = self.image(&image.id)?
             && old.name != image.name
             && !old.name.is_empty()
         {
-            remove(self, FOLDER_NAMES, &key(&old.folder_id, &old.name))?;
+            self.remove(FOLDER_NAMES, &key(&old.folder_id, &old.name))?;
         }
         if !image.name.is_empty() {
-            put(
-                self,
+            self.put(
                 FOLDER_NAMES,
                 &key(&image.folder_id, &image.name),
-                image.id.as_bytes(),
+                image.id.as_bytes().to_vec(),
             )?;
         }
-        put(self, IMAGES, &image.id, &image.encode_to_vec())?;
-        put(self, FOLDER_IMAGES, &key(&image.folder_id, &image.id), &[])
+        self.put(IMAGES, &image.id, image.encode_to_vec())?;
+        self.put(FOLDER_IMAGES, &key(&image.folder_id, &image.id), Vec::new())
     }
     fn delete_image(&mut self, id: &str) -> Result<(), StoreError> {
         if let Some(image) = self.image(id)? {
-            remove(self, FOLDER_IMAGES, &key(&image.folder_id, &image.id))?;
+            self.remove(FOLDER_IMAGES, &key(&image.folder_id, &image.id))?;
             if !image.name.is_empty() {
-                remove(self, FOLDER_NAMES, &key(&image.folder_id, &image.name))?;
+                self.remove(FOLDER_NAMES, &key(&image.folder_id, &image.name))?;
             }
         }
-        remove(self, IMAGES, id)?;
-        remove(self, BINDINGS, id)
+        self.remove(IMAGES, id)?;
+        self.remove(BINDINGS, id)
     }
     fn put_operation(&mut self, op: &Operation, image_id: &str) -> Result<(), StoreError> {
-        put(self, OPERATIONS, &op.id, &op.encode_to_vec())?;
-        put(self, IMAGE_OPERATIONS, &op_index_key(image_id, op), &[])
+        self.put(OPERATIONS, &op.id, op.encode_to_vec())?;
+        self.put(IMAGE_OPERATIONS, &op_index_key(image_id, op), Vec::new())
     }
     fn put_bindings(
         &mut self,
@@ -319,45 +473,16 @@ impl TxMut for redb::WriteTransaction {
             access_bindings: bindings.to_vec(),
             next_page_token: String::new(),
         };
-        put(self, BINDINGS, image_id, &record.encode_to_vec())
+        self.put(BINDINGS, image_id, record.encode_to_vec())
     }
     fn put_idempotency(&mut self, key: &str, record: &IdempotencyRecord) -> Result<(), StoreError> {
-        put(self, IDEMPOTENCY, key, &record.encode_to_vec())
+        self.put(IDEMPOTENCY, key, record.encode_to_vec())
     }
     fn put_running_create(&mut self, running: &RunningCreate) -> Result<(), StoreError> {
-        put(
-            self,
-            RUNNING,
-            &running.operation_id,
-            &running.encode_to_vec(),
-        )
+        self.put(RUNNING, &running.operation_id, running.encode_to_vec())
     }
     fn clear_running_create(&mut self, operation_id: &str) -> Result<(), StoreError> {
-        remove(self, RUNNING, operation_id)
-    }
-}
-
-impl EmbeddedStore {
-    /// Makes commit number `seq` durable. Group commit: the first caller fsyncs everything
-    /// committed so far with one empty durable transaction; callers that queued meanwhile find
-    /// their commit already covered.
-    fn sync(&self, seq: u64) -> Result<(), StoreError> {
-        let mut durable = self
-            .durable
-            .lock()
-            .map_err(|_| StoreError("sync lock poisoned".into()))?;
-        if *durable >= seq {
-            return Ok(());
-        }
-        // Every commit numbered up to `target` finished before this load, so the durable
-        // commit below (which persists all earlier non-durable ones) covers them.
-        let target = self.committed.load(Ordering::Acquire);
-        let started = std::time::Instant::now();
-        let tx = self.db.begin_write().map_err(err)?;
-        tx.commit().map_err(err)?;
-        metrics::histogram!(crate::telemetry::STORE_COMMIT).record(started.elapsed().as_secs_f64());
-        *durable = target;
-        Ok(())
+        self.remove(RUNNING, operation_id)
     }
 }
 
@@ -367,21 +492,194 @@ impl Store for EmbeddedStore {
         f(&tx)
     }
 
-    /// Commits in memory at once (redb `Durability::None`), then waits for a group fsync that
-    /// covers it: an acknowledged write is on disk, and concurrent writers share one fsync.
-    fn write(
-        &self,
-        f: &mut dyn FnMut(&mut dyn TxMut) -> Result<Commit, StoreError>,
-    ) -> Result<(), StoreError> {
-        let mut tx = self.db.begin_write().map_err(err)?;
-        tx.set_durability(Durability::None).map_err(err)?;
-        match f(&mut tx)? {
-            Commit::Yes => {
-                tx.commit().map_err(err)?;
-                let seq = self.committed.fetch_add(1, Ordering::AcqRel) + 1;
-                self.sync(seq)
-            }
-            Commit::No => tx.abort().map_err(err),
+    fn submit(&self, job: Box<dyn WriteJob>) {
+        let Some(jobs) = &self.jobs else {
+            return job.finish(Err(StoreError("the store is closed".into())));
+        };
+        if let Err(mpsc::SendError(job)) = jobs.send(job) {
+            job.finish(Err(StoreError("the store writer has stopped".into())));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc::{Receiver, Sender, channel};
+
+    use super::*;
+
+    type Body = Box<dyn FnOnce(&mut dyn TxMut) -> Result<bool, StoreError> + Send>;
+
+    /// A test job: runs `body` (commit when it returns `Ok(true)`), then reports the commit
+    /// outcome (and whether `run` finished) on a channel.
+    struct TestJob {
+        body: Option<Body>,
+        ran: bool,
+        done: Sender<(bool, Result<(), StoreError>)>,
+    }
+
+    impl WriteJob for TestJob {
+        fn run(&mut self, tx: &mut dyn TxMut) -> Commit {
+            let body = self.body.take().expect("run once");
+            let keep = body(tx).expect("store call");
+            self.ran = true;
+            if keep { Commit::Yes } else { Commit::No }
+        }
+        fn finish(self: Box<Self>, committed: Result<(), StoreError>) {
+            self.done.send((self.ran, committed)).expect("test listens");
+        }
+    }
+
+    fn submit(
+        store: &EmbeddedStore,
+        body: impl FnOnce(&mut dyn TxMut) -> Result<bool, StoreError> + Send + 'static,
+    ) -> Receiver<(bool, Result<(), StoreError>)> {
+        let (done, report) = channel();
+        store.submit(Box::new(TestJob {
+            body: Some(Box::new(body)),
+            ran: false,
+            done,
+        }));
+        report
+    }
+
+    fn image(id: &str, folder: &str, name: &str) -> Image {
+        Image {
+            id: id.into(),
+            folder_id: folder.into(),
+            name: name.into(),
+            ..Default::default()
+        }
+    }
+
+    fn read<T>(store: &EmbeddedStore, f: impl Fn(&dyn Tx) -> T) -> T {
+        let mut out = None;
+        store
+            .read(&mut |tx| {
+                out = Some(f(tx));
+                Ok(())
+            })
+            .expect("read");
+        out.expect("ran")
+    }
+
+    /// Jobs queued behind a busy writer share one transaction: each sees the writes of the
+    /// jobs before it, a job that declines or panics loses only its own writes, and every job
+    /// hears the outcome.
+    #[test]
+    fn a_batch_commits_together_and_a_failing_job_rolls_back_alone() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = EmbeddedStore::open(dir.path()).expect("open");
+        // Hold the writer inside a first job until the others are queued.
+        let (release, gate) = channel::<()>();
+        let first = submit(&store, move |tx| {
+            gate.recv().expect("released");
+            tx.put_image(&image("a", "f", "alpha"))?;
+            Ok(true)
+        });
+        let sees_a = submit(&store, |tx| {
+            assert!(
+                tx.image("a")?.is_some(),
+                "a job sees the batch's earlier writes"
+            );
+            tx.put_image(&image("b", "f", "beta"))?;
+            Ok(true)
+        });
+        let declines = submit(&store, |tx| {
+            tx.put_image(&image("c", "f", "gamma"))?;
+            tx.delete_image("a")?;
+            assert!(
+                tx.image("c")?.is_some(),
+                "a job reads its own staged writes"
+            );
+            assert!(tx.image("a")?.is_none());
+            Ok(false)
+        });
+        let panics = submit(&store, |tx| {
+            tx.put_image(&image("d", "f", "delta"))?;
+            panic!("a bug in one job");
+        });
+        let after = submit(&store, |tx| {
+            assert!(
+                tx.image("a")?.is_some(),
+                "the declined job's delete is gone"
+            );
+            assert!(
+                tx.image("c")?.is_none(),
+                "the declined job's insert is gone"
+            );
+            assert!(
+                tx.image("d")?.is_none(),
+                "the panicked job's insert is gone"
+            );
+            tx.put_image(&image("e", "f", "epsilon"))?;
+            Ok(true)
+        });
+        release.send(()).expect("gate");
+        for (report, ran) in [
+            (first, true),
+            (sees_a, true),
+            (declines, true),
+            (panics, false),
+            (after, true),
+        ] {
+            let (did_run, committed) = report.recv().expect("finished");
+            assert_eq!(did_run, ran);
+            assert!(committed.is_ok(), "{committed:?}");
+        }
+        let ids = read(&store, |tx| {
+            tx.folder_images("f")
+                .expect("list")
+                .into_iter()
+                .map(|i| i.id)
+                .collect::<Vec<_>>()
+        });
+        assert_eq!(ids, ["a", "b", "e"]);
+        assert_eq!(
+            read(&store, |tx| tx.image_named("f", "gamma").expect("name")),
+            None
+        );
+    }
+
+    /// Prefix scans and reverse pages inside a job merge its staged writes with the
+    /// committed keys: staged inserts show up and staged removals do not.
+    #[test]
+    fn staged_writes_merge_into_scans_and_pages() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = EmbeddedStore::open(dir.path()).expect("open");
+        let op = |id: &str, secs: i64| Operation {
+            id: id.into(),
+            created_at: Some(crate::json::Timestamp {
+                seconds: secs,
+                nanos: 0,
+            }),
+            ..Default::default()
+        };
+        let setup = submit(&store, move |tx| {
+            for (i, id) in ["o1", "o2", "o3", "o4"].into_iter().enumerate() {
+                tx.put_operation(&op(id, i as i64 + 1), "img")?;
+            }
+            tx.put_image(&image("x", "f", "one"))?;
+            tx.put_image(&image("y", "f", "two"))?;
+            Ok(true)
+        });
+        assert!(setup.recv().expect("done").1.is_ok());
+        let check = submit(&store, move |tx| {
+            tx.delete_image("x")?;
+            tx.put_image(&image("z", "f", "three"))?;
+            let ids: Vec<_> = tx.folder_images("f")?.into_iter().map(|i| i.id).collect();
+            assert_eq!(ids, ["y", "z"]);
+            // A staged operation heads the page, ahead of the committed ones.
+            tx.put_operation(&op("o5", 10), "img")?;
+            let page: Vec<_> = tx
+                .image_operations_page("img", None, 2)?
+                .into_iter()
+                .map(|(c, _)| c.operation_id)
+                .collect();
+            assert_eq!(page, ["o5", "o4"]);
+            Ok(false)
+        });
+        let (ran, committed) = check.recv().expect("done");
+        assert!(ran && committed.is_ok());
     }
 }

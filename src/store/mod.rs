@@ -12,7 +12,7 @@ use crate::pb::yandex::cloud::compute::v1::Image;
 use crate::pb::yandex::cloud::operation::Operation;
 
 /// A storage failure: I/O, corruption, or an engine error. Never a client's mistake.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct StoreError(pub String);
 
 impl std::fmt::Display for StoreError {
@@ -23,13 +23,25 @@ impl std::fmt::Display for StoreError {
 
 impl std::error::Error for StoreError {}
 
-/// Whether a write transaction keeps its changes.
+/// Whether a write job keeps its changes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Commit {
-    /// Commit durably.
+    /// Keep them: they commit (durably) with the job's batch.
     Yes,
-    /// Roll back.
+    /// Drop them; the other jobs of the batch are not affected.
     No,
+}
+
+/// One mutation, queued with [`Store::submit`]. The store runs it in a write transaction that
+/// it may share with other queued jobs (group commit); a job sees the writes of the jobs run
+/// before it, and its own writes are kept only when [`WriteJob::run`] returns [`Commit::Yes`].
+pub trait WriteJob: Send {
+    /// Reads and stages writes. Runs at most once, on the store's writer.
+    fn run(&mut self, tx: &mut dyn TxMut) -> Commit;
+    /// Called exactly once, after `run` (or instead of it, when the job could not run), with
+    /// whether the transaction that holds its writes is durable. Nothing a job did may be
+    /// acknowledged before this.
+    fn finish(self: Box<Self>, committed: Result<(), StoreError>);
 }
 
 /// What an `Idempotency-Key` was first used for.
@@ -123,14 +135,12 @@ pub trait TxMut: Tx {
     fn clear_running_create(&mut self, operation_id: &str) -> Result<(), StoreError>;
 }
 
-/// A transactional store. Write transactions are serialised, so a read-modify-write inside
-/// one never loses a concurrent update.
+/// A transactional store. Writes are serialised: a read-modify-write inside a [`WriteJob`]
+/// never loses a concurrent update.
 pub trait Store: Send + Sync + 'static {
-    /// Runs `f` on a read snapshot.
+    /// Runs `f` on a read snapshot of committed state. Cheap enough (cached pages) to call
+    /// from an async task.
     fn read(&self, f: &mut dyn FnMut(&dyn Tx) -> Result<(), StoreError>) -> Result<(), StoreError>;
-    /// Runs `f` in a write transaction; commits durably when it returns [`Commit::Yes`].
-    fn write(
-        &self,
-        f: &mut dyn FnMut(&mut dyn TxMut) -> Result<Commit, StoreError>,
-    ) -> Result<(), StoreError>;
+    /// Queues a write job; returns at once. The job's [`WriteJob::finish`] reports the outcome.
+    fn submit(&self, job: Box<dyn WriteJob>);
 }
