@@ -20,34 +20,42 @@ pub struct Match<'a> {
 impl RouteTable {
     /// Finds the route for a request.
     pub fn find(&self, method: &Method, raw_path: &str) -> Result<Match<'_>, GatewayError> {
-        let mut allow: Vec<Method> = Vec::new();
-        let mut best: Option<Match<'_>> = None;
         let mut bad_escape = None;
-        for route in &self.routes {
-            let bindings = match route.template.match_path(raw_path) {
-                Ok(Some(b)) => b,
-                Ok(None) => continue,
+        // The routes of this method first: the common case stops here.
+        let mut best: Option<Match<'_>> = None;
+        for route in self.routes.iter().filter(|r| r.method == *method) {
+            if best
+                .as_ref()
+                .is_some_and(|b| b.route.template.verb.is_some() || route.template.verb.is_none())
+            {
+                continue; // it could not win
+            }
+            match route.template.match_path(raw_path) {
+                Ok(Some(bindings)) => best = Some(Match { route, bindings }),
+                Ok(None) => {}
                 Err(e) => {
                     bad_escape.get_or_insert(e);
-                    continue;
                 }
-            };
-            if route.method != *method {
-                if !allow.contains(&route.method) {
-                    allow.push(route.method.clone());
-                }
-                continue;
-            }
-            let better = match &best {
-                None => true,
-                Some(b) => b.route.template.verb.is_none() && route.template.verb.is_some(),
-            };
-            if better {
-                best = Some(Match { route, bindings });
             }
         }
         if let Some(m) = best {
             return Ok(m);
+        }
+        // No route of this method: 400 for a bad escape, else 405 with the methods that
+        // would match, else 404.
+        let mut allow: Vec<Method> = Vec::new();
+        for route in self.routes.iter().filter(|r| r.method != *method) {
+            match route.template.match_path(raw_path) {
+                Ok(Some(_)) => {
+                    if !allow.contains(&route.method) {
+                        allow.push(route.method.clone());
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    bad_escape.get_or_insert(e);
+                }
+            }
         }
         if let Some(e) = bad_escape {
             return Err(GatewayError::bad_request(e));

@@ -183,10 +183,11 @@ impl Template {
             },
             None => rest,
         };
-        let parts: Vec<&str> = if rest.is_empty() {
-            Vec::new()
+        // No allocation unless the template matches: count, then compare, on the raw text.
+        let count = if rest.is_empty() {
+            0
         } else {
-            rest.split('/').collect()
+            rest.bytes().filter(|&b| b == b'/').count() + 1
         };
         let has_rest = self.segments.last() == Some(&Segment::Rest);
         let fixed = if has_rest {
@@ -194,13 +195,19 @@ impl Template {
         } else {
             self.segments.len()
         };
-        if parts.len() < fixed || (!has_rest && parts.len() != fixed) {
+        if count < fixed || (!has_rest && count != fixed) {
             return Ok(None);
         }
-        for (seg, part) in self.segments.iter().zip(&parts) {
+        let parts = || rest.split('/').take(count);
+        for (seg, part) in self.segments.iter().zip(parts()) {
             match seg {
                 Segment::Literal(lit) => {
-                    if decode(part, true)? != *lit {
+                    let same = if part.contains('%') {
+                        decode(part, true)? == *lit
+                    } else {
+                        part == lit
+                    };
+                    if !same {
                         return Ok(None);
                     }
                 }
@@ -212,16 +219,25 @@ impl Template {
                 Segment::Rest => {}
             }
         }
+        // Byte offset of each part in `rest`, and the end: a run of parts is one slice.
+        let mut starts: Vec<usize> = parts()
+            .map(|p| p.as_ptr() as usize - rest.as_ptr() as usize)
+            .collect();
+        starts.push(rest.len() + 1);
         let mut values = Vec::with_capacity(self.variables.len());
         for v in &self.variables {
             let end = if has_rest && v.end == self.segments.len() {
-                parts.len()
+                count
             } else {
                 v.end
             };
             let single = end - v.start == 1 && self.segments[v.start] != Segment::Rest;
-            let joined = parts[v.start..end].join("/");
-            values.push(decode(&joined, single)?);
+            let text = if end > v.start {
+                &rest[starts[v.start]..starts[end] - 1]
+            } else {
+                ""
+            };
+            values.push(decode(text, single)?);
         }
         Ok(Some(values))
     }

@@ -73,16 +73,193 @@ pub(crate) enum AnyForm {
     Value,
 }
 
-pub(crate) fn encode_json<M>(bytes: &[u8], form: AnyForm) -> Result<Map<String, Value>, String>
+/// Serializes a packed message of type `M` as an Any's JSON, straight into `serializer` (no
+/// intermediate `serde_json::Value`): its fields beside `@type`, or its JSON under `"value"`.
+pub(crate) fn encode_json<M, S>(
+    type_url: &str,
+    bytes: &[u8],
+    form: AnyForm,
+    serializer: S,
+) -> Result<S::Ok, S::Error>
 where
     M: Message + Default + serde::Serialize,
+    S: Serializer,
 {
-    let msg = M::decode(bytes).map_err(|e| format!("undecodable Any payload: {e}"))?;
-    let json = serde_json::to_value(&msg).map_err(|e| e.to_string())?;
-    match (form, json) {
-        (AnyForm::Fields, Value::Object(map)) => Ok(map),
-        (AnyForm::Fields, other) => Err(format!("expected a JSON object, rendered {other}")),
-        (AnyForm::Value, value) => Ok(Map::from_iter([("value".to_string(), value)])),
+    let msg = M::decode(bytes)
+        .map_err(|e| ser::Error::custom(format!("Any of {type_url}: undecodable payload: {e}")))?;
+    match form {
+        AnyForm::Fields => msg.serialize(TypeFirst {
+            type_url,
+            inner: serializer,
+        }),
+        AnyForm::Value => {
+            let mut map = serializer.serialize_map(Some(2))?;
+            map.serialize_entry("@type", type_url)?;
+            map.serialize_entry("value", &msg)?;
+            map.end()
+        }
+    }
+}
+
+/// A serializer for a message inside an Any: the message's struct (or map) becomes a JSON
+/// object that starts with `"@type"`; anything that is not an object is an error.
+struct TypeFirst<'a, S> {
+    type_url: &'a str,
+    inner: S,
+}
+
+/// The fields of a [`TypeFirst`] object, after its `@type`.
+struct TypeFirstFields<M>(M);
+
+impl<S: Serializer> TypeFirst<'_, S> {
+    fn open(self, len: Option<usize>) -> Result<TypeFirstFields<S::SerializeMap>, S::Error> {
+        let mut map = self.inner.serialize_map(len.map(|n| n + 1))?;
+        map.serialize_entry("@type", self.type_url)?;
+        Ok(TypeFirstFields(map))
+    }
+
+    fn not_an_object<T>(self, what: &str) -> Result<T, S::Error> {
+        Err(ser::Error::custom(format!(
+            "Any of {}: expected a JSON object, rendered {what}",
+            self.type_url
+        )))
+    }
+}
+
+/// `Serializer` methods that a message type never reaches: each renders an error.
+macro_rules! not_an_object {
+    ($($method:ident($($arg:ty),*)),* $(,)?) => {
+        $(fn $method(self, $(_: $arg),*) -> Result<Self::Ok, Self::Error> {
+            self.not_an_object(stringify!($method))
+        })*
+    };
+}
+
+impl<S: Serializer> Serializer for TypeFirst<'_, S> {
+    type Ok = S::Ok;
+    type Error = S::Error;
+    type SerializeSeq = ser::Impossible<S::Ok, S::Error>;
+    type SerializeTuple = ser::Impossible<S::Ok, S::Error>;
+    type SerializeTupleStruct = ser::Impossible<S::Ok, S::Error>;
+    type SerializeTupleVariant = ser::Impossible<S::Ok, S::Error>;
+    type SerializeMap = TypeFirstFields<S::SerializeMap>;
+    type SerializeStruct = TypeFirstFields<S::SerializeMap>;
+    type SerializeStructVariant = ser::Impossible<S::Ok, S::Error>;
+
+    not_an_object!(
+        serialize_bool(bool),
+        serialize_i8(i8),
+        serialize_i16(i16),
+        serialize_i32(i32),
+        serialize_i64(i64),
+        serialize_u8(u8),
+        serialize_u16(u16),
+        serialize_u32(u32),
+        serialize_u64(u64),
+        serialize_f32(f32),
+        serialize_f64(f64),
+        serialize_char(char),
+        serialize_str(&str),
+        serialize_bytes(&[u8]),
+        serialize_none(),
+        serialize_unit_variant(&'static str, u32, &'static str),
+    );
+
+    /// An empty message (`google.protobuf.Empty`) is `{"@type": ...}`.
+    fn serialize_unit(self) -> Result<S::Ok, S::Error> {
+        self.open(Some(0))?.0.end()
+    }
+    fn serialize_unit_struct(self, _: &'static str) -> Result<S::Ok, S::Error> {
+        self.serialize_unit()
+    }
+    fn serialize_some<T: ?Sized + serde::Serialize>(self, value: &T) -> Result<S::Ok, S::Error> {
+        value.serialize(self)
+    }
+    fn serialize_newtype_struct<T: ?Sized + serde::Serialize>(
+        self,
+        _: &'static str,
+        value: &T,
+    ) -> Result<S::Ok, S::Error> {
+        value.serialize(self)
+    }
+    fn serialize_newtype_variant<T: ?Sized + serde::Serialize>(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+        _: &T,
+    ) -> Result<S::Ok, S::Error> {
+        self.not_an_object("a variant")
+    }
+    fn serialize_seq(self, _: Option<usize>) -> Result<Self::SerializeSeq, S::Error> {
+        self.not_an_object("an array")
+    }
+    fn serialize_tuple(self, _: usize) -> Result<Self::SerializeTuple, S::Error> {
+        self.not_an_object("a tuple")
+    }
+    fn serialize_tuple_struct(
+        self,
+        _: &'static str,
+        _: usize,
+    ) -> Result<Self::SerializeTupleStruct, S::Error> {
+        self.not_an_object("a tuple")
+    }
+    fn serialize_tuple_variant(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+        _: usize,
+    ) -> Result<Self::SerializeTupleVariant, S::Error> {
+        self.not_an_object("a variant")
+    }
+    fn serialize_map(self, len: Option<usize>) -> Result<Self::SerializeMap, S::Error> {
+        self.open(len)
+    }
+    fn serialize_struct(
+        self,
+        _: &'static str,
+        len: usize,
+    ) -> Result<Self::SerializeStruct, S::Error> {
+        self.open(Some(len))
+    }
+    fn serialize_struct_variant(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+        _: usize,
+    ) -> Result<Self::SerializeStructVariant, S::Error> {
+        self.not_an_object("a variant")
+    }
+}
+
+impl<M: SerializeMap> ser::SerializeStruct for TypeFirstFields<M> {
+    type Ok = M::Ok;
+    type Error = M::Error;
+    fn serialize_field<T: ?Sized + serde::Serialize>(
+        &mut self,
+        key: &'static str,
+        value: &T,
+    ) -> Result<(), M::Error> {
+        self.0.serialize_entry(key, value)
+    }
+    fn end(self) -> Result<M::Ok, M::Error> {
+        self.0.end()
+    }
+}
+
+impl<M: SerializeMap> SerializeMap for TypeFirstFields<M> {
+    type Ok = M::Ok;
+    type Error = M::Error;
+    fn serialize_key<T: ?Sized + serde::Serialize>(&mut self, key: &T) -> Result<(), M::Error> {
+        self.0.serialize_key(key)
+    }
+    fn serialize_value<T: ?Sized + serde::Serialize>(&mut self, value: &T) -> Result<(), M::Error> {
+        self.0.serialize_value(value)
+    }
+    fn end(self) -> Result<M::Ok, M::Error> {
+        self.0.end()
     }
 }
 
@@ -110,22 +287,16 @@ impl serde::Serialize for Any {
         if self.type_url.is_empty() && self.value.is_empty() {
             return serializer.serialize_map(Some(0))?.end();
         }
-        let fields = match registry::to_json(self.type_name(), &self.value) {
-            Some(Ok(fields)) => fields,
-            Some(Err(e)) => {
-                return Err(ser::Error::custom(format!("Any of {}: {e}", self.type_url)));
-            }
-            None => {
+        match registry::to_json(self.type_name(), &self.type_url, &self.value, serializer) {
+            Ok(rendered) => rendered,
+            Err(serializer) => {
                 let b64 = base64::engine::general_purpose::STANDARD.encode(&self.value);
-                Map::from_iter([("value".to_string(), Value::String(b64))])
+                let mut map = serializer.serialize_map(Some(2))?;
+                map.serialize_entry("@type", &self.type_url)?;
+                map.serialize_entry("value", &b64)?;
+                map.end()
             }
-        };
-        let mut map = serializer.serialize_map(Some(fields.len() + 1))?;
-        map.serialize_entry("@type", &self.type_url)?;
-        for (k, v) in &fields {
-            map.serialize_entry(k, v)?;
         }
-        map.end()
     }
 }
 
@@ -251,6 +422,17 @@ mod tests {
         assert_eq!(
             serde_json::from_str::<Any>("{}").expect("empty"),
             Any::default()
+        );
+        // A known type whose bytes do not decode fails the rendering, naming the type.
+        let garbage = Any {
+            type_url: "type.googleapis.com/yandex.cloud.compute.v1.Image".into(),
+            value: vec![0xff, 0xff, 0xff],
+        };
+        let err = serde_json::to_string(&garbage).expect_err("undecodable");
+        assert!(
+            err.to_string()
+                .contains("Any of type.googleapis.com/yandex.cloud.compute.v1.Image"),
+            "{err}"
         );
         // Found by the wkt_json fuzz target: the empty Any must render as `{}` to parse back.
         assert_eq!(

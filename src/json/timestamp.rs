@@ -80,23 +80,29 @@ impl Timestamp {
         }
         let dt = DateTime::from_timestamp(self.seconds, self.nanos as u32)
             .ok_or_else(|| "timestamp out of range".to_string())?;
-        let mut out = format!(
-            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
-            dt.year(),
-            dt.month(),
-            dt.day(),
-            dt.hour(),
-            dt.minute(),
-            dt.second()
-        );
-        let n = self.nanos;
+        // Digits are written directly: this runs for every timestamp of every reply, and
+        // `format!` was a tenth of the gateway's instructions per request.
+        let mut out = String::with_capacity(30);
+        push_digits(&mut out, dt.year() as u32, 4);
+        out.push('-');
+        push_digits(&mut out, dt.month(), 2);
+        out.push('-');
+        push_digits(&mut out, dt.day(), 2);
+        out.push('T');
+        push_digits(&mut out, dt.hour(), 2);
+        out.push(':');
+        push_digits(&mut out, dt.minute(), 2);
+        out.push(':');
+        push_digits(&mut out, dt.second(), 2);
+        let n = self.nanos as u32;
         if n != 0 {
-            if n % 1_000_000 == 0 {
-                out.push_str(&format!(".{:03}", n / 1_000_000));
-            } else if n % 1_000 == 0 {
-                out.push_str(&format!(".{:06}", n / 1_000));
+            out.push('.');
+            if n.is_multiple_of(1_000_000) {
+                push_digits(&mut out, n / 1_000_000, 3);
+            } else if n.is_multiple_of(1_000) {
+                push_digits(&mut out, n / 1_000, 6);
             } else {
-                out.push_str(&format!(".{n:09}"));
+                push_digits(&mut out, n, 9);
             }
         }
         out.push('Z');
@@ -202,6 +208,15 @@ impl<'de> serde::Deserialize<'de> for Timestamp {
             }
         }
         deserializer.deserialize_str(TsVisitor)
+    }
+}
+
+/// Appends `value` as exactly `width` decimal digits, zero-padded (`value` < 10^`width`).
+fn push_digits(out: &mut String, value: u32, width: u32) {
+    let mut div = 10u32.pow(width - 1);
+    while div > 0 {
+        out.push(char::from(b'0' + (value / div % 10) as u8));
+        div /= 10;
     }
 }
 
