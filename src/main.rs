@@ -16,7 +16,9 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 /// mimalloc instead of glibc's malloc: the request path allocates many small short-lived
-/// buffers, and glibc's malloc/free was about 12% of the gateway's CPU under load.
+/// buffers, and glibc's malloc/free was about 12% of the gateway's CPU under load. Built
+/// without transparent huge pages (`no_thp`): with them, `serve` peaked at 57 MB RSS under
+/// load instead of 40 MB.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

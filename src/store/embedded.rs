@@ -434,21 +434,32 @@ impl Source for Staged<'_> {
 
 impl TxMut for Staged<'_> {
     fn put_image(&mut self, image: &Image) -> Result<(), StoreError> {
-        if let Some(old) = self.image(&image.id)?
-            && old.name != image.name
-            && !old.name.is_empty()
-        {
-            self.remove(FOLDER_NAMES, &key(&old.folder_id, &old.name))?;
+        let old = self.image(&image.id)?;
+        // The index entries change only when the name (or, never in practice, the folder)
+        // does: an update that keeps them writes the image table alone.
+        let (old_folder, old_name) = old
+            .as_ref()
+            .map_or(("", ""), |o| (o.folder_id.as_str(), o.name.as_str()));
+        let moved = old.is_none() || old_folder != image.folder_id;
+        if moved || old_name != image.name {
+            if !old_name.is_empty() {
+                self.remove(FOLDER_NAMES, &key(old_folder, old_name))?;
+            }
+            if !image.name.is_empty() {
+                self.put(
+                    FOLDER_NAMES,
+                    &key(&image.folder_id, &image.name),
+                    image.id.as_bytes().to_vec(),
+                )?;
+            }
         }
-        if !image.name.is_empty() {
-            self.put(
-                FOLDER_NAMES,
-                &key(&image.folder_id, &image.name),
-                image.id.as_bytes().to_vec(),
-            )?;
+        if moved {
+            if old.is_some() {
+                self.remove(FOLDER_IMAGES, &key(old_folder, &image.id))?;
+            }
+            self.put(FOLDER_IMAGES, &key(&image.folder_id, &image.id), Vec::new())?;
         }
-        self.put(IMAGES, &image.id, image.encode_to_vec())?;
-        self.put(FOLDER_IMAGES, &key(&image.folder_id, &image.id), Vec::new())
+        self.put(IMAGES, &image.id, image.encode_to_vec())
     }
     fn delete_image(&mut self, id: &str) -> Result<(), StoreError> {
         if let Some(image) = self.image(id)? {
