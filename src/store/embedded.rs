@@ -149,20 +149,51 @@ fn write_loop(db: &Database, queue: &mpsc::Receiver<Box<dyn WriteJob>>) {
 
 fn run_batch(db: &Database, batch: &mut [Box<dyn WriteJob>]) -> Result<(), StoreError> {
     let tx = db.begin_write().map_err(err)?;
-    for job in batch.iter_mut() {
-        let mut staged = Staged {
-            tx: &tx,
-            writes: Vec::new(),
-        };
-        match catch_unwind(AssertUnwindSafe(|| job.run(&mut staged))) {
-            Ok(Commit::Yes) => staged.apply()?,
-            Ok(Commit::No) => {}
-            // The job's staged writes are dropped; the others of the batch go on. Its
-            // `finish` still runs: it reports the missing result.
-            Err(_) => tracing::error!("a store write job panicked; its writes were dropped"),
+    {
+        // Every table is opened once per batch, not once per read or write.
+        let mut tables = OpenTables(
+            ALL_TABLES
+                .iter()
+                .map(|t| tx.open_table(t.def).map_err(err))
+                .collect::<Result<_, _>>()?,
+        );
+        for job in batch.iter_mut() {
+            let mut staged = Staged {
+                tables: &mut tables,
+                writes: Vec::new(),
+            };
+            match catch_unwind(AssertUnwindSafe(|| job.run(&mut staged))) {
+                Ok(Commit::Yes) => staged.apply()?,
+                Ok(Commit::No) => {}
+                // The job's staged writes are dropped; the others of the batch go on. Its
+                // `finish` still runs: it reports the missing result.
+                Err(_) => tracing::error!("a store write job panicked; its writes were dropped"),
+            }
         }
     }
     tx.commit().map_err(err)
+}
+
+/// The tables of a write transaction, open for one batch, indexed by [`Table::id`].
+struct OpenTables<'t>(Vec<redb::Table<'t, &'static str, &'static [u8]>>);
+
+impl Source for OpenTables<'_> {
+    fn get(&self, table: Table, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let t = &self.0[usize::from(table.id)];
+        Ok(t.get(key).map_err(err)?.map(|v| v.value().to_vec()))
+    }
+    fn prefix(&self, table: Table, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        scan(&self.0[usize::from(table.id)], prefix)
+    }
+    fn keys_rev(
+        &self,
+        table: Table,
+        lo: &str,
+        hi: &str,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        scan_rev(&self.0[usize::from(table.id)], lo, hi, limit)
+    }
 }
 
 /// An index key: a parent and a child, NUL-separated so a prefix scan of `parent\0` finds
@@ -227,36 +258,25 @@ fn scan<T: ReadableTable<&'static str, &'static [u8]>>(
     Ok(out)
 }
 
-/// Read and write transactions open tables through different types with the same methods.
-macro_rules! source_for {
-    ($txn:ty) => {
-        impl Source for $txn {
-            fn get(&self, table: Table, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-                let t = self.open_table(table.def).map_err(err)?;
-                Ok(t.get(key).map_err(err)?.map(|v| v.value().to_vec()))
-            }
-            fn prefix(
-                &self,
-                table: Table,
-                prefix: &str,
-            ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
-                scan(&self.open_table(table.def).map_err(err)?, prefix)
-            }
-            fn keys_rev(
-                &self,
-                table: Table,
-                lo: &str,
-                hi: &str,
-                limit: usize,
-            ) -> Result<Vec<String>, StoreError> {
-                scan_rev(&self.open_table(table.def).map_err(err)?, lo, hi, limit)
-            }
-        }
-    };
+/// Reads of committed state open each table per read: a read transaction is short.
+impl Source for redb::ReadTransaction {
+    fn get(&self, table: Table, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let t = self.open_table(table.def).map_err(err)?;
+        Ok(t.get(key).map_err(err)?.map(|v| v.value().to_vec()))
+    }
+    fn prefix(&self, table: Table, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        scan(&self.open_table(table.def).map_err(err)?, prefix)
+    }
+    fn keys_rev(
+        &self,
+        table: Table,
+        lo: &str,
+        hi: &str,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        scan_rev(&self.open_table(table.def).map_err(err)?, lo, hi, limit)
+    }
 }
-
-source_for!(redb::ReadTransaction);
-source_for!(redb::WriteTransaction);
 
 impl<S: Source> Tx for S {
     fn image(&self, id: &str) -> Result<Option<Image>, StoreError> {
@@ -336,13 +356,13 @@ impl<S: Source> Tx for S {
 /// One job's view of the batch's transaction: reads see the transaction (the batch's earlier
 /// jobs included) with this job's own staged writes on top; writes are staged, in order, and
 /// reach the transaction only through [`Staged::apply`].
-struct Staged<'a> {
-    tx: &'a redb::WriteTransaction,
+struct Staged<'a, 't> {
+    tables: &'a mut OpenTables<'t>,
     /// `(table, key, Some(value) to insert | None to remove)`, oldest first.
     writes: Vec<(Table, String, Option<Vec<u8>>)>,
 }
 
-impl Staged<'_> {
+impl Staged<'_, '_> {
     fn put(&mut self, table: Table, key: &str, value: Vec<u8>) -> Result<(), StoreError> {
         self.writes.push((table, key.to_string(), Some(value)));
         Ok(())
@@ -365,39 +385,30 @@ impl Staged<'_> {
             .map(|(_, k, v)| (k.as_str(), v.as_ref()))
     }
 
-    /// Writes the staged changes into the transaction, one table open per table touched.
-    fn apply(mut self) -> Result<(), StoreError> {
-        // A stable sort keeps the order of the writes to one key.
-        self.writes.sort_by_key(|(t, _, _)| t.id);
-        let mut writes = self.writes.into_iter().peekable();
-        while let Some((table, key, value)) = writes.next() {
-            let mut t = self.tx.open_table(table.def).map_err(err)?;
-            let mut next = Some((key, value));
-            while let Some((key, value)) = next.take() {
-                match value {
-                    Some(v) => t.insert(key.as_str(), v.as_slice()).map_err(err)?,
-                    None => t.remove(key.as_str()).map_err(err)?,
-                };
-                next = writes
-                    .next_if(|(other, _, _)| other.id == table.id)
-                    .map(|(_, k, v)| (k, v));
-            }
+    /// Writes the staged changes into the batch's transaction, in order.
+    fn apply(self) -> Result<(), StoreError> {
+        for (table, key, value) in self.writes {
+            let t = &mut self.tables.0[usize::from(table.id)];
+            match value {
+                Some(v) => t.insert(key.as_str(), v.as_slice()).map_err(err)?,
+                None => t.remove(key.as_str()).map_err(err)?,
+            };
         }
         Ok(())
     }
 }
 
-impl Source for Staged<'_> {
+impl Source for Staged<'_, '_> {
     fn get(&self, table: Table, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         match self.staged(table, |k| k == key).last() {
             Some((_, value)) => Ok(value.cloned()),
-            None => self.tx.get(table, key),
+            None => self.tables.get(table, key),
         }
     }
 
     fn prefix(&self, table: Table, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         let mut merged: BTreeMap<String, Vec<u8>> =
-            self.tx.prefix(table, prefix)?.into_iter().collect();
+            self.tables.prefix(table, prefix)?.into_iter().collect();
         for (key, value) in self.staged(table, |k| k.starts_with(prefix)) {
             match value {
                 Some(v) => merged.insert(key.to_string(), v.clone()),
@@ -418,7 +429,7 @@ impl Source for Staged<'_> {
         // Enough committed keys that the staged removals cannot leave the page short.
         let extra = self.staged(table, in_range).count();
         let mut merged: BTreeSet<String> = self
-            .tx
+            .tables
             .keys_rev(table, lo, hi, limit + extra)?
             .into_iter()
             .collect();
@@ -432,7 +443,7 @@ impl Source for Staged<'_> {
     }
 }
 
-impl TxMut for Staged<'_> {
+impl TxMut for Staged<'_, '_> {
     fn put_image(&mut self, image: &Image) -> Result<(), StoreError> {
         let old = self.image(&image.id)?;
         // The index entries change only when the name (or, never in practice, the folder)
