@@ -23,6 +23,50 @@ pub const STORE_COMMIT: &str = "store_commit_duration_seconds";
 /// Jobs per store write transaction (group commit).
 pub const STORE_BATCH: &str = "store_commit_batch_jobs";
 
+/// The label value of an HTTP method; the standard ones without allocating.
+pub fn method_label(method: &http::Method) -> metrics::SharedString {
+    const STANDARD: [&str; 9] = [
+        "GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "CONNECT", "TRACE",
+    ];
+    match STANDARD.iter().find(|m| **m == method.as_str()) {
+        Some(m) => metrics::SharedString::const_str(m),
+        None => metrics::SharedString::from_owned(method.as_str().to_string()),
+    }
+}
+
+/// The label value of an HTTP status code, without allocating.
+pub fn status_label(status: http::StatusCode) -> metrics::SharedString {
+    /// "100" to "999", three bytes each.
+    static DIGITS: std::sync::LazyLock<String> =
+        std::sync::LazyLock::new(|| (100..1000).map(|n| n.to_string()).collect());
+    let i = usize::from(status.as_u16() - 100) * 3;
+    metrics::SharedString::const_str(&DIGITS[i..i + 3])
+}
+
+/// The label value of a gRPC status code: its name as tonic spells it (`NotFound`).
+pub fn grpc_code_label(code: tonic::Code) -> &'static str {
+    use tonic::Code::*;
+    match code {
+        Ok => "Ok",
+        Cancelled => "Cancelled",
+        Unknown => "Unknown",
+        InvalidArgument => "InvalidArgument",
+        DeadlineExceeded => "DeadlineExceeded",
+        NotFound => "NotFound",
+        AlreadyExists => "AlreadyExists",
+        PermissionDenied => "PermissionDenied",
+        ResourceExhausted => "ResourceExhausted",
+        FailedPrecondition => "FailedPrecondition",
+        Aborted => "Aborted",
+        OutOfRange => "OutOfRange",
+        Unimplemented => "Unimplemented",
+        Internal => "Internal",
+        Unavailable => "Unavailable",
+        DataLoss => "DataLoss",
+        Unauthenticated => "Unauthenticated",
+    }
+}
+
 const BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
     5.0, 10.0,
@@ -82,5 +126,31 @@ pub fn init_logging(format: LogFormat) {
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_values_spell_what_they_label() {
+        for (status, text) in [
+            (100, "100"),
+            (200, "200"),
+            (404, "404"),
+            (599, "599"),
+            (999, "999"),
+        ] {
+            let code = http::StatusCode::from_u16(status).expect("valid status");
+            assert_eq!(&*status_label(code), text);
+        }
+        assert_eq!(&*method_label(&http::Method::PATCH), "PATCH");
+        let custom = http::Method::from_bytes(b"PURGE").expect("valid method");
+        assert_eq!(&*method_label(&custom), "PURGE");
+        for n in 0..17 {
+            let code = tonic::Code::from_i32(n);
+            assert_eq!(grpc_code_label(code), format!("{code:?}"));
+        }
     }
 }

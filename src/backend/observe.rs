@@ -68,18 +68,18 @@ where
                 path
             };
             let elapsed = started.elapsed().as_secs_f64();
-            metrics::counter!(telemetry::GRPC_REQUESTS, "method" => method.clone(), "code" => format!("{code:?}"))
-                .increment(1);
-            metrics::histogram!(telemetry::GRPC_DURATION, "method" => method.clone())
-                .record(elapsed);
+            let code = telemetry::grpc_code_label(code);
             tracing::info!(
                 target: "compute_gateway::grpc",
                 request_id,
                 method,
-                code = ?code,
+                code = %code,
                 latency_ms = elapsed * 1000.0,
                 "call"
             );
+            metrics::counter!(telemetry::GRPC_REQUESTS, "method" => method.clone(), "code" => code)
+                .increment(1);
+            metrics::histogram!(telemetry::GRPC_DURATION, "method" => method).record(elapsed);
             Ok(resp)
         })
     }

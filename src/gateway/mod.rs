@@ -156,8 +156,9 @@ async fn handle(State(gw): State<Arc<Gateway>>, req: Request<Body>) -> Response 
         .filter(|v| !v.is_empty() && v.len() <= 128)
         .cloned()
         .unwrap_or_else(|| {
-            HeaderValue::from_str(&uuid::Uuid::new_v4().to_string())
-                .expect("a UUID is a valid header value")
+            let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+            let id = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut text);
+            HeaderValue::from_str(id).expect("a UUID is a valid header value")
         });
     let method = req.method().clone();
     let in_flight = metrics::gauge!(telemetry::HTTP_IN_FLIGHT);
@@ -178,9 +179,10 @@ async fn handle(State(gw): State<Arc<Gateway>>, req: Request<Body>) -> Response 
     let elapsed = started.elapsed();
     let route = outcome.route.unwrap_or("unmatched");
     let status = resp.status().as_u16();
-    metrics::counter!(telemetry::HTTP_REQUESTS, "route" => route, "method" => method.to_string(), "status" => status.to_string())
+    let method_label = telemetry::method_label(&method);
+    metrics::counter!(telemetry::HTTP_REQUESTS, "route" => route, "method" => method_label.clone(), "status" => telemetry::status_label(resp.status()))
         .increment(1);
-    metrics::histogram!(telemetry::HTTP_DURATION, "route" => route, "method" => method.to_string())
+    metrics::histogram!(telemetry::HTTP_DURATION, "route" => route, "method" => method_label)
         .record(elapsed.as_secs_f64());
     tracing::info!(
         target: "compute_gateway::access",
