@@ -276,13 +276,11 @@ async fn serve(args: ServeArgs) -> Result<(), AnyError> {
     let http = bind(&args.http.http_listen, "--http-listen").await?;
     let grpc_addr: SocketAddr = grpc.local_addr()?;
     let backend = start_backend(args.backend.clone(), grpc_addr).await?;
-    // The gateway reaches the in-process backend over its real port, over TLS when it is TLS.
-    let (scheme, client_tls) = match &tls {
-        Some(t) => ("https", Some(t.client(&args.http.tls_server_name))),
-        None => ("http", None),
-    };
-    let config = gateway_config(&args.http, client_tls);
-    let gw = Arc::new(Gateway::new(&format!("{scheme}://{grpc_addr}"), config)?);
+    // The gateway reaches the backend of this process over an in-memory gRPC connection
+    // (see `backend::in_process`); other clients use the gRPC port.
+    let (channel, local) = backend::in_process();
+    let config = gateway_config(&args.http, None);
+    let gw = Arc::new(Gateway::with_channel(channel, config)?);
     let stop = shutdown_signal();
     tracing::info!(
         grpc = %grpc_addr,
@@ -296,8 +294,9 @@ async fn serve(args: ServeArgs) -> Result<(), AnyError> {
     }
     let listener_opts = listener_options(&args.http, tls.as_ref());
     let (b, g) = tokio::join!(
-        backend::run_with(
+        backend::run_with_local(
             grpc,
+            local,
             backend,
             tls.as_ref().map(Tls::grpc_server),
             on_shutdown(stop.clone())

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use tokio_rustls::rustls;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
+use tonic::transport::{Identity, ServerTlsConfig};
 
 /// A certificate chain and its key, read and checked once.
 #[derive(Clone)]
@@ -62,12 +62,5 @@ impl Tls {
     /// The REST listener's configuration.
     pub fn rest_server(&self) -> Arc<rustls::ServerConfig> {
         self.rustls.clone()
-    }
-
-    /// A client that trusts this certificate and checks it names `server_name`.
-    pub fn client(&self, server_name: &str) -> ClientTlsConfig {
-        ClientTlsConfig::new()
-            .ca_certificate(Certificate::from_pem(&self.cert_pem))
-            .domain_name(server_name)
     }
 }

@@ -4,7 +4,8 @@
 
 mod common;
 
-use common::TestServer;
+use common::{Options, TestServer};
+use compute_gateway::pb::yandex::cloud::compute::v1::GetImageRequest;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -61,8 +62,33 @@ fn is_rfc3339_z(s: &str) -> bool {
 
 #[tokio::test]
 async fn update_cases_of_the_reference_page() {
-    let s = TestServer::start().await;
-    let rest = Rest::new(&s);
+    update_cases(&TestServer::start().await).await;
+}
+
+/// The same cases with the gateway wired to the backend as `serve` wires it: over an
+/// in-memory gRPC connection. The backend's TCP port serves gRPC clients alongside.
+#[tokio::test]
+async fn update_cases_over_the_in_process_connection() {
+    let s = TestServer::start_with(Options {
+        in_process: true,
+        ..Options::default()
+    })
+    .await;
+    update_cases(&s).await;
+    // The public gRPC listener works next to the in-process one.
+    let err = s
+        .images()
+        .get(GetImageRequest {
+            image_id: "fd8nosuchimage".into(),
+        })
+        .await
+        .expect_err("no such image");
+    assert_eq!(err.code(), tonic::Code::NotFound);
+    s.stop().await;
+}
+
+async fn update_cases(s: &TestServer) {
+    let rest = Rest::new(s);
     let img = rest
         .create(json!({"folderId": "b1g", "name": "seed", "description": "d0", "minDiskSize": "8589934592", "labels": {"a": "1", "b": "2"}, "snapshotId": "snap1"}))
         .await;

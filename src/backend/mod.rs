@@ -302,16 +302,61 @@ pub async fn run_with(
     tls: Option<tonic::transport::ServerTlsConfig>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
-    let reflection_v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .expect("the embedded descriptor sets are valid");
-    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1alpha()
-        .expect("the embedded descriptor sets are valid");
+    serve_all(listener, None, backend, tls, shutdown).await
+}
+
+/// [`run_with`], and also the connections of an in-process channel (see [`in_process`]).
+pub async fn run_with_local(
+    listener: TcpListener,
+    local: LocalListener,
+    backend: Backend,
+    tls: Option<tonic::transport::ServerTlsConfig>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error> {
+    serve_all(listener, Some(local), backend, tls, shutdown).await
+}
+
+/// The server end of [`in_process`]: the connections its channel opens.
+pub struct LocalListener(tokio::sync::mpsc::UnboundedReceiver<tokio::io::DuplexStream>);
+
+/// Bytes each direction of an in-process connection buffers.
+const LOCAL_PIPE_BYTES: usize = 256 << 10;
+
+/// A gRPC channel to a backend in the same process, and the listener to serve it with
+/// [`run_with_local`]. It is a real gRPC connection (HTTP/2, the same client and server
+/// stacks and codecs as over TCP) carried by an in-memory pipe instead of loopback TCP, which
+/// spares `serve` the kernel's TCP work on both ends of every call. Being in memory it is
+/// plaintext even when the public listeners use TLS.
+pub fn in_process() -> (tonic::transport::Channel, LocalListener) {
+    let (connections, listener) = tokio::sync::mpsc::unbounded_channel();
+    let connect = tower::service_fn(move |_: http::Uri| {
+        let connections = connections.clone();
+        async move {
+            let (client, server) = tokio::io::duplex(LOCAL_PIPE_BYTES);
+            connections.send(server).map_err(|_| {
+                std::io::Error::new(
+                    std::io::ErrorKind::ConnectionRefused,
+                    "the in-process backend has stopped",
+                )
+            })?;
+            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(client))
+        }
+    });
+    let channel = tonic::transport::Endpoint::from_static("http://in-process.invalid")
+        .connect_timeout(Duration::from_secs(2))
+        .http2_keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_while_idle(true)
+        .connect_with_connector_lazy(connect);
+    (channel, LocalListener(listener))
+}
+
+async fn serve_all(
+    listener: TcpListener,
+    local: Option<LocalListener>,
+    backend: Backend,
+    tls: Option<tonic::transport::ServerTlsConfig>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error> {
     let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_serving::<ImageServiceServer<images::Images>>()
@@ -323,50 +368,63 @@ pub async fn run_with(
         .set_service_status("", tonic_health::ServingStatus::Serving)
         .await;
 
+    // One shutdown signal for every server and the store probe.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop.send(true);
+    });
+    let on_stop = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = stopped.wait_for(|s| *s).await;
+    };
+    tokio::spawn(probe_store(backend.clone(), health, stopped.clone()));
+
     // Small unary messages must not wait for Nagle's algorithm.
     let incoming = TcpListenerStream::new(listener).map(|conn| {
         conn.inspect(|s| {
             let _ = s.set_nodelay(true);
         })
     });
-    // The health service follows the store: a failed read turns it NOT_SERVING until one works.
-    let (stop_probe, mut stopped) = tokio::sync::oneshot::channel::<()>();
-    let shutdown = async move {
-        shutdown.await;
-        let _ = stop_probe.send(());
-    };
-    let probe_backend = backend.clone();
-    let probe_health = health.clone();
-    tokio::spawn(async move {
-        let mut serving = true;
-        loop {
-            tokio::select! {
-                _ = &mut stopped => return,
-                _ = tokio::time::sleep(std::time::Duration::from_secs(5)) => {}
-            }
-            let ok = probe_backend.read(|_| Ok(())).await.is_ok();
-            if ok != serving {
-                serving = ok;
-                let status = if ok {
-                    tonic_health::ServingStatus::Serving
-                } else {
-                    tonic_health::ServingStatus::NotServing
-                };
-                tracing::warn!(serving = ok, "store health changed");
-                probe_health.set_service_status("", status).await;
-                probe_health
-                    .set_service_status("yandex.cloud.compute.v1.ImageService", status)
-                    .await;
-                probe_health
-                    .set_service_status("yandex.cloud.operation.OperationService", status)
-                    .await;
-            }
-        }
-    });
     let mut server = tonic::transport::Server::builder().layer(observe::ObserveLayer);
     if let Some(tls) = tls {
         server = server.tls_config(tls)?;
     }
+    let public = add_services(&mut server, &backend, health_service.clone())
+        .serve_with_incoming_shutdown(incoming, on_stop(stopped.clone()));
+    let Some(LocalListener(connections)) = local else {
+        return public.await;
+    };
+    let mut local_server = tonic::transport::Server::builder().layer(observe::ObserveLayer);
+    let local = add_services(&mut local_server, &backend, health_service)
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::UnboundedReceiverStream::new(connections)
+                .map(Ok::<_, std::io::Error>),
+            on_stop(stopped),
+        );
+    tokio::try_join!(public, local).map(|_| ())
+}
+
+/// Every service of the backend on one server.
+fn add_services<L>(
+    server: &mut tonic::transport::Server<L>,
+    backend: &Backend,
+    health_service: tonic_health::pb::health_server::HealthServer<
+        impl tonic_health::pb::health_server::Health,
+    >,
+) -> tonic::transport::server::Router<L>
+where
+    L: Clone,
+{
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .expect("the embedded descriptor sets are valid");
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .expect("the embedded descriptor sets are valid");
     server
         .add_service(health_service)
         .add_service(reflection_v1)
@@ -375,7 +433,40 @@ pub async fn run_with(
         .add_service(OperationServiceServer::new(operations::Operations(
             backend.clone(),
         )))
-        .add_service(ApiEndpointServiceServer::new(endpoints::Endpoints(backend)))
-        .serve_with_incoming_shutdown(incoming, shutdown)
-        .await
+        .add_service(ApiEndpointServiceServer::new(endpoints::Endpoints(
+            backend.clone(),
+        )))
+}
+
+/// Keeps the health service following the store: a failed read turns it NOT_SERVING until
+/// one works. Checks every 5 s until `stopped`.
+async fn probe_store(
+    backend: Backend,
+    health: tonic_health::server::HealthReporter,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut serving = true;
+    loop {
+        tokio::select! {
+            _ = stopped.wait_for(|s| *s) => return,
+            _ = tokio::time::sleep(std::time::Duration::from_secs(5)) => {}
+        }
+        let ok = backend.read(|_| Ok(())).await.is_ok();
+        if ok != serving {
+            serving = ok;
+            let status = if ok {
+                tonic_health::ServingStatus::Serving
+            } else {
+                tonic_health::ServingStatus::NotServing
+            };
+            tracing::warn!(serving = ok, "store health changed");
+            health.set_service_status("", status).await;
+            health
+                .set_service_status("yandex.cloud.compute.v1.ImageService", status)
+                .await;
+            health
+                .set_service_status("yandex.cloud.operation.OperationService", status)
+                .await;
+        }
+    }
 }

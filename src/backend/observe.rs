@@ -72,7 +72,7 @@ where
             tracing::info!(
                 target: "compute_gateway::grpc",
                 request_id,
-                method,
+                method = %method,
                 code = %code,
                 latency_ms = elapsed * 1000.0,
                 "call"

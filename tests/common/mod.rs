@@ -37,6 +37,9 @@ pub struct Options {
     pub create_delay: Duration,
     pub gateway: GatewayConfig,
     pub listener: ListenerOptions,
+    /// Connect the gateway to the backend the way `serve` does (an in-memory gRPC
+    /// connection) instead of over the backend's TCP port.
+    pub in_process: bool,
 }
 
 impl Default for Options {
@@ -45,6 +48,7 @@ impl Default for Options {
             create_delay: Duration::from_millis(50),
             gateway: GatewayConfig::default(),
             listener: ListenerOptions::default(),
+            in_process: false,
         }
     }
 }
@@ -78,9 +82,16 @@ impl TestServer {
             },
         );
         be.recover().await.expect("recover");
-        let gw = Arc::new(
-            Gateway::new(&format!("http://{grpc_addr}"), options.gateway).expect("gateway"),
-        );
+        let (gw, local) = if options.in_process {
+            let (channel, local) = backend::in_process();
+            let gw = Gateway::with_channel(channel, options.gateway).expect("gateway");
+            (gw, Some(local))
+        } else {
+            let gw =
+                Gateway::new(&format!("http://{grpc_addr}"), options.gateway).expect("gateway");
+            (gw, None)
+        };
+        let gw = Arc::new(gw);
         let listener = options.listener.clone();
         let (stop, rx) = watch::channel(false);
         let wait = |mut rx: watch::Receiver<bool>| async move {
@@ -89,7 +100,13 @@ impl TestServer {
         let tasks = vec![
             tokio::spawn({
                 let w = wait(rx.clone());
-                async move { backend::run(grpc, be, w).await.expect("backend runs") }
+                async move {
+                    match local {
+                        Some(local) => backend::run_with_local(grpc, local, be, None, w).await,
+                        None => backend::run(grpc, be, w).await,
+                    }
+                    .expect("backend runs")
+                }
             }),
             tokio::spawn({
                 let w = wait(rx);
