@@ -89,17 +89,17 @@ ticks() { awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"; }
 hwm() { awk '/^VmHWM:/{print $2}' "/proc/$1/status"; }
 hz=$(getconf CLK_TCK)
 rows=()
-declare -A RPS
+declare -A RPS P50 P99 GUS
 
-# scenario name, gateway pid ("-" for none), command...
+# scenario name, gateway pid, backend pid ("-" for none), command...
 measure() {
-  local name=$1 gpid=$2; shift 2
-  local g0=0 b0 g1=0 b1 out n rps p50 p99
+  local name=$1 gpid=$2 bpid=$3; shift 3
+  local g0=0 b0=0 g1=0 b1=0 out n rps p50 p99
   [ "$gpid" = "-" ] || g0=$(ticks "$gpid")
-  b0=$(ticks "$backend_pid")
+  [ "$bpid" = "-" ] || b0=$(ticks "$bpid")
   out=$(taskset -c "$LOADGEN_CPUS" "$@" 2>&1)
   [ "$gpid" = "-" ] || g1=$(ticks "$gpid")
-  b1=$(ticks "$backend_pid")
+  [ "$bpid" = "-" ] || b1=$(ticks "$bpid")
   if [[ $1 == wrk ]]; then
     rps=$(awk '/^Requests\/sec:/{printf "%.0f", $2}' <<<"$out")
     n=$(awk -F'[= ]' '/^lua: requests=/{print $3}' <<<"$out")
@@ -116,26 +116,41 @@ measure() {
     [ "${failed:-0}" = 0 ] || echo "bench: $name had $failed failed requests" >&2
   fi
   RPS[$name]=$rps
-  local gus="-" bus rss="-"
+  local gus="-" bus="-" rss="-"
   [ "$gpid" = "-" ] || { gus=$(awk -v a="$g0" -v b="$g1" -v n="$n" -v hz="$hz" 'BEGIN{printf "%.1f", (b-a)/hz*1e6/n}'); rss="$(( $(hwm "$gpid") / 1024 )) MB"; }
-  bus=$(awk -v a="$b0" -v b="$b1" -v n="$n" -v hz="$hz" 'BEGIN{printf "%.1f", (b-a)/hz*1e6/n}')
+  [ "$bpid" = "-" ] || bus=$(awk -v a="$b0" -v b="$b1" -v n="$n" -v hz="$hz" 'BEGIN{printf "%.1f", (b-a)/hz*1e6/n}')
+  P50[$name]=$p50; P99[$name]=$p99; GUS[$name]=$gus
   rows+=("| $name | $rps | $p50 | $p99 | $gus | $bus | $rss |")
 }
 
 body_ours='{"updateMask":"name,labels","name":"n","labels":{"a":"b"},"minDiskSize":"4194304"}'
 body_v1='{"name":"n","labels":{"a":"b"},"minDiskSize":"4194304"}'
 lua="$anchor/patch.lua"
-run_wrk() { # name pid url method body
-  WRK_METHOD=$4 WRK_BODY=$5 taskset -c "$LOADGEN_CPUS" wrk -t1 -c"$CONNS" -d"${WARMUP}s" -s "$lua" "$3" >/dev/null
-  WRK_METHOD=$4 WRK_BODY=$5 measure "$1" "$2" wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency -s "$lua" "$3"
+run_wrk() { # name gateway-pid backend-pid url method body
+  WRK_METHOD=$5 WRK_BODY=$6 taskset -c "$LOADGEN_CPUS" wrk -t1 -c"$CONNS" -d"${WARMUP}s" -s "$lua" "$4" >/dev/null
+  WRK_METHOD=$5 WRK_BODY=$6 measure "$1" "$2" "$3" wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency -s "$lua" "$4"
 }
-run_wrk "ours REST PATCH" "$ours_pid" "http://127.0.0.1:$ours_port/compute/v1/images/$image" PATCH "$body_ours"
-[ -z "$gw_pid" ] || run_wrk "grpc-gateway REST PATCH (no mask)" "$gw_pid" "http://127.0.0.1:$gw_port/compute/v1/images/$image" PATCH "$body_v1"
-run_wrk "ours REST GET" "$ours_pid" "http://127.0.0.1:$ours_port/compute/v1/images/$image" GET ""
-[ -z "$gw_pid" ] || run_wrk "grpc-gateway REST GET" "$gw_pid" "http://127.0.0.1:$gw_port/compute/v1/images/$image" GET ""
+run_wrk "ours REST PATCH" "$ours_pid" "$backend_pid" "http://127.0.0.1:$ours_port/compute/v1/images/$image" PATCH "$body_ours"
+[ -z "$gw_pid" ] || run_wrk "grpc-gateway REST PATCH (no mask)" "$gw_pid" "$backend_pid" "http://127.0.0.1:$gw_port/compute/v1/images/$image" PATCH "$body_v1"
+run_wrk "ours REST GET" "$ours_pid" "$backend_pid" "http://127.0.0.1:$ours_port/compute/v1/images/$image" GET ""
+[ -z "$gw_pid" ] || run_wrk "grpc-gateway REST GET" "$gw_pid" "$backend_pid" "http://127.0.0.1:$gw_port/compute/v1/images/$image" GET ""
 h2=(h2load -H 'content-type: application/grpc' -H 'te: trailers' -c "$CONNS" -m 1 -D "$DURATION")
-measure "direct gRPC Update" - "${h2[@]}" -d "$work/update.grpc" "http://127.0.0.1:$backend_port/yandex.cloud.compute.v1.ImageService/Update"
-measure "direct gRPC Get" - "${h2[@]}" -d "$work/get.grpc" "http://127.0.0.1:$backend_port/yandex.cloud.compute.v1.ImageService/Get"
+measure "direct gRPC Update" - "$backend_pid" "${h2[@]}" -d "$work/update.grpc" "http://127.0.0.1:$backend_port/yandex.cloud.compute.v1.ImageService/Update"
+measure "direct gRPC Get" - "$backend_pid" "${h2[@]}" -d "$work/get.grpc" "http://127.0.0.1:$backend_port/yandex.cloud.compute.v1.ImageService/Get"
+
+# The product as shipped: `serve` (gateway + backend in one process, not pinned: it may use
+# every CPU), durable REST PATCH. Its CPU and RSS are in the gateway columns.
+serve_http=$(free_port); serve_grpc=$(free_port)
+$bin serve --grpc-listen "127.0.0.1:$serve_grpc" --http-listen "127.0.0.1:$serve_http" --data-dir "$work/serve" 2>"$work/serve.log" &
+serve_pid=$!; pids+=($serve_pid)
+wait_port "$serve_http"
+op=$(curl -sf -X POST "http://127.0.0.1:$serve_http/compute/v1/images" -d '{"folderId":"b1gbench","name":"bench","diskId":"d"}')
+serve_image=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["metadata"]["imageId"])' "$op")
+for _ in $(seq 100); do
+  curl -sf "http://127.0.0.1:$serve_http/compute/v1/images/$serve_image" | grep -q READY && break; sleep 0.05
+done
+run_wrk "ours serve REST PATCH (durable; one process, all CPUs)" "$serve_pid" - "http://127.0.0.1:$serve_http/compute/v1/images/$serve_image" PATCH "$body_ours"
+batch=$(curl -sf "http://127.0.0.1:$serve_http/metrics" | awk '/^store_commit_batch_jobs_sum/{s=$2} /^store_commit_batch_jobs_count/{c=$2} END{if (c > 0) printf "%.1f", s/c; else print "-"}')
 
 ratio() { awk -v a="${RPS[$1]:-0}" -v b="${RPS[$2]:-0}" 'BEGIN{ if (b > 0) printf "%.2f", a/b; else print "-" }'; }
 echo
@@ -151,6 +166,10 @@ echo "| ours / grpc-gateway, REST PATCH req/s | $(ratio "ours REST PATCH" "grpc-
 echo "| ours / grpc-gateway, REST GET req/s | $(ratio "ours REST GET" "grpc-gateway REST GET") |"
 echo "| ours REST PATCH / direct gRPC Update | $(ratio "ours REST PATCH" "direct gRPC Update") |"
 echo "| ours REST GET / direct gRPC Get | $(ratio "ours REST GET" "direct gRPC Get") |"
+cpu_ratio() { awk -v a="${GUS[$1]:-}" -v b="${GUS[$2]:-}" 'BEGIN{ if (a != "" && a != "-" && b > 0) printf "%.2f", a/b; else print "-" }'; }
+echo "| gateway CPU per REST PATCH, ours / grpc-gateway | $(cpu_ratio "ours REST PATCH" "grpc-gateway REST PATCH (no mask)") |"
+echo "| gateway CPU per REST GET, ours / grpc-gateway | $(cpu_ratio "ours REST GET" "grpc-gateway REST GET") |"
+echo "| ours REST PATCH p99 / grpc-gateway REST PATCH p50 | $(awk -v a="${P99[ours REST PATCH]:-}" -v b="${P50[grpc-gateway REST PATCH (no mask)]:-}" 'BEGIN{ if (b > 0) printf "%.2f (%s ms vs %s ms)", a/b, a, b; else print "-" }') |"
 echo
-echo "Start to ready of \`serve\` (both ports accepting): ${ready_ms} ms. Backend peak RSS: $(( $(hwm "$backend_pid") / 1024 )) MB."
+echo "Start to ready of \`serve\` (both ports accepting): ${ready_ms} ms. Backend peak RSS: $(( $(hwm "$backend_pid") / 1024 )) MB. \`serve\` under PATCH: ${batch} updates per durable commit on average."
 echo "h2load rows: p50 column is the mean, p99 column the max (h2load reports no percentiles)."
