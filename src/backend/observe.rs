@@ -72,8 +72,8 @@ where
             tracing::info!(
                 target: "compute_gateway::grpc",
                 request_id,
-                method = %method,
-                code = %code,
+                method = method.as_str(),
+                code,
                 latency_ms = elapsed * 1000.0,
                 "call"
             );

@@ -186,12 +186,10 @@ async fn handle(State(gw): State<Arc<Gateway>>, req: Request<Body>) -> Response 
         .record(elapsed.as_secs_f64());
     tracing::info!(
         target: "compute_gateway::access",
-        // Values the server chose are written as they are; the client's request id is
-        // quoted and escaped. (Debug-escaping every value was most of a line's cost.)
         request_id = request_id.to_str().unwrap_or_default(),
-        method = %method,
-        route = %route,
-        grpc_method = %outcome.rpc.unwrap_or_default(),
+        method = method.as_str(),
+        route,
+        grpc_method = outcome.rpc.unwrap_or_default(),
         status,
         latency_ms = elapsed.as_secs_f64() * 1000.0,
         "request"

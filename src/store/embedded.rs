@@ -353,6 +353,16 @@ impl<S: Source> Tx for S {
     }
 }
 
+/// The fields of a stored Image that its index entries are made of: decoding only these
+/// (prost skips the other fields) is what `put_image` needs to know of the old record.
+#[derive(Clone, PartialEq, ::prost::Message)]
+struct IndexedFields {
+    #[prost(string, tag = "2")]
+    folder_id: String,
+    #[prost(string, tag = "4")]
+    name: String,
+}
+
 /// One job's view of the batch's transaction: reads see the transaction (the batch's earlier
 /// jobs included) with this job's own staged writes on top; writes are staged, in order, and
 /// reach the transaction only through [`Staged::apply`].
@@ -445,7 +455,10 @@ impl Source for Staged<'_, '_> {
 
 impl TxMut for Staged<'_, '_> {
     fn put_image(&mut self, image: &Image) -> Result<(), StoreError> {
-        let old = self.image(&image.id)?;
+        let old = self
+            .get(IMAGES, &image.id)?
+            .map(|b| decode::<IndexedFields>(&b))
+            .transpose()?;
         // The index entries change only when the name (or, never in practice, the folder)
         // does: an update that keeps them writes the image table alone.
         let (old_folder, old_name) = old
@@ -661,6 +674,17 @@ mod tests {
             read(&store, |tx| tx.image_named("f", "gamma").expect("name")),
             None
         );
+    }
+
+    #[test]
+    fn indexed_fields_decode_from_a_stored_image() {
+        let img = Image {
+            description: "other fields are skipped".into(),
+            ..image("fd8x", "b1gfolder", "the-name")
+        };
+        let fields: IndexedFields = decode(&img.encode_to_vec()).expect("decodes");
+        assert_eq!(fields.folder_id, "b1gfolder");
+        assert_eq!(fields.name, "the-name");
     }
 
     /// Prefix scans and reverse pages inside a job merge its staged writes with the
