@@ -221,6 +221,11 @@ async fn metrics_logs_and_health() {
         "create and update committed"
     );
     assert!(
+        sample("store_commit_batch_jobs_sum") >= sample("store_commit_batch_jobs_count"),
+        "every durable batch holds at least one write"
+    );
+    assert!(sample(r#"store_commit_batch_jobs_bucket{le="+Inf"}"#) >= 2.0);
+    assert!(
         text.lines()
             .any(|l| l.starts_with("http_requests_in_flight "))
     );
