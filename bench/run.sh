@@ -7,6 +7,7 @@
 #
 #   bash bench/run.sh                      # defaults below
 #   DURATION=20 CONNS=32 bash bench/run.sh
+#   SERVE_CONNS="32 64 128" bash bench/run.sh   # concurrencies of the serve rows
 #
 # Needs wrk, h2load and protoc (Debian: wrk, nghttp2-client, protobuf-compiler); the
 # grpc-gateway columns also need ../shared/anchors/grpc-gateway/install.sh to have run.
@@ -149,7 +150,10 @@ serve_image=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["metada
 for _ in $(seq 100); do
   curl -sf "http://127.0.0.1:$serve_http/compute/v1/images/$serve_image" | grep -q READY && break; sleep 0.05
 done
-run_wrk "ours serve REST PATCH (durable; one process, all CPUs)" "$serve_pid" - "http://127.0.0.1:$serve_http/compute/v1/images/$serve_image" PATCH "$body_ours"
+# More connections make bigger commit batches: SERVE_CONNS lists the concurrencies to run.
+for c in ${SERVE_CONNS:-$CONNS 128}; do
+  CONNS=$c run_wrk "ours serve REST PATCH (durable; one process, all CPUs), $c connections" "$serve_pid" - "http://127.0.0.1:$serve_http/compute/v1/images/$serve_image" PATCH "$body_ours"
+done
 batch=$(curl -sf "http://127.0.0.1:$serve_http/metrics" | awk '/^store_commit_batch_jobs_sum/{s=$2} /^store_commit_batch_jobs_count/{c=$2} END{if (c > 0) printf "%.1f", s/c; else print "-"}')
 
 ratio() { awk -v a="${RPS[$1]:-0}" -v b="${RPS[$2]:-0}" 'BEGIN{ if (b > 0) printf "%.2f", a/b; else print "-" }'; }
