@@ -69,8 +69,10 @@ const ALL_TABLES: [Table; 8] = [
 /// The most jobs one transaction takes: bounds the work a commit holds back from its first job.
 const MAX_BATCH: usize = 256;
 
-/// Bytes of redb's page cache.
-const CACHE_BYTES: usize = 16 << 20;
+/// Bytes of redb's page cache. Pages it misses come from the OS page cache. 8 MiB keeps serve
+/// at about 40 MB peak RSS under 128 concurrent durable updates (16 MiB: about 50 MB) at the
+/// same CPU per request.
+const CACHE_BYTES: usize = 8 << 20;
 
 /// The redb-backed store in `<data-dir>/compute.redb`.
 pub struct EmbeddedStore {
