@@ -243,17 +243,23 @@ async fn transcode(
 /// HTTP headers that reach the backend as gRPC metadata: `Authorization`, `Idempotency-Key`,
 /// `X-Request-Id` (the one the reply carries), `X-Client-Request-Id`, and every
 /// `Grpc-Metadata-<name>` as `<name>`.
+///
+/// These values change with every request (or are secrets), so they are marked sensitive: HPACK
+/// sends them as never-indexed literals instead of churning the connection's header table,
+/// where they would evict the headers that repeat on every call.
 fn forward_metadata(headers: &HeaderMap, request_id: &HeaderValue) -> MetadataMap {
     let mut md = MetadataMap::new();
     for name in ["authorization", "idempotency-key", "x-client-request-id"] {
-        if let Some(v) = headers
+        if let Some(mut v) = headers
             .get(name)
             .and_then(|v| AsciiMetadataValue::try_from(v.as_bytes()).ok())
         {
+            v.set_sensitive(true);
             md.insert(name, v);
         }
     }
-    if let Ok(v) = AsciiMetadataValue::try_from(request_id.as_bytes()) {
+    if let Ok(mut v) = AsciiMetadataValue::try_from(request_id.as_bytes()) {
+        v.set_sensitive(true);
         md.insert("x-request-id", v);
     }
     for (name, value) in headers {
