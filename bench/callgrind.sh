@@ -23,18 +23,10 @@ for t in valgrind callgrind_control callgrind_annotate wrk curl; do
   command -v "$t" >/dev/null || { echo "callgrind.sh: $t not found" >&2; exit 1; }
 done
 case $TARGET in gateway | backend) ;; *) echo "TARGET is gateway or backend" >&2; exit 2 ;; esac
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
+. bench/lib.sh
 
 cargo build --release --locked --quiet --bin compute-gateway
 bin=$root/target/release/compute-gateway
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_http() { for _ in $(seq 400); do curl -sf "$1" >/dev/null 2>&1 && return 0; sleep 0.05; done; echo "$1 not up" >&2; exit 1; }
 profiled() { if [ "$TARGET" = "$1" ]; then echo valgrind --tool=callgrind "--callgrind-out-file=$work/cg.out"; fi; }
 
@@ -45,11 +37,7 @@ $(profiled gateway) "$bin" gateway --http-listen "127.0.0.1:$gp" --backend "http
 pids+=($!); [ "$TARGET" = gateway ] && target_pid=$!
 wait_http "http://127.0.0.1:$gp/readyz"
 
-op=$(curl -sf -X POST "http://127.0.0.1:$gp/compute/v1/images" -d '{"folderId":"b1gbench","name":"bench","diskId":"d"}')
-image=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["metadata"]["imageId"])' "$op")
-for _ in $(seq 200); do
-  curl -sf "http://127.0.0.1:$gp/compute/v1/images/$image" | grep -q READY && break; sleep 0.05
-done
+image=$(bench_image "$gp")
 body=""
 [ "$METHOD" = PATCH ] && body='{"updateMask":"name,labels","name":"n","labels":{"a":"b"},"minDiskSize":"4194304"}'
 url="http://127.0.0.1:$gp/compute/v1/images/$image"

@@ -24,22 +24,13 @@ CONNS=${CONNS:-32}
 GW_CPUS=${GW_CPUS:-0}
 BACKEND_CPUS=${BACKEND_CPUS:-1}
 LOADGEN_CPUS=${LOADGEN_CPUS:-1}
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
+. bench/lib.sh
 for t in wrk h2load protoc taskset curl; do
   command -v "$t" >/dev/null || { echo "bench: $t not found (apt-get install wrk nghttp2-client protobuf-compiler)" >&2; exit 1; }
 done
 
 cargo build --release --locked --quiet --bin compute-gateway
 bin=target/release/compute-gateway
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 not up" >&2; exit 1; }
 
 backend_port=$(free_port)
 taskset -c "$BACKEND_CPUS" $bin backend --grpc-listen "127.0.0.1:$backend_port" --data-dir "$work/data" 2>"$work/backend.log" &
@@ -71,11 +62,7 @@ else
 fi
 
 # The image every scenario reads and updates.
-op=$(curl -sf -X POST "http://127.0.0.1:$ours_port/compute/v1/images" -d '{"folderId":"b1gbench","name":"bench","diskId":"d"}')
-image=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["metadata"]["imageId"])' "$op")
-for _ in $(seq 100); do
-  curl -sf "http://127.0.0.1:$ours_port/compute/v1/images/$image" | grep -q READY && break; sleep 0.05
-done
+image=$(bench_image "$ours_port")
 
 frame() { # message-type text-proto -> gRPC length-prefixed frame file
   protoc -I proto --encode="$1" yandex/cloud/compute/v1/image_service.proto <<<"$2" >"$work/msg"
@@ -145,11 +132,7 @@ serve_http=$(free_port); serve_grpc=$(free_port)
 $bin serve --grpc-listen "127.0.0.1:$serve_grpc" --http-listen "127.0.0.1:$serve_http" --data-dir "$work/serve" 2>"$work/serve.log" &
 serve_pid=$!; pids+=($serve_pid)
 wait_port "$serve_http"
-op=$(curl -sf -X POST "http://127.0.0.1:$serve_http/compute/v1/images" -d '{"folderId":"b1gbench","name":"bench","diskId":"d"}')
-serve_image=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["metadata"]["imageId"])' "$op")
-for _ in $(seq 100); do
-  curl -sf "http://127.0.0.1:$serve_http/compute/v1/images/$serve_image" | grep -q READY && break; sleep 0.05
-done
+serve_image=$(bench_image "$serve_http")
 # More connections make bigger commit batches: SERVE_CONNS lists the concurrencies to run.
 for c in ${SERVE_CONNS:-$CONNS 128}; do
   CONNS=$c run_wrk "ours serve REST PATCH (durable; one process, all CPUs), $c connections" "$serve_pid" - "http://127.0.0.1:$serve_http/compute/v1/images/$serve_image" PATCH "$body_ours"
