@@ -1,14 +1,7 @@
 # Shared by the bench scripts (sourced, after `set -euo pipefail` and `cd` to the repository):
-# a scratch directory and the processes to stop on exit, free ports, waiting for a port, and
-# the image every scenario reads and updates.
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
+# tests/lib.sh (scratch directory, processes stopped on exit), free ports, waiting for a port,
+# and the image every scenario reads and updates.
+. tests/lib.sh
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() { for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 not up" >&2; exit 1; }

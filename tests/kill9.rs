@@ -150,6 +150,16 @@ fn binding(role: &str) -> AccessBinding {
     }
 }
 
+/// Sends a REST mutation, with its `Idempotency-Key` if any, and returns the JSON reply;
+/// `None` when the server did not answer (it may have been killed mid-request).
+async fn rest_operation(req: reqwest::RequestBuilder, key: Option<&str>) -> Option<Value> {
+    let req = match key {
+        Some(k) => req.header("Idempotency-Key", k),
+        None => req,
+    };
+    req.send().await.ok()?.json::<Value>().await.ok()
+}
+
 fn with_key<T>(msg: T, key: Option<&str>) -> tonic::Request<T> {
     let mut r = tonic::Request::new(msg);
     if let Some(k) = key {
@@ -178,14 +188,8 @@ async fn worker(
             0 => {
                 let name = format!("w{id}-c{cycle}-s{step}");
                 let op_id = if use_rest {
-                    let mut req = c.http.post(format!("{}/compute/v1/images", c.rest)).body(json!({"folderId": folder, "name": name, "diskId": "d", "description": "v0"}).to_string());
-                    if let Some(k) = &key {
-                        req = req.header("Idempotency-Key", k);
-                    }
-                    let Ok(resp) = req.send().await else {
-                        return mine;
-                    };
-                    let Ok(op) = resp.json::<Value>().await else {
+                    let req = c.http.post(format!("{}/compute/v1/images", c.rest)).body(json!({"folderId": folder, "name": name, "diskId": "d", "description": "v0"}).to_string());
+                    let Some(op) = rest_operation(req, key.as_deref()).await else {
                         return mine;
                     };
                     let (Some(op_id), Some(image)) =
@@ -278,24 +282,16 @@ async fn worker(
                 };
                 let result: Option<String> = if action == 1 {
                     if use_rest {
-                        let mut req = c
+                        let req = c
                             .http
                             .patch(format!("{}/compute/v1/images/{image}", c.rest))
                             .body(
                                 json!({"updateMask": "description", "description": description})
                                     .to_string(),
                             );
-                        if let Some(k) = &key {
-                            req = req.header("Idempotency-Key", k);
-                        }
-                        match req.send().await {
-                            Ok(r) => r
-                                .json::<Value>()
-                                .await
-                                .ok()
-                                .and_then(|op| op["id"].as_str().map(str::to_owned)),
-                            Err(_) => None,
-                        }
+                        rest_operation(req, key.as_deref())
+                            .await
+                            .and_then(|op| op["id"].as_str().map(str::to_owned))
                     } else {
                         let msg = UpdateImageRequest {
                             image_id: image.clone(),
@@ -351,19 +347,12 @@ async fn worker(
                     .or_default()
                     .pending = Some(State::Gone);
                 let op_id = if use_rest {
-                    match c
+                    let req = c
                         .http
-                        .delete(format!("{}/compute/v1/images/{image}", c.rest))
-                        .send()
+                        .delete(format!("{}/compute/v1/images/{image}", c.rest));
+                    rest_operation(req, None)
                         .await
-                    {
-                        Ok(r) => r
-                            .json::<Value>()
-                            .await
-                            .ok()
-                            .and_then(|op| op["id"].as_str().map(str::to_owned)),
-                        Err(_) => None,
-                    }
+                        .and_then(|op| op["id"].as_str().map(str::to_owned))
                 } else {
                     let mut images = c.images.clone();
                     images

@@ -5,24 +5,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 root=$PWD
-work=$(mktemp -d)
-pid=
-cleanup() {
-  [ -n "$pid" ] && kill -TERM "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+. tests/lib.sh
 
 cargo build --release --locked --quiet --bin compute-gateway
 venv=${CG_OPENAPI_VENV:-$root/target/openapi-venv}
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 "$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/openapi/requirements.txt
 
-target/release/compute-gateway serve --grpc-listen 127.0.0.1:0 --http-listen 127.0.0.1:0 \
-  --data-dir "$work/data" --ready-file "$work/ready.json" --create-delay-ms 20 2>"$work/server.log" &
-pid=$!
-for _ in $(seq 300); do [ -s "$work/ready.json" ] && break; sleep 0.1; done
-http=$("$venv/bin/python" -c "import json,sys; print(json.load(open(sys.argv[1]))['http'])" "$work/ready.json")
+start_serve server --create-delay-ms 20
+http=$(ready_addr server http)
 
 curl -sf "http://$http/openapi.json" -o "$work/openapi.json"
 "$venv/bin/openapi-spec-validator" "$work/openapi.json"

@@ -8,21 +8,13 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 duration=${1:-600}
 concurrency=${2:-32}
-work=$(mktemp -d)
-pid=
-cleanup() {
-  [ -n "$pid" ] && kill -TERM "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+. tests/lib.sh
 
 cargo build --release --locked --quiet --bin compute-gateway --example loadgen
-target/release/compute-gateway serve --grpc-listen 127.0.0.1:0 --http-listen 127.0.0.1:0 \
-  --data-dir "$work/data" --ready-file - --create-delay-ms 50 >"$work/ready" 2>"$work/server.log" &
-pid=$!
-for _ in $(seq 300); do [ -s "$work/ready" ] && break; sleep 0.1; done
-grpc=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['grpc'])" "$work/ready")
-http=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['http'])" "$work/ready")
+start_serve server --create-delay-ms 50
+pid=${pids[-1]}
+grpc=$(ready_addr server grpc)
+http=$(ready_addr server http)
 sample=$(( duration >= 300 ? 30 : 5 ))
 target/release/examples/loadgen --http "$http" --grpc "$grpc" --duration "$duration" \
   --concurrency "$concurrency" --pid "$pid" --sample "$sample" | tee "$work/report"
