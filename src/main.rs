@@ -223,10 +223,7 @@ async fn start_backend(args: BackendArgs, addr: SocketAddr) -> Result<Backend, A
     Ok(backend)
 }
 
-fn gateway_config(
-    args: &HttpArgs,
-    backend_tls: Option<tonic::transport::ClientTlsConfig>,
-) -> GatewayConfig {
+fn gateway_config(args: &HttpArgs, backend_tls: Option<gateway::BackendTls>) -> GatewayConfig {
     GatewayConfig {
         max_body_bytes: args.max_body_bytes,
         request_timeout: Duration::from_millis(args.request_timeout_ms),
@@ -278,9 +275,9 @@ async fn serve(args: ServeArgs) -> Result<(), AnyError> {
     let backend = start_backend(args.backend.clone(), grpc_addr).await?;
     // The gateway reaches the backend of this process over an in-memory gRPC connection
     // (see `backend::in_process`); other clients use the gRPC port.
-    let (channel, local) = backend::in_process();
+    let (upstream, local) = backend::in_process();
     let config = gateway_config(&args.http, None);
-    let gw = Arc::new(Gateway::with_channel(channel, config)?);
+    let gw = Arc::new(Gateway::with_upstream(upstream, config)?);
     let stop = shutdown_signal();
     tracing::info!(
         grpc = %grpc_addr,
@@ -332,11 +329,10 @@ async fn run_gateway(args: GatewayArgs) -> Result<(), AnyError> {
         Some(ca) => {
             let pem = std::fs::read(ca)
                 .map_err(|e| format!("cannot read --backend-ca {}: {e}", ca.display()))?;
-            Some(
-                tonic::transport::ClientTlsConfig::new()
-                    .ca_certificate(tonic::transport::Certificate::from_pem(pem))
-                    .domain_name(args.http.tls_server_name.clone()),
-            )
+            Some(gateway::BackendTls {
+                config: compute_gateway::tls::client_config(&pem)?,
+                server_name: args.http.tls_server_name.clone(),
+            })
         }
         None => None,
     };

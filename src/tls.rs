@@ -1,7 +1,6 @@
 //! TLS for both listeners from one PEM certificate chain and key (`--tls-cert`, `--tls-key`):
-//! tonic's server config for gRPC, a rustls config (ALPN h2 and http/1.1) for REST, and the
-//! client config the in-process gateway uses to reach a TLS backend, trusting that same
-//! certificate.
+//! tonic's server config for gRPC and a rustls config (ALPN h2 and http/1.1) for REST; and the
+//! client config the `gateway` command dials an `https://` backend with (`--backend-ca`).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -63,4 +62,27 @@ impl Tls {
     pub fn rest_server(&self) -> Arc<rustls::ServerConfig> {
         self.rustls.clone()
     }
+}
+
+/// A client configuration that trusts the certificates in `ca_pem` (and nothing else) and
+/// speaks HTTP/2 (ALPN `h2`): how the gateway dials an `https://` backend.
+pub fn client_config(ca_pem: &[u8]) -> Result<Arc<rustls::ClientConfig>, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem) {
+        let cert = cert.map_err(|e| format!("--backend-ca is not a PEM certificate: {e}"))?;
+        roots
+            .add(cert)
+            .map_err(|e| format!("--backend-ca holds an unusable certificate: {e}"))?;
+    }
+    if roots.is_empty() {
+        return Err("--backend-ca holds no certificate".into());
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS setup: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Arc::new(config))
 }

@@ -1,6 +1,7 @@
 //! Slow and abusive clients, and a backend that is down, restarting, slow or returning garbage:
 //! timeouts cut slow clients off without starving others; backend faults become 503/504 within
 //! the configured time; the gateway recovers without a restart and leaks no tasks or sockets.
+//! A TLS backend is reached only with the right roots and name.
 
 mod common;
 
@@ -13,7 +14,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use common::{Options, TestServer};
 use compute_gateway::backend::{self, Backend, BackendConfig};
-use compute_gateway::gateway::{GatewayConfig, ListenerOptions};
+use compute_gateway::gateway::{BackendTls, Gateway, GatewayConfig, ListenerOptions};
 use compute_gateway::store::EmbeddedStore;
 use http::{HeaderMap, HeaderValue, Request, Response};
 use http_body_util::{BodyExt, StreamBody};
@@ -241,6 +242,14 @@ async fn start_backend(
     listener: TcpListener,
     dir: &std::path::Path,
 ) -> tokio::sync::oneshot::Sender<()> {
+    start_backend_with(listener, dir, None).await
+}
+
+async fn start_backend_with(
+    listener: TcpListener,
+    dir: &std::path::Path,
+    tls: Option<tonic::transport::ServerTlsConfig>,
+) -> tokio::sync::oneshot::Sender<()> {
     let store = EmbeddedStore::open(dir).expect("store");
     let addr = listener.local_addr().expect("addr").to_string();
     let be = Backend::new(
@@ -251,7 +260,7 @@ async fn start_backend(
         },
     );
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(backend::run(listener, be, async move {
+    tokio::spawn(backend::run_with(listener, be, tls, async move {
         let _ = rx.await;
     }));
     tx
@@ -425,4 +434,77 @@ async fn slow_garbage_and_failing_backends_map_to_clear_statuses() {
         (status, body["code"].as_i64(), body["message"].as_str()),
         (500, Some(13), Some("disk on fire"))
     );
+}
+
+/// A test CA, and a certificate it issued for `localhost` and 127.0.0.1 (valid until 2126).
+const FIXTURE_CA: &[u8] = include_bytes!("fixtures/tls-ca.pem");
+const FIXTURE_CERT: &[u8] = include_bytes!("fixtures/tls-cert.pem");
+const FIXTURE_KEY: &[u8] = include_bytes!("fixtures/tls-key.pem");
+
+fn backend_tls(server_name: &str) -> GatewayConfig {
+    GatewayConfig {
+        backend_tls: Some(BackendTls {
+            config: compute_gateway::tls::client_config(FIXTURE_CA).expect("client config"),
+            server_name: server_name.into(),
+        }),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_backend_is_reached_with_its_roots_and_name_only() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let tls = compute_gateway::tls::Tls::from_pem(FIXTURE_CERT.to_vec(), FIXTURE_KEY.to_vec())
+        .expect("fixture identity");
+    let _stop = start_backend_with(listener, dir.path(), Some(tls.grpc_server())).await;
+    let http = reqwest::Client::new();
+
+    // The certificate chains to the CA the gateway trusts, and its name matches.
+    for host in ["localhost", "127.0.0.1"] {
+        let gw =
+            common::gateway_only(&format!("https://{host}:{port}"), backend_tls("localhost")).await;
+        let (status, body, _) = get(&http, gw.addr).await;
+        assert_eq!(status, 200, "{host}: {body}");
+    }
+    // A name the certificate does not carry, and plaintext to a TLS port: 503, not a hang.
+    let wrong_name = common::gateway_only(
+        &format!("https://127.0.0.1:{port}"),
+        backend_tls("backend.example"),
+    )
+    .await;
+    let plaintext = common::gateway_only(
+        &format!("http://127.0.0.1:{port}"),
+        GatewayConfig::default(),
+    )
+    .await;
+    for gw in [wrong_name.addr, plaintext.addr] {
+        let (status, body, took) = get(&http, gw).await;
+        assert_eq!(status, 503, "{body}");
+        assert_eq!(body["code"], 14);
+        assert!(took < Duration::from_secs(3), "503 took {took:?}");
+    }
+}
+
+#[test]
+fn bad_backend_urls_and_roots_fail_at_startup() {
+    for url in [
+        "ftp://127.0.0.1:1",
+        "127.0.0.1:50051",
+        "http://",
+        "http://127.0.0.1:1/prefix",
+        "not a url",
+    ] {
+        let err = Gateway::new(url, GatewayConfig::default()).err();
+        assert!(
+            err.is_some_and(|e| e.contains("invalid backend URL")),
+            "{url}"
+        );
+    }
+    let err = Gateway::new("https://127.0.0.1:1", GatewayConfig::default()).err();
+    assert!(err.is_some_and(|e| e.contains("--backend-ca")));
+    assert!(compute_gateway::tls::client_config(b"not pem").is_err());
+    assert!(compute_gateway::tls::client_config(FIXTURE_KEY).is_err());
+    assert!(Gateway::new("https://127.0.0.1:1", backend_tls("localhost")).is_ok());
 }

@@ -21,6 +21,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic::metadata::MetadataMap;
 use tonic::{Code, Status};
 
+use crate::gateway::upstream::{Dial, Dialing, Io, Upstream};
 use crate::json::{Any, Timestamp};
 use crate::pb::yandex::cloud::compute::v1::image_service_server::ImageServiceServer;
 use crate::pb::yandex::cloud::endpoint::api_endpoint_service_server::ApiEndpointServiceServer;
@@ -335,32 +336,34 @@ pub struct LocalListener(tokio::sync::mpsc::UnboundedReceiver<tokio::io::DuplexS
 /// Bytes each direction of an in-process connection buffers.
 const LOCAL_PIPE_BYTES: usize = 256 << 10;
 
-/// A gRPC channel to a backend in the same process, and the listener to serve it with
+/// A gRPC connection to a backend in the same process, and the listener to serve it with
 /// [`run_with_local`]. It is a real gRPC connection (HTTP/2, the same client and server
 /// stacks and codecs as over TCP) carried by an in-memory pipe instead of loopback TCP, which
 /// spares `serve` the kernel's TCP work on both ends of every call. Being in memory it is
 /// plaintext even when the public listeners use TLS.
-pub fn in_process() -> (tonic::transport::Channel, LocalListener) {
+pub fn in_process() -> (Upstream, LocalListener) {
     let (connections, listener) = tokio::sync::mpsc::unbounded_channel();
-    let connect = tower::service_fn(move |_: http::Uri| {
-        let connections = connections.clone();
-        async move {
-            let (client, server) = tokio::io::duplex(LOCAL_PIPE_BYTES);
-            connections.send(server).map_err(|_| {
-                std::io::Error::new(
-                    std::io::ErrorKind::ConnectionRefused,
-                    "the in-process backend has stopped",
-                )
-            })?;
-            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(client))
-        }
-    });
-    let channel = tonic::transport::Endpoint::from_static("http://in-process.invalid")
-        .connect_timeout(Duration::from_secs(2))
-        .http2_keep_alive_interval(Duration::from_secs(30))
-        .keep_alive_while_idle(true)
-        .connect_with_connector_lazy(connect);
-    (channel, LocalListener(listener))
+    let origin = http::Uri::from_static("http://in-process.invalid/");
+    (
+        Upstream::new(origin, LocalDial(connections)),
+        LocalListener(listener),
+    )
+}
+
+/// Dials [`in_process`] connections: one pipe each, its server end handed to the listener.
+struct LocalDial(tokio::sync::mpsc::UnboundedSender<tokio::io::DuplexStream>);
+
+impl Dial for LocalDial {
+    fn dial(&self) -> Dialing<'_> {
+        let (client, server) = tokio::io::duplex(LOCAL_PIPE_BYTES);
+        let sent = self.0.send(server).map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::ConnectionRefused,
+                "the in-process backend has stopped",
+            )
+        });
+        Box::pin(async move { sent.map(|()| Box::new(client) as Box<dyn Io>) })
+    }
 }
 
 async fn serve_all(

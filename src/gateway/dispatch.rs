@@ -9,30 +9,30 @@ use http::uri::PathAndQuery;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tonic::metadata::MetadataMap;
-use tonic::transport::Channel;
 use tonic_prost::ProstCodec;
 
 use super::error::{GatewayError, UNDECODABLE_REPLY};
 use super::response::{RenderOptions, render};
 use super::routes::{HttpBinding, RpcSpec};
+use super::upstream::Upstream;
 use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder};
 
 include!(concat!(env!("OUT_DIR"), "/http_rules.rs"));
 
-/// The gateway's connection to the backend: one lazily connected, reconnecting HTTP/2 channel,
-/// cloned per call (cheap: a handle to one shared connection).
+/// The gateway's connection to the backend: one lazily connected, redialled HTTP/2
+/// connection, cloned per call (cheap: a handle to it).
 #[derive(Clone)]
 pub struct Backend {
-    channel: Channel,
+    upstream: Upstream,
     timeout: Duration,
     render: RenderOptions,
 }
 
 impl Backend {
-    /// A backend reached over `channel`; calls time out after `timeout`.
-    pub fn new(channel: Channel, timeout: Duration, render: RenderOptions) -> Self {
+    /// A backend reached over `upstream`; calls time out after `timeout`.
+    pub fn new(upstream: Upstream, timeout: Duration, render: RenderOptions) -> Self {
         Self {
-            channel,
+            upstream,
             timeout,
             render,
         }
@@ -76,13 +76,10 @@ where
     let mut req = tonic::Request::new(message);
     *req.metadata_mut() = request.metadata;
     req.set_timeout(backend.timeout);
-    let mut grpc = tonic::client::Grpc::new(backend.channel.clone());
+    let mut grpc =
+        tonic::client::Grpc::with_origin(backend.upstream.clone(), backend.upstream.origin());
     let started = std::time::Instant::now();
     let response = tokio::time::timeout(backend.timeout, async {
-        grpc.ready().await.map_err(|e| {
-            tracing::warn!(error = %e, source = ?std::error::Error::source(&e), "backend connection failed");
-            GatewayError::Unavailable
-        })?;
         grpc.unary::<Req, Resp, _>(
             req,
             PathAndQuery::from_static(spec.path),

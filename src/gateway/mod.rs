@@ -14,6 +14,7 @@ pub mod response;
 pub mod routes;
 pub mod server;
 pub mod template;
+pub mod upstream;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,7 +27,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tokio::net::TcpListener;
 use tonic::metadata::{AsciiMetadataKey, AsciiMetadataValue, MetadataMap};
-use tonic::transport::{Channel, Endpoint};
 
 pub use dispatch::Backend;
 
@@ -35,6 +35,7 @@ pub use error::GatewayError;
 pub use response::RenderOptions;
 pub use routes::RouteTable;
 pub use server::ListenerOptions;
+pub use upstream::Upstream;
 
 /// Gateway settings.
 #[derive(Debug, Clone)]
@@ -48,7 +49,7 @@ pub struct GatewayConfig {
     /// How replies are rendered.
     pub render: RenderOptions,
     /// TLS to the backend (for an `https://` backend URL).
-    pub backend_tls: Option<tonic::transport::ClientTlsConfig>,
+    pub backend_tls: Option<BackendTls>,
 }
 
 impl Default for GatewayConfig {
@@ -63,41 +64,79 @@ impl Default for GatewayConfig {
     }
 }
 
+/// How the gateway checks an `https://` backend.
+#[derive(Debug, Clone)]
+pub struct BackendTls {
+    /// The roots the backend's certificate must chain to (see [`crate::tls::client_config`]).
+    pub config: Arc<tokio_rustls::rustls::ClientConfig>,
+    /// The name the backend's certificate must carry.
+    pub server_name: String,
+}
+
 /// Everything a request needs, built once at startup and read-only afterwards (but for the
 /// draining flag, set once when shutdown begins).
 pub struct Gateway {
     routes: RouteTable,
     backend: Backend,
-    channel: Channel,
+    upstream: Upstream,
     config: GatewayConfig,
     draining: std::sync::atomic::AtomicBool,
 }
 
 impl Gateway {
-    /// A gateway in front of the backend at `url` (`http://host:port`). The connection is made
-    /// lazily and re-made after failures; a bad route table or URL fails here.
+    /// A gateway in front of the backend at `url` (`http://host:port`, or `https://host:port`
+    /// with [`GatewayConfig::backend_tls`]). The connection is made lazily and re-made after
+    /// failures; a bad route table or URL fails here.
     pub fn new(url: &str, config: GatewayConfig) -> Result<Self, String> {
-        let mut endpoint = Endpoint::from_shared(url.to_string())
-            .map_err(|e| format!("invalid backend URL {url:?}: {e}"))?;
-        if let Some(tls) = &config.backend_tls {
-            endpoint = endpoint
-                .tls_config(tls.clone())
-                .map_err(|e| format!("backend TLS: {e}"))?;
+        let invalid = |why: &str| format!("invalid backend URL {url:?}: {why}");
+        let uri: http::Uri = url.parse().map_err(|e| invalid(&format!("{e}")))?;
+        let authority = uri.authority().ok_or_else(|| invalid("no host"))?;
+        if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+            return Err(invalid("a backend URL has no path"));
         }
-        let endpoint = endpoint
-            .connect_timeout(Duration::from_secs(2))
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(30))
-            .keep_alive_while_idle(true);
-        Self::with_channel(endpoint.connect_lazy(), config)
+        let tls = match uri.scheme_str() {
+            Some("http") => false,
+            Some("https") => true,
+            _ => return Err(invalid("the scheme is http or https")),
+        };
+        let port = authority.port_u16().unwrap_or(if tls { 443 } else { 80 });
+        let addr = format!("{}:{port}", authority.host());
+        let origin = http::Uri::builder()
+            .scheme(uri.scheme_str().unwrap_or("http"))
+            .authority(authority.as_str())
+            .path_and_query("/")
+            .build()
+            .map_err(|e| invalid(&format!("{e}")))?;
+        let upstream = match (tls, &config.backend_tls) {
+            (false, _) => Upstream::new(origin, upstream::Tcp(addr)),
+            (true, None) => {
+                return Err(format!(
+                    "backend URL {url:?} is https: give the certificate to trust (--backend-ca)"
+                ));
+            }
+            (true, Some(backend_tls)) => {
+                let server_name = backend_tls.server_name.clone().try_into().map_err(|e| {
+                    format!("invalid TLS server name {:?}: {e}", backend_tls.server_name)
+                })?;
+                Upstream::new(
+                    origin,
+                    upstream::Tls {
+                        addr,
+                        server_name,
+                        config: backend_tls.config.clone(),
+                    },
+                )
+            }
+        };
+        Self::with_upstream(upstream, config)
     }
 
-    /// A gateway over an existing channel.
-    pub fn with_channel(channel: Channel, config: GatewayConfig) -> Result<Self, String> {
+    /// A gateway over an existing connection to the backend.
+    pub fn with_upstream(upstream: Upstream, config: GatewayConfig) -> Result<Self, String> {
         Ok(Self {
             routes: RouteTable::new()?,
-            backend: Backend::new(channel.clone(), config.request_timeout, config.render),
-            channel,
+            backend: Backend::new(upstream.clone(), config.request_timeout, config.render),
+            upstream,
             config,
             draining: std::sync::atomic::AtomicBool::new(false),
         })

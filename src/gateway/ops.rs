@@ -39,7 +39,7 @@ pub(super) async fn metrics() -> Response {
 
 /// The backend's overall health, asked over the gateway's own channel.
 async fn backend_serving(gw: &Gateway) -> bool {
-    let mut client = HealthClient::new(gw.channel.clone());
+    let mut client = HealthClient::with_origin(gw.upstream.clone(), gw.upstream.origin());
     let check = client.check(HealthCheckRequest {
         service: String::new(),
     });

@@ -83,8 +83,8 @@ impl TestServer {
         );
         be.recover().await.expect("recover");
         let (gw, local) = if options.in_process {
-            let (channel, local) = backend::in_process();
-            let gw = Gateway::with_channel(channel, options.gateway).expect("gateway");
+            let (upstream, local) = backend::in_process();
+            let gw = Gateway::with_upstream(upstream, options.gateway).expect("gateway");
             (gw, Some(local))
         } else {
             let gw =
