@@ -8,6 +8,8 @@
 #   bash bench/run.sh                      # defaults below
 #   DURATION=20 CONNS=32 bash bench/run.sh
 #   SERVE_CONNS="32 64 128" bash bench/run.sh   # concurrencies of the serve rows
+#   ROUNDS=3 bash bench/run.sh             # the pinned scenarios 3 times over, interleaved;
+#                                          # ratios per round and their median
 #
 # Needs wrk, h2load and protoc (Debian: wrk, nghttp2-client, protobuf-compiler); the
 # grpc-gateway columns also need ../shared/anchors/grpc-gateway/install.sh to have run.
@@ -19,6 +21,7 @@ cd "$(dirname "$0")/.."
 root=$PWD
 anchor=${ANCHOR_DIR:-$root/../shared/anchors/grpc-gateway}
 DURATION=${DURATION:-10}
+ROUNDS=${ROUNDS:-1}
 WARMUP=${WARMUP:-3}
 CONNS=${CONNS:-32}
 GW_CPUS=${GW_CPUS:-0}
@@ -118,13 +121,19 @@ run_wrk() { # name gateway-pid backend-pid url method body
   WRK_METHOD=$5 WRK_BODY=$6 taskset -c "$LOADGEN_CPUS" wrk -t1 -c"$CONNS" -d"${WARMUP}s" -s "$lua" "$4" >/dev/null
   WRK_METHOD=$5 WRK_BODY=$6 measure "$1" "$2" "$3" wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency -s "$lua" "$4"
 }
-run_wrk "ours REST PATCH" "$ours_pid" "$backend_pid" "http://127.0.0.1:$ours_port/compute/v1/images/$image" PATCH "$body_ours"
-[ -z "$gw_pid" ] || run_wrk "grpc-gateway REST PATCH (no mask)" "$gw_pid" "$backend_pid" "http://127.0.0.1:$gw_port/compute/v1/images/$image" PATCH "$body_v1"
-run_wrk "ours REST GET" "$ours_pid" "$backend_pid" "http://127.0.0.1:$ours_port/compute/v1/images/$image" GET ""
-[ -z "$gw_pid" ] || run_wrk "grpc-gateway REST GET" "$gw_pid" "$backend_pid" "http://127.0.0.1:$gw_port/compute/v1/images/$image" GET ""
 h2=(h2load -H 'content-type: application/grpc' -H 'te: trailers' -c "$CONNS" -m 1 -D "$DURATION")
-measure "direct gRPC Update" - "$backend_pid" "${h2[@]}" -d "$work/update.grpc" "http://127.0.0.1:$backend_port/yandex.cloud.compute.v1.ImageService/Update"
-measure "direct gRPC Get" - "$backend_pid" "${h2[@]}" -d "$work/get.grpc" "http://127.0.0.1:$backend_port/yandex.cloud.compute.v1.ImageService/Get"
+# The shared machine drifts from minute to minute: with ROUNDS > 1 the pinned scenarios run
+# round after round, so that each ratio compares neighbours in time, and the summary takes the
+# median of the rounds.
+for round in $(seq "$ROUNDS"); do
+  r=""; [ "$ROUNDS" = 1 ] || r=" (round $round)"
+  run_wrk "ours REST PATCH$r" "$ours_pid" "$backend_pid" "http://127.0.0.1:$ours_port/compute/v1/images/$image" PATCH "$body_ours"
+  [ -z "$gw_pid" ] || run_wrk "grpc-gateway REST PATCH (no mask)$r" "$gw_pid" "$backend_pid" "http://127.0.0.1:$gw_port/compute/v1/images/$image" PATCH "$body_v1"
+  run_wrk "ours REST GET$r" "$ours_pid" "$backend_pid" "http://127.0.0.1:$ours_port/compute/v1/images/$image" GET ""
+  [ -z "$gw_pid" ] || run_wrk "grpc-gateway REST GET$r" "$gw_pid" "$backend_pid" "http://127.0.0.1:$gw_port/compute/v1/images/$image" GET ""
+  measure "direct gRPC Update$r" - "$backend_pid" "${h2[@]}" -d "$work/update.grpc" "http://127.0.0.1:$backend_port/yandex.cloud.compute.v1.ImageService/Update"
+  measure "direct gRPC Get$r" - "$backend_pid" "${h2[@]}" -d "$work/get.grpc" "http://127.0.0.1:$backend_port/yandex.cloud.compute.v1.ImageService/Get"
+done
 
 # The product as shipped: `serve` (gateway + backend in one process, not pinned: it may use
 # every CPU), durable REST PATCH. Its CPU and RSS are in the gateway columns.
@@ -140,6 +149,18 @@ done
 batch=$(curl -sf "http://127.0.0.1:$serve_http/metrics" | awk '/^store_commit_batch_jobs_sum/{s=$2} /^store_commit_batch_jobs_count/{c=$2} END{if (c > 0) printf "%.1f", s/c; else print "-"}')
 
 ratio() { awk -v a="${RPS[$1]:-0}" -v b="${RPS[$2]:-0}" 'BEGIN{ if (b > 0) printf "%.2f", a/b; else print "-" }'; }
+cpu_ratio() { awk -v a="${GUS[$1]:-}" -v b="${GUS[$2]:-}" 'BEGIN{ if (a != "" && a != "-" && b > 0) printf "%.2f", a/b; else print "-" }'; }
+p99_ratio() { awk -v a="${P99[$1]:-}" -v b="${P50[$2]:-}" 'BEGIN{ if (b > 0) printf "%.2f", a/b; else print "-" }'; }
+median() { printf '%s\n' "$@" | grep -v '^-$' | sort -g | awk '{v[NR]=$1} END{ if (NR == 0) print "-"; else if (NR % 2) print v[(NR+1)/2]; else printf "%.2f", (v[NR/2]+v[NR/2+1])/2 }'; }
+# ratio-row LABEL FUNCTION A B: the ratio in every round, then (with several rounds) the median.
+ratio_row() {
+  local label=$1 f=$2 a=$3 b=$4 vals=() round r
+  for round in $(seq "$ROUNDS"); do
+    r=""; [ "$ROUNDS" = 1 ] || r=" (round $round)"
+    vals+=("$($f "$a$r" "$b$r")")
+  done
+  if [ "$ROUNDS" = 1 ]; then echo "| $label | ${vals[0]} |"; else echo "| $label | $(IFS='|'; echo "${vals[*]}" | sed 's/|/ | /g') | $(median "${vals[@]}") |"; fi
+}
 echo
 echo "$(date -u +%FT%TZ), $(nproc) cores, ${DURATION}s per run, $CONNS connections; gateways on CPU $GW_CPUS, backend and load generator on CPU $BACKEND_CPUS/$LOADGEN_CPUS"
 echo
@@ -147,16 +168,20 @@ echo "| scenario | req/s | p50 ms | p99 ms | gateway CPU-Âµs/req | backend CPU-Â
 echo "|---|---|---|---|---|---|---|"
 printf '%s\n' "${rows[@]}"
 echo
-echo "| ratio | value |"
-echo "|---|---|"
-echo "| ours / grpc-gateway, REST PATCH req/s | $(ratio "ours REST PATCH" "grpc-gateway REST PATCH (no mask)") |"
-echo "| ours / grpc-gateway, REST GET req/s | $(ratio "ours REST GET" "grpc-gateway REST GET") |"
-echo "| ours REST PATCH / direct gRPC Update | $(ratio "ours REST PATCH" "direct gRPC Update") |"
-echo "| ours REST GET / direct gRPC Get | $(ratio "ours REST GET" "direct gRPC Get") |"
-cpu_ratio() { awk -v a="${GUS[$1]:-}" -v b="${GUS[$2]:-}" 'BEGIN{ if (a != "" && a != "-" && b > 0) printf "%.2f", a/b; else print "-" }'; }
-echo "| gateway CPU per REST PATCH, ours / grpc-gateway | $(cpu_ratio "ours REST PATCH" "grpc-gateway REST PATCH (no mask)") |"
-echo "| gateway CPU per REST GET, ours / grpc-gateway | $(cpu_ratio "ours REST GET" "grpc-gateway REST GET") |"
-echo "| ours REST PATCH p99 / grpc-gateway REST PATCH p50 | $(awk -v a="${P99[ours REST PATCH]:-}" -v b="${P50[grpc-gateway REST PATCH (no mask)]:-}" 'BEGIN{ if (b > 0) printf "%.2f (%s ms vs %s ms)", a/b, a, b; else print "-" }') |"
+if [ "$ROUNDS" = 1 ]; then
+  echo "| ratio | value |"
+  echo "|---|---|"
+else
+  echo "| ratio |$(for i in $(seq "$ROUNDS"); do printf ' round %s |' "$i"; done) median |"
+  echo "|---|$(for i in $(seq "$ROUNDS"); do printf -- '---|'; done)---|"
+fi
+ratio_row "ours / grpc-gateway, REST PATCH req/s" ratio "ours REST PATCH" "grpc-gateway REST PATCH (no mask)"
+ratio_row "ours / grpc-gateway, REST GET req/s" ratio "ours REST GET" "grpc-gateway REST GET"
+ratio_row "ours REST PATCH / direct gRPC Update" ratio "ours REST PATCH" "direct gRPC Update"
+ratio_row "ours REST GET / direct gRPC Get" ratio "ours REST GET" "direct gRPC Get"
+ratio_row "gateway CPU per REST PATCH, ours / grpc-gateway" cpu_ratio "ours REST PATCH" "grpc-gateway REST PATCH (no mask)"
+ratio_row "gateway CPU per REST GET, ours / grpc-gateway" cpu_ratio "ours REST GET" "grpc-gateway REST GET"
+ratio_row "ours REST PATCH p99 / grpc-gateway REST PATCH p50" p99_ratio "ours REST PATCH" "grpc-gateway REST PATCH (no mask)"
 echo
 echo "Start to ready of \`serve\` (both ports accepting): ${ready_ms} ms. Backend peak RSS: $(( $(hwm "$backend_pid") / 1024 )) MB. \`serve\` under PATCH: ${batch} updates per durable commit on average."
 echo "h2load rows: p50 column is the mean, p99 column the max (h2load reports no percentiles)."
