@@ -15,6 +15,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -92,18 +93,32 @@ struct Shared {
     dial: Box<dyn Dial>,
     /// The connection calls use while it is open.
     current: Mutex<Option<SendRequest<Body>>>,
-    /// Held by the one call that dials; the others wait for its result.
-    dialing: tokio::sync::Mutex<()>,
+    /// Held by the one call that dials; the others wait for its result. Holds the last dial's
+    /// failure, which the calls that waited for that dial share instead of each dialling again
+    /// in turn (against a backend that drops connection attempts, one after another they would
+    /// wait a dial timeout each).
+    dialing: tokio::sync::Mutex<Option<String>>,
+    /// Dials finished so far: a call that sees it move while it waits knows a dial ended.
+    dials: AtomicU64,
+    /// How long one dial may take.
+    dial_timeout: Duration,
 }
 
 impl Upstream {
     /// A connection opened with `dial` when first needed; requests name `origin`.
     pub fn new(origin: http::Uri, dial: impl Dial) -> Self {
+        Self::with_dial_timeout(origin, dial, DIAL_TIMEOUT)
+    }
+
+    /// The same with another dial timeout than the default 2 s.
+    pub fn with_dial_timeout(origin: http::Uri, dial: impl Dial, dial_timeout: Duration) -> Self {
         Self(Arc::new(Shared {
             origin,
             dial: Box::new(dial),
             current: Mutex::new(None),
-            dialing: tokio::sync::Mutex::new(()),
+            dialing: tokio::sync::Mutex::new(None),
+            dials: AtomicU64::new(0),
+            dial_timeout,
         }))
     }
 
@@ -124,16 +139,34 @@ impl Shared {
         if let Some(sender) = self.open() {
             return Ok(sender);
         }
-        let _dialing = self.dialing.lock().await;
+        let dials_before = self.dials.load(Ordering::Acquire);
+        let mut last_failure = self.dialing.lock().await;
         if let Some(sender) = self.open() {
             return Ok(sender); // another call dialled while this one waited
         }
-        let sender = tokio::time::timeout(DIAL_TIMEOUT, self.handshake())
+        if let Some(error) = last_failure.as_ref()
+            && self.dials.load(Ordering::Acquire) != dials_before
+        {
+            return Err(error.clone().into()); // the dial this call waited for failed
+        }
+        let timeout = self.dial_timeout;
+        let dialled = tokio::time::timeout(timeout, self.handshake())
             .await
-            .unwrap_or_else(|_| Err(format!("no connection within {DIAL_TIMEOUT:?}").into()))
-            .inspect_err(|e| tracing::warn!(error = %e, "backend connection failed"))?;
-        *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(sender.clone());
-        Ok(sender)
+            .unwrap_or_else(|_| Err(format!("no connection within {timeout:?}").into()));
+        self.dials.fetch_add(1, Ordering::AcqRel);
+        match dialled {
+            Ok(sender) => {
+                *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(sender.clone());
+                *last_failure = None;
+                Ok(sender)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "backend connection failed");
+                let error = format!("backend connection failed: {e}");
+                *last_failure = Some(error.clone());
+                Err(error.into())
+            }
+        }
     }
 
     async fn handshake(&self) -> Result<SendRequest<Body>, BoxError> {
@@ -169,5 +202,59 @@ impl tower::Service<http::Request<Body>> for Upstream {
             sender.ready().await?;
             Ok(sender.send_request(request).await?)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+    use tower::Service;
+
+    /// A backend that never answers a connection attempt (a firewall dropping SYNs).
+    struct Blackhole(Arc<AtomicUsize>);
+
+    impl Dial for Blackhole {
+        fn dial(&self) -> Dialing<'_> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            Box::pin(std::future::pending())
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn calls_waiting_for_a_failed_dial_share_its_failure() {
+        let dials = Arc::new(AtomicUsize::new(0));
+        let upstream = Upstream::with_dial_timeout(
+            http::Uri::from_static("http://backend.invalid/"),
+            Blackhole(dials.clone()),
+            Duration::from_millis(500),
+        );
+        let started = tokio::time::Instant::now();
+        let calls = (0..20).map(|_| {
+            let mut upstream = upstream.clone();
+            tokio::spawn(async move { upstream.call(http::Request::new(Body::empty())).await })
+        });
+        for call in calls.collect::<Vec<_>>() {
+            let error = call
+                .await
+                .expect("no panic")
+                .expect_err("nothing to connect to");
+            assert!(
+                error.to_string().contains("no connection within 500ms"),
+                "{error}"
+            );
+        }
+        // One dial for all twenty, not twenty dials one after another.
+        assert_eq!(dials.load(Ordering::SeqCst), 1);
+        assert_eq!(started.elapsed(), Duration::from_millis(500));
+        // A later call dials afresh.
+        let mut upstream = upstream.clone();
+        assert!(
+            upstream
+                .call(http::Request::new(Body::empty()))
+                .await
+                .is_err()
+        );
+        assert_eq!(dials.load(Ordering::SeqCst), 2);
     }
 }
