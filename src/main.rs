@@ -214,6 +214,7 @@ async fn start_backend(args: BackendArgs, addr: SocketAddr) -> Result<Backend, A
         BackendConfig {
             create_delay: Duration::from_millis(args.create_delay_ms),
             advertise_address: args.advertise_address.unwrap_or_else(|| addr.to_string()),
+            health: Default::default(),
         },
     );
     let recovered = backend.recover().await?;

@@ -1,7 +1,8 @@
 //! Slow and abusive clients, and a backend that is down, restarting, slow or returning garbage:
 //! timeouts cut slow clients off without starving others; backend faults become 503/504 within
 //! the configured time; the gateway recovers without a restart and leaks no tasks or sockets.
-//! A TLS backend is reached only with the right roots and name.
+//! A TLS backend is reached only with the right roots and name. A write stuck in the store
+//! turns the health checks NOT_SERVING until it finishes.
 
 mod common;
 
@@ -13,15 +14,20 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::{Options, TestServer};
-use compute_gateway::backend::{self, Backend, BackendConfig};
+use compute_gateway::backend::{self, Backend, BackendConfig, HealthProbe};
 use compute_gateway::gateway::{BackendTls, Gateway, GatewayConfig, ListenerOptions};
-use compute_gateway::store::EmbeddedStore;
+use compute_gateway::pb::yandex::cloud::compute::v1::GetImageRequest;
+use compute_gateway::pb::yandex::cloud::compute::v1::image_service_client::ImageServiceClient;
+use compute_gateway::store::{Commit, EmbeddedStore, Store, StoreError, TxMut, WriteJob};
 use http::{HeaderMap, HeaderValue, Request, Response};
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::Value;
 use tokio::net::TcpListener;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
 
 fn quick_listener() -> ListenerOptions {
     ListenerOptions {
@@ -257,6 +263,7 @@ async fn start_backend_with(
         BackendConfig {
             create_delay: Duration::from_millis(10),
             advertise_address: addr,
+            health: Default::default(),
         },
     );
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -507,4 +514,94 @@ fn bad_backend_urls_and_roots_fail_at_startup() {
     assert!(compute_gateway::tls::client_config(b"not pem").is_err());
     assert!(compute_gateway::tls::client_config(FIXTURE_KEY).is_err());
     assert!(Gateway::new("https://127.0.0.1:1", backend_tls("localhost")).is_ok());
+}
+
+/// A write job that holds the store's writer inside its transaction until released: what a
+/// commit stuck on a hung disk looks like from outside.
+struct StuckWrite(std::sync::Mutex<std::sync::mpsc::Receiver<()>>);
+
+impl WriteJob for StuckWrite {
+    fn run(&mut self, _: &mut dyn TxMut) -> Commit {
+        let _ = self.0.lock().expect("lock").recv();
+        Commit::No
+    }
+    fn finish(self: Box<Self>, _: Result<(), StoreError>) {}
+}
+
+async fn health_of(client: &mut HealthClient<tonic::transport::Channel>) -> ServingStatus {
+    let reply = client
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .expect("health check");
+    ServingStatus::try_from(reply.into_inner().status).expect("status")
+}
+
+/// Polls the health check until it reports `want` (bounded: 5 s).
+async fn health_becomes(client: &mut HealthClient<tonic::transport::Channel>, want: ServingStatus) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let status = health_of(client).await;
+        if status == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "health still {status:?}, not {want:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_write_turns_health_not_serving_until_it_finishes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Arc::new(EmbeddedStore::open(dir.path()).expect("store"));
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let be = Backend::new(
+        store.clone(),
+        BackendConfig {
+            create_delay: Duration::from_millis(10),
+            advertise_address: addr.to_string(),
+            health: HealthProbe {
+                interval: Duration::from_millis(20),
+                write_stall_limit: Duration::from_millis(200),
+            },
+        },
+    );
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(backend::run(listener, be, async move {
+        let _ = stopped.await;
+    }));
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .expect("url")
+        .connect()
+        .await
+        .expect("connect");
+    let mut health = HealthClient::new(channel.clone());
+    assert_eq!(health_of(&mut health).await, ServingStatus::Serving);
+
+    let (release, held) = std::sync::mpsc::channel();
+    store.submit(Box::new(StuckWrite(std::sync::Mutex::new(held))));
+    let stuck_at = Instant::now();
+    health_becomes(&mut health, ServingStatus::NotServing).await;
+    assert!(
+        stuck_at.elapsed() >= Duration::from_millis(200),
+        "not before the limit"
+    );
+    // Reads do not wait for the writer: a Get still answers at once.
+    let mut images = ImageServiceClient::new(channel);
+    let missing = images
+        .get(GetImageRequest {
+            image_id: "fd8missing".into(),
+        })
+        .await
+        .expect_err("no such image");
+    assert_eq!(missing.code(), tonic::Code::NotFound);
+
+    release.send(()).expect("release the write");
+    health_becomes(&mut health, ServingStatus::Serving).await;
+    let _ = stop.send(());
 }

@@ -36,6 +36,31 @@ pub struct BackendConfig {
     pub create_delay: Duration,
     /// The `host:port` that endpoint discovery hands out for every service id.
     pub advertise_address: String,
+    /// How the store's health is checked.
+    pub health: HealthProbe,
+}
+
+/// The store probe behind `grpc.health.v1.Health` (and so the gateway's `/readyz`): every
+/// `interval` it reads the store and looks at the write in progress. A failed read, or a write
+/// transaction running longer than `write_stall_limit` (a commit stuck on a hung disk: every
+/// write waits behind it), turns every service NOT_SERVING until the store recovers.
+#[derive(Clone, Copy, Debug)]
+pub struct HealthProbe {
+    /// Time between two checks.
+    pub interval: Duration,
+    /// Longest a write transaction may run before the store counts as unhealthy.
+    pub write_stall_limit: Duration,
+}
+
+impl Default for HealthProbe {
+    /// A check every 5 s; a write stuck for 10 s is unhealthy (a durable batch normally takes
+    /// milliseconds).
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(5),
+            write_stall_limit: Duration::from_secs(10),
+        }
+    }
 }
 
 /// The shared state of every service: a cheap-to-clone handle.
@@ -461,13 +486,20 @@ async fn probe_store(
     health: tonic_health::server::HealthReporter,
     mut stopped: tokio::sync::watch::Receiver<bool>,
 ) {
+    let probe = backend.inner.config.health;
     let mut serving = true;
     loop {
         tokio::select! {
             _ = stopped.wait_for(|s| *s) => return,
-            _ = tokio::time::sleep(std::time::Duration::from_secs(5)) => {}
+            _ = tokio::time::sleep(probe.interval) => {}
         }
-        let ok = backend.read(|_| Ok(())).await.is_ok();
+        let read = backend.read(|_| Ok(())).await;
+        let stalled = backend
+            .inner
+            .store
+            .writing_for()
+            .filter(|age| *age > probe.write_stall_limit);
+        let ok = read.is_ok() && stalled.is_none();
         if ok != serving {
             serving = ok;
             let status = if ok {
@@ -475,7 +507,12 @@ async fn probe_store(
             } else {
                 tonic_health::ServingStatus::NotServing
             };
-            tracing::warn!(serving = ok, "store health changed");
+            tracing::warn!(
+                serving = ok,
+                read_error = read.err().map(|e| e.message().to_string()),
+                write_stalled_ms = stalled.map(|d| d.as_millis() as u64),
+                "store health changed"
+            );
             health.set_service_status("", status).await;
             health
                 .set_service_status("yandex.cloud.compute.v1.ImageService", status)

@@ -15,8 +15,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use prost::Message;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
@@ -81,6 +83,39 @@ pub struct EmbeddedStore {
     jobs: Option<mpsc::Sender<Box<dyn WriteJob>>>,
     /// The writer thread, joined on drop so the file is closed when the store is gone.
     writer: Option<JoinHandle<()>>,
+    /// When the writer began the batch it is on (see [`Busy`]).
+    busy: Arc<Busy>,
+}
+
+/// When the writer began its current batch: nanoseconds after `origin`, plus one; 0 between
+/// batches.
+struct Busy {
+    origin: Instant,
+    since: AtomicU64,
+}
+
+impl Busy {
+    fn start(&self) {
+        let nanos = self
+            .origin
+            .elapsed()
+            .as_nanos()
+            .min(u128::from(u64::MAX - 1)) as u64;
+        self.since.store(nanos + 1, Ordering::Release);
+    }
+    fn stop(&self) {
+        self.since.store(0, Ordering::Release);
+    }
+    fn age(&self) -> Option<Duration> {
+        match self.since.load(Ordering::Acquire) {
+            0 => None,
+            since => Some(
+                self.origin
+                    .elapsed()
+                    .saturating_sub(Duration::from_nanos(since - 1)),
+            ),
+        }
+    }
 }
 
 fn err<E: std::fmt::Display>(e: E) -> StoreError {
@@ -106,14 +141,20 @@ impl EmbeddedStore {
         let db = Arc::new(db);
         let (jobs, queue) = mpsc::channel();
         let writer_db = db.clone();
+        let busy = Arc::new(Busy {
+            origin: Instant::now(),
+            since: AtomicU64::new(0),
+        });
+        let writer_busy = busy.clone();
         let writer = std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || write_loop(&writer_db, &queue))
+            .spawn(move || write_loop(&writer_db, &queue, &writer_busy))
             .map_err(|e| StoreError(format!("cannot start the store writer: {e}")))?;
         Ok(Self {
             db,
             jobs: Some(jobs),
             writer: Some(writer),
+            busy,
         })
     }
 }
@@ -130,7 +171,7 @@ impl Drop for EmbeddedStore {
 
 /// The writer: waits for a job, takes every job queued behind it, runs them in one durable
 /// transaction, then reports to each. Returns when the queue is closed and drained.
-fn write_loop(db: &Database, queue: &mpsc::Receiver<Box<dyn WriteJob>>) {
+fn write_loop(db: &Database, queue: &mpsc::Receiver<Box<dyn WriteJob>>, busy: &Busy) {
     while let Ok(first) = queue.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -139,8 +180,10 @@ fn write_loop(db: &Database, queue: &mpsc::Receiver<Box<dyn WriteJob>>) {
                 Err(_) => break,
             }
         }
-        let started = std::time::Instant::now();
+        let started = Instant::now();
+        busy.start();
         let outcome = run_batch(db, &mut batch);
+        busy.stop();
         metrics::histogram!(crate::telemetry::STORE_COMMIT).record(started.elapsed().as_secs_f64());
         metrics::histogram!(crate::telemetry::STORE_BATCH).record(batch.len() as f64);
         for job in batch {
@@ -536,6 +579,10 @@ impl Store for EmbeddedStore {
         if let Err(mpsc::SendError(job)) = jobs.send(job) {
             job.finish(Err(StoreError("the store writer has stopped".into())));
         }
+    }
+
+    fn writing_for(&self) -> Option<Duration> {
+        self.busy.age()
     }
 }
 

@@ -143,4 +143,9 @@ pub trait Store: Send + Sync + 'static {
     fn read(&self, f: &mut dyn FnMut(&dyn Tx) -> Result<(), StoreError>) -> Result<(), StoreError>;
     /// Queues a write job; returns at once. The job's [`WriteJob::finish`] reports the outcome.
     fn submit(&self, job: Box<dyn WriteJob>);
+    /// How long the write transaction in progress has been running, if one is: a commit stuck
+    /// on a hung disk shows here, while reads still work.
+    fn writing_for(&self) -> Option<std::time::Duration> {
+        None
+    }
 }

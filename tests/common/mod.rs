@@ -79,6 +79,7 @@ impl TestServer {
             BackendConfig {
                 create_delay: options.create_delay,
                 advertise_address: grpc_addr.to_string(),
+                health: Default::default(),
             },
         );
         be.recover().await.expect("recover");
