@@ -344,7 +344,7 @@ pub async fn run_with(
     serve_all(listener, None, backend, tls, shutdown).await
 }
 
-/// [`run_with`], and also the connections of an in-process channel (see [`in_process`]).
+/// [`run_with`], and also the in-process connections (see [`in_process`]).
 pub async fn run_with_local(
     listener: TcpListener,
     local: LocalListener,
@@ -355,7 +355,7 @@ pub async fn run_with_local(
     serve_all(listener, Some(local), backend, tls, shutdown).await
 }
 
-/// The server end of [`in_process`]: the connections its channel opens.
+/// The server end of [`in_process`]: the connections its [`Upstream`] dials.
 pub struct LocalListener(tokio::sync::mpsc::UnboundedReceiver<tokio::io::DuplexStream>);
 
 /// Bytes each direction of an in-process connection buffers.
@@ -479,8 +479,7 @@ where
         )))
 }
 
-/// Keeps the health service following the store: a failed read turns it NOT_SERVING until
-/// one works. Checks every 5 s until `stopped`.
+/// Keeps the health service following the store, as [`HealthProbe`] says, until `stopped`.
 async fn probe_store(
     backend: Backend,
     health: tonic_health::server::HealthReporter,

@@ -37,6 +37,11 @@ impl Backend {
             render,
         }
     }
+
+    /// The connection calls go on.
+    pub fn upstream(&self) -> &Upstream {
+        &self.upstream
+    }
 }
 
 /// A request ready to send.

@@ -78,7 +78,6 @@ pub struct BackendTls {
 pub struct Gateway {
     routes: RouteTable,
     backend: Backend,
-    upstream: Upstream,
     config: GatewayConfig,
     draining: std::sync::atomic::AtomicBool,
 }
@@ -121,7 +120,7 @@ impl Gateway {
                 Upstream::new(
                     origin,
                     upstream::Tls {
-                        addr,
+                        tcp: upstream::Tcp(addr),
                         server_name,
                         config: backend_tls.config.clone(),
                     },
@@ -135,8 +134,7 @@ impl Gateway {
     pub fn with_upstream(upstream: Upstream, config: GatewayConfig) -> Result<Self, String> {
         Ok(Self {
             routes: RouteTable::new()?,
-            backend: Backend::new(upstream.clone(), config.request_timeout, config.render),
-            upstream,
+            backend: Backend::new(upstream, config.request_timeout, config.render),
             config,
             draining: std::sync::atomic::AtomicBool::new(false),
         })

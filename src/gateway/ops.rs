@@ -37,9 +37,10 @@ pub(super) async fn metrics() -> Response {
     with_type(handle.render(), "text/plain; version=0.0.4")
 }
 
-/// The backend's overall health, asked over the gateway's own channel.
+/// The backend's overall health, asked over the gateway's connection to it.
 async fn backend_serving(gw: &Gateway) -> bool {
-    let mut client = HealthClient::with_origin(gw.upstream.clone(), gw.upstream.origin());
+    let upstream = gw.backend.upstream();
+    let mut client = HealthClient::with_origin(upstream.clone(), upstream.origin());
     let check = client.check(HealthCheckRequest {
         service: String::new(),
     });

@@ -3,9 +3,10 @@
 //!
 //! tonic's `Channel` puts every call through a `tower::buffer::Buffer`: each call is sent over
 //! an mpsc queue to a worker task that owns the connection, and its reply comes back through a
-//! oneshot. That hop cost the gateway about a tenth of its instructions per request. Here each
-//! call clones hyper's `SendRequest` (a handle to one shared HTTP/2 connection, whose own task
-//! does the I/O) and sends on it directly.
+//! oneshot. That hop cost the gateway 3k–5k instructions per request (2–4%; see
+//! `bench/RESULTS.md`) and a task hand-off. Here each call clones hyper's `SendRequest` (a
+//! handle to one shared HTTP/2 connection, whose own task does the I/O) and sends on it
+//! directly.
 //!
 //! The connection is dialled on first use and dialled again after it breaks, by the first call
 //! that finds it closed; calls meanwhile wait for that one dial. A dial that fails, and a call
@@ -49,21 +50,25 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {}
 /// Plain TCP to `host:port`, with Nagle off (small unary messages must not wait).
 pub struct Tcp(pub String);
 
-impl Dial for Tcp {
-    fn dial(&self) -> Dialing<'_> {
-        Box::pin(async move {
-            let stream = tokio::net::TcpStream::connect(&self.0).await?;
-            stream.set_nodelay(true)?;
-            Ok(Box::new(stream) as Box<dyn Io>)
-        })
+impl Tcp {
+    async fn connect(&self) -> std::io::Result<tokio::net::TcpStream> {
+        let stream = tokio::net::TcpStream::connect(&self.0).await?;
+        stream.set_nodelay(true)?;
+        Ok(stream)
     }
 }
 
-/// TLS over TCP to `host:port`, ALPN `h2`, the server's certificate checked against `config`'s
-/// roots for `server_name`.
+impl Dial for Tcp {
+    fn dial(&self) -> Dialing<'_> {
+        Box::pin(async move { Ok(Box::new(self.connect().await?) as Box<dyn Io>) })
+    }
+}
+
+/// TLS over [`Tcp`], ALPN `h2`, the server's certificate checked against `config`'s roots for
+/// `server_name`.
 pub struct Tls {
-    /// `host:port`.
-    pub addr: String,
+    /// The TCP connection it runs on.
+    pub tcp: Tcp,
     /// The name the certificate must carry.
     pub server_name: rustls::pki_types::ServerName<'static>,
     /// Roots and protocol settings.
@@ -73,8 +78,7 @@ pub struct Tls {
 impl Dial for Tls {
     fn dial(&self) -> Dialing<'_> {
         Box::pin(async move {
-            let stream = tokio::net::TcpStream::connect(&self.addr).await?;
-            stream.set_nodelay(true)?;
+            let stream = self.tcp.connect().await?;
             let tls = tokio_rustls::TlsConnector::from(self.config.clone())
                 .connect(self.server_name.clone(), stream)
                 .await?;
