@@ -244,10 +244,25 @@ async fn get(http: &reqwest::Client, addr: SocketAddr) -> (u16, Value, Duration)
     )
 }
 
-async fn start_backend(
-    listener: TcpListener,
-    dir: &std::path::Path,
-) -> tokio::sync::oneshot::Sender<()> {
+/// A backend started by a test; [`RunningBackend::stop`] shuts it down and waits until it has.
+struct RunningBackend {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RunningBackend {
+    /// Graceful shutdown, awaited: its connections have closed, so no request reaches it after
+    /// this returns. The gateway must let go of its connection for that to happen.
+    async fn stop(self) {
+        self.stop.send(()).expect("backend running");
+        tokio::time::timeout(Duration::from_secs(5), self.task)
+            .await
+            .expect("the backend stops within 5 s")
+            .expect("no panic");
+    }
+}
+
+async fn start_backend(listener: TcpListener, dir: &std::path::Path) -> RunningBackend {
     start_backend_with(listener, dir, None).await
 }
 
@@ -255,7 +270,7 @@ async fn start_backend_with(
     listener: TcpListener,
     dir: &std::path::Path,
     tls: Option<tonic::transport::ServerTlsConfig>,
-) -> tokio::sync::oneshot::Sender<()> {
+) -> RunningBackend {
     let store = EmbeddedStore::open(dir).expect("store");
     let addr = listener.local_addr().expect("addr").to_string();
     let be = Backend::new(
@@ -266,11 +281,15 @@ async fn start_backend_with(
             health: Default::default(),
         },
     );
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(backend::run_with(listener, be, tls, async move {
-        let _ = rx.await;
-    }));
-    tx
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        backend::run_with(listener, be, tls, async move {
+            let _ = stopped.await;
+        })
+        .await
+        .expect("backend serves");
+    });
+    RunningBackend { stop, task }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -292,7 +311,7 @@ async fn a_restarting_backend_is_503_then_recovers_without_restarting_the_gatewa
     let baseline_fds = open_fds();
 
     assert_eq!(get(&http, gw).await.0, 200);
-    stop.send(()).expect("stop backend");
+    stop.stop().await;
     let mut saw_503 = false;
     for _ in 0..50 {
         let (status, body, took) = get(&http, gw).await;
@@ -326,7 +345,7 @@ async fn a_restarting_backend_is_503_then_recovers_without_restarting_the_gatewa
     for _ in 0..100 {
         assert_eq!(get(&http, gw).await.0, 200);
     }
-    stop.send(()).expect("stop");
+    stop.stop().await;
     for _ in 0..50 {
         assert_eq!(get(&http, gw).await.0, 503);
     }

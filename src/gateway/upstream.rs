@@ -1,28 +1,35 @@
 //! The gateway's HTTP/2 connection to the backend, as a tower service for tonic's generated
 //! clients.
 //!
-//! tonic's `Channel` puts every call through a `tower::buffer::Buffer`: each call is sent over
-//! an mpsc queue to a worker task that owns the connection, and its reply comes back through a
-//! oneshot. That hop cost the gateway 3k–5k instructions per request (2–4%; see
-//! `bench/RESULTS.md`) and a task hand-off. Here each call clones hyper's `SendRequest` (a
-//! handle to one shared HTTP/2 connection, whose own task does the I/O) and sends on it
-//! directly.
+//! It speaks HTTP/2 with `h2` itself rather than through hyper's client or tonic's `Channel`.
+//! Each of those puts a task between a call and the connection. tonic's `Channel` sends every
+//! call through a `tower::buffer::Buffer` worker; that hop cost 3k–5k instructions per request.
+//! hyper's HTTP/2 client hands each request to its connection task over a channel, spawns a
+//! task to await the reply and, since a body waits for flow-control capacity that is assigned
+//! only once the stream is open, a second task to send the body. Here the calling task itself
+//! opens the stream, queues the whole body (h2 buffers data sent ahead of capacity, and
+//! requests are bounded by the gateway's body limit) and awaits the reply. The only other task
+//! is the connection's, which does the socket I/O. See `bench/RESULTS.md` for the figures.
 //!
 //! The connection is dialled on first use and dialled again after it breaks, by the first call
 //! that finds it closed; calls meanwhile wait for that one dial. A dial that fails, and a call
 //! whose connection breaks, fail with the transport error itself; tonic turns it into a status
 //! that carries it as its source, which is how the gateway tells them (503) from a status the
 //! backend sent.
+//!
+//! Only unary calls go over it (the gateway's and the health check's): a call sends its whole
+//! request body before it awaits the response headers.
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use hyper::client::conn::http2::SendRequest;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper::body::{Body as HttpBody, Frame};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::rustls;
 use tonic::body::Body;
@@ -33,6 +40,12 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 const DIAL_TIMEOUT: Duration = Duration::from_secs(2);
 /// HTTP/2 PING interval on the backend connection, idle or not: a dead peer is noticed.
 const KEEP_ALIVE: Duration = Duration::from_secs(30);
+/// How long a PING may wait for its answer before the connection is given up.
+const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+/// Flow-control windows the gateway grants the backend (hyper's client defaults): a large
+/// reply, such as a long List page, is not held up by WINDOW_UPDATE round trips.
+const STREAM_WINDOW: u32 = 2 * 1024 * 1024;
+const CONNECTION_WINDOW: u32 = 5 * 1024 * 1024;
 
 /// A dial in progress.
 pub type Dialing<'a> = Pin<Box<dyn Future<Output = std::io::Result<Box<dyn Io>>> + Send + 'a>>;
@@ -96,7 +109,7 @@ struct Shared {
     origin: http::Uri,
     dial: Box<dyn Dial>,
     /// The connection calls use while it is open.
-    current: Mutex<Option<SendRequest<Body>>>,
+    current: Mutex<Option<Connection>>,
     /// Held by the one call that dials; the others wait for its result. Holds the last dial's
     /// failure, which the calls that waited for that dial share instead of each dialling again
     /// in turn (against a backend that drops connection attempts, one after another they would
@@ -132,14 +145,24 @@ impl Upstream {
     }
 }
 
+/// One HTTP/2 connection: a handle to open streams on, and whether its task has ended.
+#[derive(Clone)]
+struct Connection {
+    sender: h2::client::SendRequest<Bytes>,
+    closed: Arc<AtomicBool>,
+}
+
 impl Shared {
-    fn open(&self) -> Option<SendRequest<Body>> {
+    fn open(&self) -> Option<h2::client::SendRequest<Bytes>> {
         let current = self.current.lock().unwrap_or_else(|e| e.into_inner());
-        current.as_ref().filter(|s| !s.is_closed()).cloned()
+        current
+            .as_ref()
+            .filter(|c| !c.closed.load(Ordering::Acquire))
+            .map(|c| c.sender.clone())
     }
 
     /// The open connection, dialling one if there is none.
-    async fn sender(&self) -> Result<SendRequest<Body>, BoxError> {
+    async fn sender(&self) -> Result<h2::client::SendRequest<Bytes>, BoxError> {
         if let Some(sender) = self.open() {
             return Ok(sender);
         }
@@ -159,8 +182,9 @@ impl Shared {
             .unwrap_or_else(|_| Err(format!("no connection within {timeout:?}").into()));
         self.dials.fetch_add(1, Ordering::AcqRel);
         match dialled {
-            Ok(sender) => {
-                *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(sender.clone());
+            Ok(connection) => {
+                let sender = connection.sender.clone();
+                *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(connection);
                 *last_failure = None;
                 Ok(sender)
             }
@@ -173,25 +197,53 @@ impl Shared {
         }
     }
 
-    async fn handshake(&self) -> Result<SendRequest<Body>, BoxError> {
+    /// Dials, shakes hands and starts the connection's task, which runs until the connection
+    /// ends, the backend goes away or a keep-alive PING goes unanswered.
+    async fn handshake(&self) -> Result<Connection, BoxError> {
         let io = self.dial.dial().await?;
-        let (sender, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .keep_alive_interval(KEEP_ALIVE)
-            .keep_alive_while_idle(true)
-            .handshake(TokioIo::new(io))
+        let (sender, mut connection) = h2::client::Builder::new()
+            .enable_push(false)
+            .initial_window_size(STREAM_WINDOW)
+            .initial_connection_window_size(CONNECTION_WINDOW)
+            .handshake::<_, Bytes>(io)
             .await?;
+        let ping_pong = connection.ping_pong().expect("taken once, here");
+        let closed = Arc::new(AtomicBool::new(false));
+        let marker = closed.clone();
         tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "backend connection closed");
+            tokio::select! {
+                ended = &mut connection => match ended {
+                    Ok(()) => tracing::debug!("backend connection closed"),
+                    Err(e) => tracing::debug!(error = %e, "backend connection closed"),
+                },
+                () = keep_alive(ping_pong) => {
+                    tracing::warn!("backend connection: no answer to a PING, closing it");
+                }
             }
+            marker.store(true, Ordering::Release);
+            // Dropping the connection fails the calls still on it with a transport error.
         });
-        Ok(sender)
+        Ok(Connection { sender, closed })
+    }
+}
+
+/// Returns when a PING, sent every [`KEEP_ALIVE`], goes unanswered for [`KEEP_ALIVE_TIMEOUT`].
+async fn keep_alive(mut ping_pong: h2::PingPong) {
+    loop {
+        tokio::time::sleep(KEEP_ALIVE).await;
+        match tokio::time::timeout(KEEP_ALIVE_TIMEOUT, ping_pong.ping(h2::Ping::opaque())).await {
+            Ok(Ok(_pong)) => {}
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "backend connection: PING failed");
+                return;
+            }
+            Err(_) => return,
+        }
     }
 }
 
 impl tower::Service<http::Request<Body>> for Upstream {
-    type Response = http::Response<hyper::body::Incoming>;
+    type Response = http::Response<Reply>;
     type Error = BoxError;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
 
@@ -202,10 +254,80 @@ impl tower::Service<http::Request<Body>> for Upstream {
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
         let shared = self.0.clone();
         Box::pin(async move {
-            let mut sender = shared.sender().await?;
-            sender.ready().await?;
-            Ok(sender.send_request(request).await?)
+            // Waits while the backend's limit of concurrent streams is reached.
+            let mut sender = shared.sender().await?.ready().await?;
+            let (head, mut body) = request.into_parts();
+            let no_body = body.is_end_stream();
+            let (response, mut stream) =
+                sender.send_request(http::Request::from_parts(head, ()), no_body)?;
+            if !no_body {
+                let mut ended = false;
+                while let Some(frame) = body.frame().await {
+                    match frame?.into_data() {
+                        Ok(data) => stream.send_data(data, false)?,
+                        Err(frame) => {
+                            if let Ok(trailers) = frame.into_trailers() {
+                                stream.send_trailers(trailers)?;
+                                ended = true;
+                                break;
+                            }
+                        }
+                    }
+                }
+                if !ended {
+                    stream.send_data(Bytes::new(), true)?;
+                }
+            }
+            Ok(response.await?.map(Reply::new))
         })
+    }
+}
+
+/// A reply's body: its DATA frames, each handed back to flow control as it is read, then its
+/// trailers (where gRPC puts the status).
+#[derive(Debug)]
+pub struct Reply {
+    stream: h2::RecvStream,
+    data_done: bool,
+}
+
+impl Reply {
+    fn new(stream: h2::RecvStream) -> Self {
+        Self {
+            stream,
+            data_done: false,
+        }
+    }
+}
+
+impl HttpBody for Reply {
+    type Data = Bytes;
+    type Error = h2::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, h2::Error>>> {
+        if !self.data_done {
+            match ready!(self.stream.poll_data(cx)) {
+                Some(Ok(data)) => {
+                    // Fails only once the stream is gone, which the next poll reports.
+                    let _ = self.stream.flow_control().release_capacity(data.len());
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Some(Err(e)) => return Poll::Ready(Some(Err(e))),
+                None => self.data_done = true,
+            }
+        }
+        match ready!(self.stream.poll_trailers(cx)) {
+            Ok(Some(trailers)) => Poll::Ready(Some(Ok(Frame::trailers(trailers)))),
+            Ok(None) => Poll::Ready(None),
+            Err(e) => Poll::Ready(Some(Err(e))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.stream.is_end_stream()
     }
 }
 
