@@ -334,8 +334,123 @@ impl HttpBody for Reply {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http_body_util::Full;
     use std::sync::atomic::AtomicUsize;
+    use tokio::io::DuplexStream;
+    use tokio::sync::mpsc;
     use tower::Service;
+
+    /// Dials in memory: each dial hands the far end of a new pipe to the test's server.
+    struct Pipe {
+        dials: Arc<AtomicUsize>,
+        accepted: mpsc::UnboundedSender<DuplexStream>,
+    }
+
+    impl Dial for Pipe {
+        fn dial(&self) -> Dialing<'_> {
+            self.dials.fetch_add(1, Ordering::SeqCst);
+            let (near, far) = tokio::io::duplex(64 * 1024);
+            let _ = self.accepted.send(far);
+            Box::pin(async move { Ok(Box::new(near) as Box<dyn Io>) })
+        }
+    }
+
+    /// An HTTP/2 server on `io` that answers each request with its body followed by `padding`
+    /// bytes. After the first answer it goes on serving if `answer_pings`; otherwise it holds the
+    /// connection open without reading it again, as a hung peer does.
+    async fn server(io: DuplexStream, padding: usize, answer_pings: bool) {
+        let mut connection = h2::server::handshake(io).await.expect("handshake");
+        loop {
+            let Some(Ok((request, mut respond))) = connection.accept().await else {
+                return;
+            };
+            let mut body = request.into_body();
+            let mut reply = Vec::new();
+            while let Some(data) = body.data().await {
+                let data = data.expect("request data");
+                let _ = body.flow_control().release_capacity(data.len());
+                reply.extend_from_slice(&data);
+            }
+            reply.resize(reply.len() + padding, b'.');
+            let mut stream = respond
+                .send_response(http::Response::new(()), false)
+                .expect("respond");
+            stream.send_data(reply.into(), true).expect("reply");
+            if !answer_pings {
+                // Long enough to flush the reply, then never polled again.
+                let _ = tokio::time::timeout(Duration::from_secs(1), connection.accept()).await;
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
+    fn pipe_upstream(padding: usize, answer_pings: bool) -> (Upstream, Arc<AtomicUsize>) {
+        let dials = Arc::new(AtomicUsize::new(0));
+        let (accepted, mut pipes) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Some(io) = pipes.recv().await {
+                tokio::spawn(server(io, padding, answer_pings));
+            }
+        });
+        let upstream = Upstream::new(
+            http::Uri::from_static("http://backend.test/"),
+            Pipe {
+                dials: dials.clone(),
+                accepted,
+            },
+        );
+        (upstream, dials)
+    }
+
+    /// Calls with `payload` as the body; the whole reply body. A call that hangs fails after
+    /// 10 s (at once under a paused clock).
+    async fn call(upstream: &mut Upstream, payload: &'static [u8]) -> Result<Bytes, BoxError> {
+        let request = http::Request::post("http://backend.test/svc/Method")
+            .body(Body::new(Full::new(Bytes::from_static(payload))))
+            .expect("request");
+        let reply = async {
+            let reply = upstream.call(request).await?;
+            Ok::<_, BoxError>(reply.into_body().collect().await?.to_bytes())
+        };
+        tokio::time::timeout(Duration::from_secs(10), reply)
+            .await
+            .map_err(|_| "no reply within 10 s")?
+    }
+
+    #[tokio::test]
+    async fn bodies_travel_whole_and_replies_beyond_the_flow_control_windows_arrive() {
+        // 6 MB: more than the stream's window (2 MB) and the connection's (5 MB), so the reply
+        // arrives only if the reader hands the window back as it reads.
+        let (mut upstream, dials) = pipe_upstream(6 << 20, true);
+        for _ in 0..2 {
+            let reply = call(&mut upstream, b"\0\0\0\0\x02hi").await.expect("reply");
+            assert_eq!(reply.len(), 7 + (6 << 20));
+            assert_eq!(&reply[..7], b"\0\0\0\0\x02hi");
+        }
+        assert_eq!(dials.load(Ordering::SeqCst), 1, "one connection for both");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_peer_that_stops_answering_pings_is_dropped_and_the_next_call_redials() {
+        for (answer_pings, dials_after) in [(true, 1), (false, 2)] {
+            let (mut upstream, dials) = pipe_upstream(0, answer_pings);
+            assert_eq!(
+                &call(&mut upstream, b"one").await.expect("first")[..],
+                b"one"
+            );
+            // Past one PING interval and its answer timeout.
+            tokio::time::sleep(KEEP_ALIVE + KEEP_ALIVE_TIMEOUT + Duration::from_secs(1)).await;
+            assert_eq!(
+                &call(&mut upstream, b"two").await.expect("second")[..],
+                b"two"
+            );
+            assert_eq!(
+                dials.load(Ordering::SeqCst),
+                dials_after,
+                "answer_pings: {answer_pings}"
+            );
+        }
+    }
 
     /// A backend that never answers a connection attempt (a firewall dropping SYNs).
     struct Blackhole(Arc<AtomicUsize>);
