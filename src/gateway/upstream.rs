@@ -17,8 +17,15 @@
 //! that carries it as its source, which is how the gateway tells them (503) from a status the
 //! backend sent.
 //!
-//! Only unary calls go over it (the gateway's and the health check's): a call sends its whole
-//! request body before it awaits the response headers.
+//! A call the backend did not process is sent once more: one it refused (RST_STREAM
+//! REFUSED_STREAM), and one above the last stream id of its GOAWAY or opened after it. RFC 9113
+//! §8.7 makes that safe whatever the call does, and it is what a backend that rotates its
+//! connections (or restarts behind a proxy) needs to lose no calls. After a GOAWAY the retry goes
+//! to a new connection; the calls still running on the old one finish there. Nothing else is
+//! retried: a call the backend may have acted on fails with its error.
+//!
+//! Only unary calls go over it (the gateway's and the health check's): a call collects its
+//! request body, one message, before it opens the stream, and keeps it for the retry.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -153,23 +160,23 @@ struct Connection {
 }
 
 impl Shared {
-    fn open(&self) -> Option<h2::client::SendRequest<Bytes>> {
+    fn open(&self) -> Option<Connection> {
         let current = self.current.lock().unwrap_or_else(|e| e.into_inner());
         current
             .as_ref()
             .filter(|c| !c.closed.load(Ordering::Acquire))
-            .map(|c| c.sender.clone())
+            .cloned()
     }
 
     /// The open connection, dialling one if there is none.
-    async fn sender(&self) -> Result<h2::client::SendRequest<Bytes>, BoxError> {
-        if let Some(sender) = self.open() {
-            return Ok(sender);
+    async fn connection(&self) -> Result<Connection, BoxError> {
+        if let Some(connection) = self.open() {
+            return Ok(connection);
         }
         let dials_before = self.dials.load(Ordering::Acquire);
         let mut last_failure = self.dialing.lock().await;
-        if let Some(sender) = self.open() {
-            return Ok(sender); // another call dialled while this one waited
+        if let Some(connection) = self.open() {
+            return Ok(connection); // another call dialled while this one waited
         }
         if let Some(error) = last_failure.as_ref()
             && self.dials.load(Ordering::Acquire) != dials_before
@@ -183,10 +190,9 @@ impl Shared {
         self.dials.fetch_add(1, Ordering::AcqRel);
         match dialled {
             Ok(connection) => {
-                let sender = connection.sender.clone();
-                *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(connection);
+                *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(connection.clone());
                 *last_failure = None;
-                Ok(sender)
+                Ok(connection)
             }
             Err(e) => {
                 tracing::warn!(error = %e, "backend connection failed");
@@ -254,33 +260,84 @@ impl tower::Service<http::Request<Body>> for Upstream {
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
         let shared = self.0.clone();
         Box::pin(async move {
-            // Waits while the backend's limit of concurrent streams is reached.
-            let mut sender = shared.sender().await?.ready().await?;
-            let (head, mut body) = request.into_parts();
-            let no_body = body.is_end_stream();
-            let (response, mut stream) =
-                sender.send_request(http::Request::from_parts(head, ()), no_body)?;
-            if !no_body {
-                let mut ended = false;
-                while let Some(frame) = body.frame().await {
-                    match frame?.into_data() {
-                        Ok(data) => stream.send_data(data, false)?,
-                        Err(frame) => {
-                            if let Ok(trailers) = frame.into_trailers() {
-                                stream.send_trailers(trailers)?;
-                                ended = true;
-                                break;
-                            }
-                        }
-                    }
+            let (head, body) = request.into_parts();
+            // A unary request: its one message, whole (the gateway bounds its size).
+            let body = body.collect().await?;
+            let trailers = body.trailers().cloned();
+            let message = body.to_bytes();
+            let again = Request {
+                method: head.method.clone(),
+                uri: head.uri.clone(),
+                version: head.version,
+                headers: head.headers.clone(),
+                message: message.clone(),
+                trailers: trailers.clone(),
+            };
+            let first = Request {
+                method: head.method,
+                uri: head.uri,
+                version: head.version,
+                headers: head.headers,
+                message,
+                trailers,
+            };
+            match send(&shared.connection().await?, first).await {
+                Err(e) if unprocessed(&e) => {
+                    tracing::debug!(error = %e, "the backend did not process the call; sending it again");
+                    Ok(send(&shared.connection().await?, again).await?)
                 }
-                if !ended {
-                    stream.send_data(Bytes::new(), true)?;
-                }
+                result => Ok(result?),
             }
-            Ok(response.await?.map(Reply::new))
         })
     }
+}
+
+/// One attempt's request, kept whole so that it can be sent again.
+struct Request {
+    method: http::Method,
+    uri: http::Uri,
+    version: http::Version,
+    headers: http::HeaderMap,
+    message: Bytes,
+    trailers: Option<http::HeaderMap>,
+}
+
+/// Whether the backend said it did not process the stream, so that it is safe to send again
+/// whatever the method does (RFC 9113 §8.7): it went away before the stream (a GOAWAY whose
+/// last stream id is below it, or any stream opened after the GOAWAY), or it refused it.
+fn unprocessed(e: &h2::Error) -> bool {
+    e.is_remote() && (e.is_go_away() || e.reason() == Some(h2::Reason::REFUSED_STREAM))
+}
+
+/// One attempt on `connection`. A GOAWAY retires the connection: the attempt after it dials a
+/// new one.
+async fn send(
+    connection: &Connection,
+    request: Request,
+) -> Result<http::Response<Reply>, h2::Error> {
+    let attempt = async {
+        // Waits while the backend's limit of concurrent streams is reached.
+        let mut sender = connection.sender.clone().ready().await?;
+        let mut head = http::Request::new(());
+        *head.method_mut() = request.method;
+        *head.uri_mut() = request.uri;
+        *head.version_mut() = request.version;
+        *head.headers_mut() = request.headers;
+        let empty = request.message.is_empty() && request.trailers.is_none();
+        let (response, mut stream) = sender.send_request(head, empty)?;
+        if !empty {
+            stream.send_data(request.message, request.trailers.is_none())?;
+            if let Some(trailers) = request.trailers {
+                stream.send_trailers(trailers)?;
+            }
+        }
+        Ok::<_, h2::Error>(response.await?.map(Reply::new))
+    };
+    attempt.await.inspect_err(|e| {
+        if e.is_go_away() && e.is_remote() {
+            connection.closed.store(true, Ordering::Release);
+        }
+    })
 }
 
 /// A reply's body: its DATA frames, each handed back to flow control as it is read, then its
@@ -355,28 +412,94 @@ mod tests {
         }
     }
 
-    /// An HTTP/2 server on `io` that answers each request with its body followed by `padding`
-    /// bytes. After the first answer it goes on serving if `answer_pings`; otherwise it holds the
-    /// connection open without reading it again, as a hung peer does.
-    async fn server(io: DuplexStream, padding: usize, answer_pings: bool) {
+    /// How the test's HTTP/2 server treats a connection.
+    #[derive(Clone, Copy, PartialEq)]
+    enum Peer {
+        /// Answers each request with its body followed by this many bytes.
+        Answer(usize),
+        /// Answers the first request, then holds the connection open without reading it again,
+        /// as a hung peer does.
+        HangAfterFirst,
+        /// On the first connection, sends GOAWAY before reading any request; answers on the
+        /// others.
+        GoAwayOnFirstConnection,
+        /// On the first connection, reads the first request and then starts a graceful shutdown
+        /// (GOAWAY) while it holds that request; answers it once the test says so. Answers on
+        /// the others.
+        GoAwayWhileFirstRuns,
+        /// Refuses the first request (RST_STREAM REFUSED_STREAM); answers the others.
+        RefuseFirst,
+        /// Reads each request, then resets it with INTERNAL_ERROR.
+        FailEach,
+    }
+
+    /// A request's body, read whole.
+    async fn read_body(request: http::Request<h2::RecvStream>) -> Vec<u8> {
+        let mut body = request.into_body();
+        let mut whole = Vec::new();
+        while let Some(data) = body.data().await {
+            let data = data.expect("request data");
+            let _ = body.flow_control().release_capacity(data.len());
+            whole.extend_from_slice(&data);
+        }
+        whole
+    }
+
+    /// Serves connection number `index` (from 0) on `io`; counts the requests it reads.
+    async fn server(
+        io: DuplexStream,
+        index: usize,
+        peer: Peer,
+        requests: Arc<AtomicUsize>,
+        release: Arc<tokio::sync::Notify>,
+    ) {
         let mut connection = h2::server::handshake(io).await.expect("handshake");
+        if peer == Peer::GoAwayWhileFirstRuns && index == 0 {
+            let (request, mut respond) = connection.accept().await.expect("a call").expect("ok");
+            requests.fetch_add(1, Ordering::SeqCst);
+            let reply = read_body(request).await;
+            connection.graceful_shutdown();
+            tokio::spawn(async move {
+                release.notified().await;
+                let mut stream = respond
+                    .send_response(http::Response::new(()), false)
+                    .expect("respond");
+                stream.send_data(reply.into(), true).expect("reply");
+            });
+            // Serves until the held call ends; no stream may open after the GOAWAY.
+            assert!(connection.accept().await.is_none(), "a stream after GOAWAY");
+            return;
+        }
+        if peer == Peer::GoAwayOnFirstConnection && index == 0 {
+            connection.abrupt_shutdown(h2::Reason::NO_ERROR);
+            while connection.accept().await.is_some() {}
+            // Keeps the pipe open, so that the client reads the GOAWAY rather than a broken
+            // pipe.
+            return std::future::pending().await;
+        }
         loop {
             let Some(Ok((request, mut respond))) = connection.accept().await else {
                 return;
             };
-            let mut body = request.into_body();
-            let mut reply = Vec::new();
-            while let Some(data) = body.data().await {
-                let data = data.expect("request data");
-                let _ = body.flow_control().release_capacity(data.len());
-                reply.extend_from_slice(&data);
+            let seen = requests.fetch_add(1, Ordering::SeqCst);
+            let mut reply = read_body(request).await;
+            match peer {
+                Peer::RefuseFirst if seen == 0 => {
+                    respond.send_reset(h2::Reason::REFUSED_STREAM);
+                    continue;
+                }
+                Peer::FailEach => {
+                    respond.send_reset(h2::Reason::INTERNAL_ERROR);
+                    continue;
+                }
+                Peer::Answer(padding) => reply.resize(reply.len() + padding, b'.'),
+                _ => {}
             }
-            reply.resize(reply.len() + padding, b'.');
             let mut stream = respond
                 .send_response(http::Response::new(()), false)
                 .expect("respond");
             stream.send_data(reply.into(), true).expect("reply");
-            if !answer_pings {
+            if peer == Peer::HangAfterFirst {
                 // Long enough to flush the reply, then never polled again.
                 let _ = tokio::time::timeout(Duration::from_secs(1), connection.accept()).await;
                 std::future::pending::<()>().await;
@@ -384,12 +507,25 @@ mod tests {
         }
     }
 
-    fn pipe_upstream(padding: usize, answer_pings: bool) -> (Upstream, Arc<AtomicUsize>) {
+    struct Harness {
+        upstream: Upstream,
+        dials: Arc<AtomicUsize>,
+        requests: Arc<AtomicUsize>,
+        /// Lets a held request be answered.
+        release: Arc<tokio::sync::Notify>,
+    }
+
+    fn pipe_upstream(peer: Peer) -> Harness {
         let dials = Arc::new(AtomicUsize::new(0));
+        let requests = Arc::new(AtomicUsize::new(0));
         let (accepted, mut pipes) = mpsc::unbounded_channel();
+        let release = Arc::new(tokio::sync::Notify::new());
+        let (counted, held) = (requests.clone(), release.clone());
         tokio::spawn(async move {
+            let mut index = 0;
             while let Some(io) = pipes.recv().await {
-                tokio::spawn(server(io, padding, answer_pings));
+                tokio::spawn(server(io, index, peer, counted.clone(), held.clone()));
+                index += 1;
             }
         });
         let upstream = Upstream::new(
@@ -399,7 +535,12 @@ mod tests {
                 accepted,
             },
         );
-        (upstream, dials)
+        Harness {
+            upstream,
+            dials,
+            requests,
+            release,
+        }
     }
 
     /// Calls with `payload` as the body; the whole reply body. A call that hangs fails after
@@ -421,35 +562,94 @@ mod tests {
     async fn bodies_travel_whole_and_replies_beyond_the_flow_control_windows_arrive() {
         // 6 MB: more than the stream's window (2 MB) and the connection's (5 MB), so the reply
         // arrives only if the reader hands the window back as it reads.
-        let (mut upstream, dials) = pipe_upstream(6 << 20, true);
+        let mut h = pipe_upstream(Peer::Answer(6 << 20));
         for _ in 0..2 {
-            let reply = call(&mut upstream, b"\0\0\0\0\x02hi").await.expect("reply");
+            let reply = call(&mut h.upstream, b"\0\0\0\0\x02hi")
+                .await
+                .expect("reply");
             assert_eq!(reply.len(), 7 + (6 << 20));
             assert_eq!(&reply[..7], b"\0\0\0\0\x02hi");
         }
-        assert_eq!(dials.load(Ordering::SeqCst), 1, "one connection for both");
+        assert_eq!(h.dials.load(Ordering::SeqCst), 1, "one connection for both");
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_peer_that_stops_answering_pings_is_dropped_and_the_next_call_redials() {
-        for (answer_pings, dials_after) in [(true, 1), (false, 2)] {
-            let (mut upstream, dials) = pipe_upstream(0, answer_pings);
+        for (peer, dials_after) in [(Peer::Answer(0), 1), (Peer::HangAfterFirst, 2)] {
+            let mut h = pipe_upstream(peer);
             assert_eq!(
-                &call(&mut upstream, b"one").await.expect("first")[..],
+                &call(&mut h.upstream, b"one").await.expect("first")[..],
                 b"one"
             );
             // Past one PING interval and its answer timeout.
             tokio::time::sleep(KEEP_ALIVE + KEEP_ALIVE_TIMEOUT + Duration::from_secs(1)).await;
             assert_eq!(
-                &call(&mut upstream, b"two").await.expect("second")[..],
+                &call(&mut h.upstream, b"two").await.expect("second")[..],
                 b"two"
             );
-            assert_eq!(
-                dials.load(Ordering::SeqCst),
-                dials_after,
-                "answer_pings: {answer_pings}"
-            );
+            assert_eq!(h.dials.load(Ordering::SeqCst), dials_after);
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_going_away_gets_no_new_calls() {
+        let mut h = pipe_upstream(Peer::GoAwayWhileFirstRuns);
+        let mut first = h.upstream.clone();
+        let first = tokio::spawn(async move { call(&mut first, b"first").await });
+        // The paused clock moves only once every task is idle: the GOAWAY has arrived and the
+        // first call is held by the server.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(h.requests.load(Ordering::SeqCst), 1);
+        // The connection is still open for the call it carries, but a new call must not be
+        // opened on it: it goes to a new connection.
+        assert_eq!(
+            &call(&mut h.upstream, b"second").await.expect("answered")[..],
+            b"second"
+        );
+        assert_eq!(h.dials.load(Ordering::SeqCst), 2);
+        h.release.notify_one();
+        let reply = first.await.expect("no panic").expect("answered");
+        assert_eq!(
+            &reply[..],
+            b"first",
+            "the call in flight finishes on the old connection"
+        );
+    }
+
+    #[tokio::test]
+    async fn calls_the_backend_did_not_process_are_sent_again_and_no_others() {
+        // GOAWAY before the call: sent again on a new connection.
+        let mut h = pipe_upstream(Peer::GoAwayOnFirstConnection);
+        assert_eq!(
+            &call(&mut h.upstream, b"one").await.expect("answered")[..],
+            b"one"
+        );
+        assert_eq!(h.dials.load(Ordering::SeqCst), 2);
+        assert_eq!(h.requests.load(Ordering::SeqCst), 1, "processed once");
+        // And the connection after it stays in use.
+        assert_eq!(
+            &call(&mut h.upstream, b"two").await.expect("answered")[..],
+            b"two"
+        );
+        assert_eq!(h.dials.load(Ordering::SeqCst), 2);
+
+        // REFUSED_STREAM: sent again on the same connection.
+        let mut h = pipe_upstream(Peer::RefuseFirst);
+        assert_eq!(
+            &call(&mut h.upstream, b"one").await.expect("answered")[..],
+            b"one"
+        );
+        assert_eq!(h.dials.load(Ordering::SeqCst), 1);
+        assert_eq!(h.requests.load(Ordering::SeqCst), 2);
+
+        // A stream the backend read and then failed is not sent again: it may have acted on it.
+        let mut h = pipe_upstream(Peer::FailEach);
+        let error = call(&mut h.upstream, b"one").await.expect_err("reset");
+        let reason = error
+            .downcast_ref::<h2::Error>()
+            .and_then(h2::Error::reason);
+        assert_eq!(reason, Some(h2::Reason::INTERNAL_ERROR), "{error}");
+        assert_eq!(h.requests.load(Ordering::SeqCst), 1, "sent once");
     }
 
     /// A backend that never answers a connection attempt (a firewall dropping SYNs).
