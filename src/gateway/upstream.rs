@@ -431,6 +431,8 @@ mod tests {
         RefuseFirst,
         /// Reads each request, then resets it with INTERNAL_ERROR.
         FailEach,
+        /// Reads each request and never answers; counts the requests the client reset.
+        Hold,
     }
 
     /// A request's body, read whole.
@@ -452,6 +454,7 @@ mod tests {
         peer: Peer,
         requests: Arc<AtomicUsize>,
         release: Arc<tokio::sync::Notify>,
+        cancelled: Arc<AtomicUsize>,
     ) {
         let mut connection = h2::server::handshake(io).await.expect("handshake");
         if peer == Peer::GoAwayWhileFirstRuns && index == 0 {
@@ -492,6 +495,16 @@ mod tests {
                     respond.send_reset(h2::Reason::INTERNAL_ERROR);
                     continue;
                 }
+                Peer::Hold => {
+                    let cancelled = cancelled.clone();
+                    tokio::spawn(async move {
+                        let reason = std::future::poll_fn(|cx| respond.poll_reset(cx)).await;
+                        if reason.ok() == Some(h2::Reason::CANCEL) {
+                            cancelled.fetch_add(1, Ordering::SeqCst);
+                        }
+                    });
+                    continue;
+                }
                 Peer::Answer(padding) => reply.resize(reply.len() + padding, b'.'),
                 _ => {}
             }
@@ -513,6 +526,8 @@ mod tests {
         requests: Arc<AtomicUsize>,
         /// Lets a held request be answered.
         release: Arc<tokio::sync::Notify>,
+        /// Streams the client reset with CANCEL.
+        cancelled: Arc<AtomicUsize>,
     }
 
     fn pipe_upstream(peer: Peer) -> Harness {
@@ -520,11 +535,13 @@ mod tests {
         let requests = Arc::new(AtomicUsize::new(0));
         let (accepted, mut pipes) = mpsc::unbounded_channel();
         let release = Arc::new(tokio::sync::Notify::new());
-        let (counted, held) = (requests.clone(), release.clone());
+        let cancelled = Arc::new(AtomicUsize::new(0));
+        let (counted, held, resets) = (requests.clone(), release.clone(), cancelled.clone());
         tokio::spawn(async move {
             let mut index = 0;
             while let Some(io) = pipes.recv().await {
-                tokio::spawn(server(io, index, peer, counted.clone(), held.clone()));
+                let (counted, held, resets) = (counted.clone(), held.clone(), resets.clone());
+                tokio::spawn(server(io, index, peer, counted, held, resets));
                 index += 1;
             }
         });
@@ -540,6 +557,7 @@ mod tests {
             dials,
             requests,
             release,
+            cancelled,
         }
     }
 
@@ -614,6 +632,20 @@ mod tests {
             b"first",
             "the call in flight finishes on the old connection"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_given_up_is_cancelled_at_the_backend() {
+        let h = pipe_upstream(Peer::Hold);
+        let mut upstream = h.upstream.clone();
+        let call = tokio::spawn(async move { call(&mut upstream, b"slow").await });
+        tokio::time::sleep(Duration::from_secs(1)).await; // every task idle: the server holds it
+        assert_eq!(h.requests.load(Ordering::SeqCst), 1);
+        assert_eq!(h.cancelled.load(Ordering::SeqCst), 0);
+        // What a REST client that goes away, or the gateway's deadline, does to the call.
+        call.abort();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(h.cancelled.load(Ordering::SeqCst), 1, "RST_STREAM CANCEL");
     }
 
     #[tokio::test]
