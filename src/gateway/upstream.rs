@@ -263,24 +263,15 @@ impl tower::Service<http::Request<Body>> for Upstream {
             let (head, body) = request.into_parts();
             // A unary request: its one message, whole (the gateway bounds its size).
             let body = body.collect().await?;
-            let trailers = body.trailers().cloned();
-            let message = body.to_bytes();
-            let again = Request {
-                method: head.method.clone(),
-                uri: head.uri.clone(),
-                version: head.version,
-                headers: head.headers.clone(),
-                message: message.clone(),
-                trailers: trailers.clone(),
-            };
             let first = Request {
+                trailers: body.trailers().cloned(),
+                message: body.to_bytes(),
                 method: head.method,
                 uri: head.uri,
                 version: head.version,
                 headers: head.headers,
-                message,
-                trailers,
             };
+            let again = first.clone();
             match send(&shared.connection().await?, first).await {
                 Err(e) if unprocessed(&e) => {
                     tracing::debug!(error = %e, "the backend did not process the call; sending it again");
@@ -293,6 +284,7 @@ impl tower::Service<http::Request<Body>> for Upstream {
 }
 
 /// One attempt's request, kept whole so that it can be sent again.
+#[derive(Clone)]
 struct Request {
     method: http::Method,
     uri: http::Uri,
