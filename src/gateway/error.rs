@@ -64,12 +64,15 @@ impl GatewayError {
         if transport.is_none() && !undecodable {
             return Self::Backend(status);
         }
-        tracing::warn!(code = ?status.code(), message = status.message(), cause = ?transport, "backend call failed");
-        match transport {
+        let error = match &transport {
             _ if undecodable => Self::BadBackendReply,
             Some(t) if t.contains("TimeoutExpired") => Self::DeadlineExceeded,
             _ => Self::Unavailable,
-        }
+        };
+        // The code the client is answered with, not tonic's local one (UNKNOWN for a transport
+        // error), so that the log and the reply agree.
+        tracing::warn!(code = ?error.parts().0, message = status.message(), cause = ?transport, "backend call failed");
+        error
     }
 
     /// The gRPC code, message and details this error is reported with.
@@ -201,6 +204,45 @@ impl IntoResponse for GatewayError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::{Arc, Mutex};
+
+    /// Collects what a subscriber writes.
+    #[derive(Clone, Default)]
+    struct Logs(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Logs {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().expect("logs").extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_transport_failure_is_logged_with_the_code_the_client_gets() {
+        let logs = Logs::default();
+        let writer = logs.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        // What the tonic client makes of a dial that failed: UNKNOWN, with the cause as source.
+        let status = tonic::Status::from_error(Box::new(std::io::Error::new(
+            std::io::ErrorKind::ConnectionRefused,
+            "backend connection failed: Connection refused",
+        )));
+        assert_eq!(status.code(), Code::Unknown);
+        let error = tracing::subscriber::with_default(subscriber, || {
+            GatewayError::from_client_status(status)
+        });
+        assert!(matches!(error, GatewayError::Unavailable));
+        let logged = String::from_utf8(logs.0.lock().expect("logs").clone()).expect("UTF-8");
+        assert!(logged.contains("backend call failed"), "{logged}");
+        assert!(logged.contains("code=Unavailable"), "{logged}");
+        assert!(!logged.contains("Unknown"), "{logged}");
+    }
 
     #[test]
     fn the_standard_table() {
