@@ -286,7 +286,7 @@ impl tracing::field::Visit for PlainFields<'_> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     thread_local! {
@@ -296,7 +296,7 @@ mod tests {
 
     /// Log output of `emit` through a non-ANSI fmt subscriber, with [`PlainText`] or with the
     /// default event format.
-    fn log_lines(plain: bool, emit: &dyn Fn()) -> String {
+    pub(crate) fn log_lines(plain: bool, emit: &dyn Fn()) -> String {
         use std::sync::{Arc, Mutex};
         let out = Arc::new(Mutex::new(Vec::new()));
         let sink = out.clone();

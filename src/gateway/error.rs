@@ -204,41 +204,19 @@ impl IntoResponse for GatewayError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::{Arc, Mutex};
-
-    /// Collects what a subscriber writes.
-    #[derive(Clone, Default)]
-    struct Logs(Arc<Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Logs {
-        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().expect("logs").extend_from_slice(bytes);
-            Ok(bytes.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
     #[test]
     fn a_transport_failure_is_logged_with_the_code_the_client_gets() {
-        let logs = Logs::default();
-        let writer = logs.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_ansi(false)
-            .with_writer(move || writer.clone())
-            .finish();
         // What the tonic client makes of a dial that failed: UNKNOWN, with the cause as source.
         let status = tonic::Status::from_error(Box::new(std::io::Error::new(
             std::io::ErrorKind::ConnectionRefused,
             "backend connection failed: Connection refused",
         )));
         assert_eq!(status.code(), Code::Unknown);
-        let error = tracing::subscriber::with_default(subscriber, || {
-            GatewayError::from_client_status(status)
+        let error = std::cell::RefCell::new(None);
+        let logged = crate::telemetry::tests::log_lines(false, &|| {
+            *error.borrow_mut() = Some(GatewayError::from_client_status(status.clone()));
         });
-        assert!(matches!(error, GatewayError::Unavailable));
-        let logged = String::from_utf8(logs.0.lock().expect("logs").clone()).expect("UTF-8");
+        assert!(matches!(error.take(), Some(GatewayError::Unavailable)));
         assert!(logged.contains("backend call failed"), "{logged}");
         assert!(logged.contains("code=Unavailable"), "{logged}");
         assert!(!logged.contains("Unknown"), "{logged}");
