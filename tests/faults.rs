@@ -263,22 +263,23 @@ impl RunningBackend {
 }
 
 async fn start_backend(listener: TcpListener, dir: &std::path::Path) -> RunningBackend {
-    start_backend_with(listener, dir, None).await
+    let store = Arc::new(EmbeddedStore::open(dir).expect("store"));
+    start_backend_with(listener, store, HealthProbe::default(), None).await
 }
 
 async fn start_backend_with(
     listener: TcpListener,
-    dir: &std::path::Path,
+    store: Arc<EmbeddedStore>,
+    health: HealthProbe,
     tls: Option<tonic::transport::ServerTlsConfig>,
 ) -> RunningBackend {
-    let store = EmbeddedStore::open(dir).expect("store");
     let addr = listener.local_addr().expect("addr").to_string();
     let be = Backend::new(
-        Arc::new(store),
+        store,
         BackendConfig {
             create_delay: Duration::from_millis(10),
             advertise_address: addr,
-            health: Default::default(),
+            health,
         },
     );
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -484,7 +485,14 @@ async fn a_tls_backend_is_reached_with_its_roots_and_name_only() {
     let port = listener.local_addr().expect("addr").port();
     let tls = compute_gateway::tls::Tls::from_pem(FIXTURE_CERT.to_vec(), FIXTURE_KEY.to_vec())
         .expect("fixture identity");
-    let _stop = start_backend_with(listener, dir.path(), Some(tls.grpc_server())).await;
+    let store = Arc::new(EmbeddedStore::open(dir.path()).expect("store"));
+    let _stop = start_backend_with(
+        listener,
+        store,
+        HealthProbe::default(),
+        Some(tls.grpc_server()),
+    )
+    .await;
     let http = reqwest::Client::new();
 
     // The certificate chains to the CA the gateway trusts, and its name matches.
@@ -579,21 +587,11 @@ async fn a_stuck_write_turns_health_not_serving_until_it_finishes() {
     let store = Arc::new(EmbeddedStore::open(dir.path()).expect("store"));
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
-    let be = Backend::new(
-        store.clone(),
-        BackendConfig {
-            create_delay: Duration::from_millis(10),
-            advertise_address: addr.to_string(),
-            health: HealthProbe {
-                interval: Duration::from_millis(20),
-                write_stall_limit: Duration::from_millis(200),
-            },
-        },
-    );
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(backend::run(listener, be, async move {
-        let _ = stopped.await;
-    }));
+    let probe = HealthProbe {
+        interval: Duration::from_millis(20),
+        write_stall_limit: Duration::from_millis(200),
+    };
+    let _stop = start_backend_with(listener, store.clone(), probe, None).await;
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
         .expect("url")
         .connect()
@@ -622,5 +620,4 @@ async fn a_stuck_write_turns_health_not_serving_until_it_finishes() {
 
     release.send(()).expect("release the write");
     health_becomes(&mut health, ServingStatus::Serving).await;
-    let _ = stop.send(());
 }
