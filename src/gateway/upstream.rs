@@ -152,10 +152,12 @@ impl Upstream {
     }
 }
 
-/// One HTTP/2 connection: a handle to open streams on, and whether its task has ended.
+/// One HTTP/2 connection: a handle to open streams on, and whether new calls must stay off it.
 #[derive(Clone)]
 struct Connection {
     sender: h2::client::SendRequest<Bytes>,
+    /// Set when its task ends, or as soon as the backend sends GOAWAY (the calls already on it
+    /// still finish).
     closed: Arc<AtomicBool>,
 }
 
