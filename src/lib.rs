@@ -11,6 +11,7 @@
 //! - [`gateway`]: the REST/JSON transcoding gateway (a gRPC client of the backend).
 
 pub mod backend;
+mod first_bytes;
 pub mod gateway;
 pub mod json;
 pub mod pb;

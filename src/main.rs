@@ -64,6 +64,10 @@ struct BackendArgs {
     /// host:port handed out by endpoint discovery (default: the gRPC listener's address).
     #[arg(long, env = "CG_ADVERTISE_ADDRESS")]
     advertise_address: Option<String>,
+    /// Milliseconds a new gRPC connection has to send the HTTP/2 preface (or finish the TLS
+    /// handshake) before it is closed.
+    #[arg(long, env = "CG_HANDSHAKE_TIMEOUT_MS", default_value_t = 10_000)]
+    handshake_timeout_ms: u64,
     #[command(flatten)]
     tls: TlsArgs,
 }
@@ -215,6 +219,7 @@ async fn start_backend(args: BackendArgs, addr: SocketAddr) -> Result<Backend, A
             create_delay: Duration::from_millis(args.create_delay_ms),
             advertise_address: args.advertise_address.unwrap_or_else(|| addr.to_string()),
             health: Default::default(),
+            handshake_timeout: Duration::from_millis(args.handshake_timeout_ms),
         },
     );
     let recovered = backend.recover().await?;

@@ -21,6 +21,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic::metadata::MetadataMap;
 use tonic::{Code, Status};
 
+use crate::first_bytes::FirstBytes;
 use crate::gateway::upstream::{Dial, Dialing, Io, Upstream};
 use crate::json::{Any, Timestamp};
 use crate::pb::yandex::cloud::compute::v1::image_service_server::ImageServiceServer;
@@ -38,6 +39,12 @@ pub struct BackendConfig {
     pub advertise_address: String,
     /// How the store's health is checked.
     pub health: HealthProbe,
+    /// A new gRPC connection is closed unless, within this time, it sends the HTTP/2 preface
+    /// and SETTINGS (plaintext) or finishes the TLS handshake (TLS; what follows the handshake
+    /// is not bounded, as tonic does the TLS). grpc-go bounds the same stretch with its
+    /// `ConnectionTimeout`, 120 s by default; `serve` and `backend` use 10 s, like the REST
+    /// listener's header-read timeout.
+    pub handshake_timeout: Duration,
 }
 
 /// The store probe behind `grpc.health.v1.Health` (and so the gateway's `/readyz`): every
@@ -421,14 +428,16 @@ async fn serve_all(
     tokio::spawn(probe_store(backend.clone(), health, stopped.clone()));
 
     // Small unary messages must not wait for Nagle's algorithm.
-    let incoming = TcpListenerStream::new(listener).map(|conn| {
-        conn.inspect(|s| {
+    let handshake_timeout = backend.inner.config.handshake_timeout;
+    let incoming = TcpListenerStream::new(listener).map(move |conn| {
+        conn.map(|s| {
             let _ = s.set_nodelay(true);
+            FirstBytes::new(s, handshake_timeout)
         })
     });
     let mut server = tonic::transport::Server::builder().layer(observe::ObserveLayer);
     if let Some(tls) = tls {
-        server = server.tls_config(tls)?;
+        server = server.tls_config(tls.timeout(handshake_timeout))?;
     }
     let public = add_services(&mut server, &backend, health_service.clone())
         .serve_with_incoming_shutdown(incoming, on_stop(stopped.clone()));

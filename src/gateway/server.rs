@@ -15,6 +15,8 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::ServerConfig;
 
+use crate::first_bytes::FirstBytes;
+
 /// How connections are served.
 #[derive(Clone, Debug)]
 pub struct ListenerOptions {
@@ -84,6 +86,7 @@ pub async fn serve(
         tokio::spawn(async move {
             match acceptor {
                 None => {
+                    let stream = FirstBytes::new(stream, handshake_timeout);
                     let conn =
                         builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
                     let _ = watcher.watch(conn.into_owned()).await;
@@ -94,6 +97,7 @@ pub async fn serve(
                     else {
                         return; // slow or failed handshake: drop the connection
                     };
+                    let tls = FirstBytes::new(tls, handshake_timeout);
                     let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
                     let _ = watcher.watch(conn.into_owned()).await;
                 }

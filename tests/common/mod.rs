@@ -80,6 +80,7 @@ impl TestServer {
                 create_delay: options.create_delay,
                 advertise_address: grpc_addr.to_string(),
                 health: Default::default(),
+                handshake_timeout: options.listener.header_read_timeout,
             },
         );
         be.recover().await.expect("recover");
