@@ -435,7 +435,12 @@ async fn serve_all(
             FirstBytes::new(s, handshake_timeout)
         })
     });
-    let mut server = tonic::transport::Server::builder().layer(observe::ObserveLayer);
+    // A PING after two hours without a frame, 20 s to answer: grpc-go's server defaults, so
+    // a peer that vanished without closing does not hold its connection for ever.
+    let mut server = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(2 * 60 * 60)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+        .layer(observe::ObserveLayer);
     if let Some(tls) = tls {
         server = server.tls_config(tls.timeout(handshake_timeout))?;
     }
