@@ -20,8 +20,10 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
 use tokio::time::Sleep;
-use tonic::transport::server::Connected;
+use tokio_rustls::server::TlsStream;
+use tonic::transport::server::{Connected, TcpConnectInfo};
 
 const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 const FRAME_HEADER: usize = 9;
@@ -74,11 +76,19 @@ impl<S> FirstBytes<S> {
     }
 }
 
-impl<S: Connected> Connected for FirstBytes<S> {
-    type ConnectInfo = S::ConnectInfo;
+impl Connected for FirstBytes<TcpStream> {
+    type ConnectInfo = TcpConnectInfo;
 
-    fn connect_info(&self) -> Self::ConnectInfo {
+    fn connect_info(&self) -> TcpConnectInfo {
         self.inner.connect_info()
+    }
+}
+
+impl Connected for FirstBytes<TlsStream<TcpStream>> {
+    type ConnectInfo = TcpConnectInfo;
+
+    fn connect_info(&self) -> TcpConnectInfo {
+        self.inner.get_ref().0.connect_info()
     }
 }
 

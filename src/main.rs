@@ -64,8 +64,8 @@ struct BackendArgs {
     /// host:port handed out by endpoint discovery (default: the gRPC listener's address).
     #[arg(long, env = "CG_ADVERTISE_ADDRESS")]
     advertise_address: Option<String>,
-    /// Milliseconds a new gRPC connection has to send the HTTP/2 preface (or finish the TLS
-    /// handshake) before it is closed.
+    /// Milliseconds a new gRPC connection has to finish the TLS handshake, if any, and as long
+    /// again to send the HTTP/2 preface, before it is closed.
     #[arg(long, env = "CG_HANDSHAKE_TIMEOUT_MS", default_value_t = 10_000)]
     handshake_timeout_ms: u64,
     #[command(flatten)]

@@ -1,5 +1,5 @@
 //! TLS for both listeners from one PEM certificate chain and key (`--tls-cert`, `--tls-key`):
-//! tonic's server config for gRPC and a rustls config (ALPN h2 and http/1.1) for REST; and the
+//! rustls server configs for gRPC (ALPN h2) and for REST (ALPN h2 and http/1.1); and the
 //! client config the `gateway` command dials an `https://` backend with (`--backend-ca`).
 
 use std::path::Path;
@@ -8,14 +8,12 @@ use std::sync::Arc;
 use tokio_rustls::rustls;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use tonic::transport::{Identity, ServerTlsConfig};
 
 /// A certificate chain and its key, read and checked once.
 #[derive(Clone)]
 pub struct Tls {
-    cert_pem: Vec<u8>,
-    key_pem: Vec<u8>,
-    rustls: Arc<rustls::ServerConfig>,
+    grpc: Arc<rustls::ServerConfig>,
+    rest: Arc<rustls::ServerConfig>,
 }
 
 impl Tls {
@@ -45,22 +43,24 @@ impl Tls {
             .with_no_client_auth()
             .with_single_cert(chain, key)
             .map_err(|e| format!("--tls-cert and --tls-key do not form a usable identity: {e}"))?;
+        // gRPC clients insist on HTTP/2 being chosen by ALPN.
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        let grpc = Arc::new(config.clone());
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(Self {
-            cert_pem,
-            key_pem,
-            rustls: Arc::new(config),
+            grpc,
+            rest: Arc::new(config),
         })
     }
 
     /// The gRPC listener's configuration.
-    pub fn grpc_server(&self) -> ServerTlsConfig {
-        ServerTlsConfig::new().identity(Identity::from_pem(&self.cert_pem, &self.key_pem))
+    pub fn grpc_server(&self) -> Arc<rustls::ServerConfig> {
+        self.grpc.clone()
     }
 
     /// The REST listener's configuration.
     pub fn rest_server(&self) -> Arc<rustls::ServerConfig> {
-        self.rustls.clone()
+        self.rest.clone()
     }
 }
 

@@ -304,14 +304,22 @@ impl RunningBackend {
 
 async fn start_backend(listener: TcpListener, dir: &std::path::Path) -> RunningBackend {
     let store = Arc::new(EmbeddedStore::open(dir).expect("store"));
-    start_backend_with(listener, store, HealthProbe::default(), None).await
+    start_backend_with(
+        listener,
+        store,
+        HealthProbe::default(),
+        None,
+        Duration::from_secs(10),
+    )
+    .await
 }
 
 async fn start_backend_with(
     listener: TcpListener,
     store: Arc<EmbeddedStore>,
     health: HealthProbe,
-    tls: Option<tonic::transport::ServerTlsConfig>,
+    tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
+    handshake_timeout: Duration,
 ) -> RunningBackend {
     let addr = listener.local_addr().expect("addr").to_string();
     let be = Backend::new(
@@ -320,7 +328,7 @@ async fn start_backend_with(
             create_delay: Duration::from_millis(10),
             advertise_address: addr,
             health,
-            handshake_timeout: Duration::from_secs(10),
+            handshake_timeout,
         },
     );
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -535,6 +543,7 @@ async fn a_tls_backend_is_reached_with_its_roots_and_name_only() {
         store,
         HealthProbe::default(),
         Some(tls.grpc_server()),
+        Duration::from_secs(10),
     )
     .await;
     let http = reqwest::Client::new();
@@ -563,6 +572,61 @@ async fn a_tls_backend_is_reached_with_its_roots_and_name_only() {
         assert_eq!(body["code"], 14);
         assert!(took < Duration::from_secs(3), "503 took {took:?}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_grpc_connection_must_handshake_then_send_its_preface_in_time() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let tls = compute_gateway::tls::Tls::from_pem(FIXTURE_CERT.to_vec(), FIXTURE_KEY.to_vec())
+        .expect("fixture identity");
+    let store = Arc::new(EmbeddedStore::open(dir.path()).expect("store"));
+    let _stop = start_backend_with(
+        listener,
+        store,
+        HealthProbe::default(),
+        Some(tls.grpc_server()),
+        Duration::from_millis(400),
+    )
+    .await;
+    let connector = tokio_rustls::TlsConnector::from(
+        compute_gateway::tls::client_config(FIXTURE_CA).expect("client config"),
+    );
+    // Closed (or reset) within 5 s, against a 400 ms handshake timeout.
+    async fn closed<S: tokio::io::AsyncRead + Unpin>(conn: &mut S) -> bool {
+        use tokio::io::AsyncReadExt;
+        let mut buf = [0u8; 256];
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            match tokio::time::timeout_at(deadline, conn.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return true,
+                Ok(Ok(_)) => {} // the server's SETTINGS
+                Err(_) => return false,
+            }
+        }
+    }
+
+    // No TLS handshake at all.
+    let mut silent = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    assert!(
+        closed(&mut silent).await,
+        "a connection with no handshake stayed open"
+    );
+
+    // A handshake, then nothing: no HTTP/2 preface.
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let name = tokio_rustls::rustls::pki_types::ServerName::try_from("localhost").expect("name");
+    let mut quiet = connector.connect(name, tcp).await.expect("TLS handshake");
+    assert_eq!(
+        quiet.get_ref().1.alpn_protocol(),
+        Some(&b"h2"[..]),
+        "gRPC clients need h2 chosen by ALPN"
+    );
+    assert!(
+        closed(&mut quiet).await,
+        "a TLS connection with no preface stayed open"
+    );
 }
 
 #[test]
@@ -635,7 +699,14 @@ async fn a_stuck_write_turns_health_not_serving_until_it_finishes() {
         interval: Duration::from_millis(20),
         write_stall_limit: Duration::from_millis(200),
     };
-    let _stop = start_backend_with(listener, store.clone(), probe, None).await;
+    let _stop = start_backend_with(
+        listener,
+        store.clone(),
+        probe,
+        None,
+        Duration::from_secs(10),
+    )
+    .await;
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
         .expect("url")
         .connect()

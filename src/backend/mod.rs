@@ -14,8 +14,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::{TlsAcceptor, rustls};
 use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::metadata::MetadataMap;
@@ -39,11 +41,10 @@ pub struct BackendConfig {
     pub advertise_address: String,
     /// How the store's health is checked.
     pub health: HealthProbe,
-    /// A new gRPC connection is closed unless, within this time, it sends the HTTP/2 preface
-    /// and SETTINGS (plaintext) or finishes the TLS handshake (TLS; what follows the handshake
-    /// is not bounded, as tonic does the TLS). grpc-go bounds the same stretch with its
-    /// `ConnectionTimeout`, 120 s by default; `serve` and `backend` use 10 s, like the REST
-    /// listener's header-read timeout.
+    /// A new gRPC connection is closed unless it sends the HTTP/2 preface and SETTINGS within
+    /// this time; over TLS it has this time for the handshake, then this time again for the
+    /// preface. grpc-go bounds the same stretch with its `ConnectionTimeout`, 120 s by
+    /// default; `serve` and `backend` use 10 s, like the REST listener's header-read timeout.
     pub handshake_timeout: Duration,
 }
 
@@ -345,7 +346,7 @@ pub async fn run(
 pub async fn run_with(
     listener: TcpListener,
     backend: Backend,
-    tls: Option<tonic::transport::ServerTlsConfig>,
+    tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
     serve_all(listener, None, backend, tls, shutdown).await
@@ -356,7 +357,7 @@ pub async fn run_with_local(
     listener: TcpListener,
     local: LocalListener,
     backend: Backend,
-    tls: Option<tonic::transport::ServerTlsConfig>,
+    tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
     serve_all(listener, Some(local), backend, tls, shutdown).await
@@ -402,7 +403,7 @@ async fn serve_all(
     listener: TcpListener,
     local: Option<LocalListener>,
     backend: Backend,
-    tls: Option<tonic::transport::ServerTlsConfig>,
+    tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -427,25 +428,29 @@ async fn serve_all(
     };
     tokio::spawn(probe_store(backend.clone(), health, stopped.clone()));
 
-    // Small unary messages must not wait for Nagle's algorithm.
-    let handshake_timeout = backend.inner.config.handshake_timeout;
-    let incoming = TcpListenerStream::new(listener).map(move |conn| {
-        conn.map(|s| {
-            let _ = s.set_nodelay(true);
-            FirstBytes::new(s, handshake_timeout)
-        })
-    });
     // A PING after two hours without a frame, 20 s to answer: grpc-go's server defaults, so
     // a peer that vanished without closing does not hold its connection for ever.
     let mut server = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(2 * 60 * 60)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
         .layer(observe::ObserveLayer);
-    if let Some(tls) = tls {
-        server = server.tls_config(tls.timeout(handshake_timeout))?;
-    }
-    let public = add_services(&mut server, &backend, health_service.clone())
-        .serve_with_incoming_shutdown(incoming, on_stop(stopped.clone()));
+    let services = add_services(&mut server, &backend, health_service.clone());
+    let handshake_timeout = backend.inner.config.handshake_timeout;
+    let public: std::pin::Pin<Box<dyn Future<Output = _> + Send>> = match tls {
+        None => {
+            let incoming = TcpListenerStream::new(listener).map(move |conn| {
+                conn.map(|s| {
+                    let _ = s.set_nodelay(true);
+                    FirstBytes::new(s, handshake_timeout)
+                })
+            });
+            Box::pin(services.serve_with_incoming_shutdown(incoming, on_stop(stopped.clone())))
+        }
+        Some(config) => {
+            let incoming = tls_handshakes(listener, config, handshake_timeout, stopped.clone());
+            Box::pin(services.serve_with_incoming_shutdown(incoming, on_stop(stopped.clone())))
+        }
+    };
     let Some(LocalListener(connections)) = local else {
         return public.await;
     };
@@ -457,6 +462,48 @@ async fn serve_all(
             on_stop(stopped),
         );
     tokio::try_join!(public, local).map(|_| ())
+}
+
+/// The TLS connections made on `listener` until `stopped`. Each handshake runs in a task of
+/// its own and must finish within `timeout`; then the HTTP/2 preface has `timeout` too, as on
+/// a plaintext listener. (tonic's own TLS bounds the handshake only.)
+fn tls_handshakes(
+    listener: TcpListener,
+    config: Arc<rustls::ServerConfig>,
+    timeout: Duration,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) -> impl tokio_stream::Stream<Item = std::io::Result<FirstBytes<TlsStream<TcpStream>>>> {
+    let (done, handshaken) = tokio::sync::mpsc::channel(64);
+    let acceptor = TlsAcceptor::from(config);
+    tokio::spawn(async move {
+        let stop = async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        };
+        tokio::pin!(stop);
+        loop {
+            let tcp = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((tcp, _)) => tcp,
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                () = &mut stop => break,
+            };
+            let _ = tcp.set_nodelay(true);
+            let acceptor = acceptor.clone();
+            let done = done.clone();
+            tokio::spawn(async move {
+                if let Ok(Ok(tls)) = tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
+                    let _ = done.send(Ok(FirstBytes::new(tls, timeout))).await;
+                }
+            });
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(handshaken)
 }
 
 /// Every service of the backend on one server.
