@@ -520,6 +520,28 @@ const FIXTURE_CA: &[u8] = include_bytes!("fixtures/tls-ca.pem");
 const FIXTURE_CERT: &[u8] = include_bytes!("fixtures/tls-cert.pem");
 const FIXTURE_KEY: &[u8] = include_bytes!("fixtures/tls-key.pem");
 
+/// A backend serving gRPC over TLS with the fixture identity, on a port of its own; the data
+/// directory lives as long as the returned guard.
+async fn start_tls_backend(
+    handshake_timeout: Duration,
+) -> (SocketAddr, (RunningBackend, tempfile::TempDir)) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let tls = compute_gateway::tls::Tls::from_pem(FIXTURE_CERT.to_vec(), FIXTURE_KEY.to_vec())
+        .expect("fixture identity");
+    let store = Arc::new(EmbeddedStore::open(dir.path()).expect("store"));
+    let backend = start_backend_with(
+        listener,
+        store,
+        HealthProbe::default(),
+        Some(tls.grpc_server()),
+        handshake_timeout,
+    )
+    .await;
+    (addr, (backend, dir))
+}
+
 fn backend_tls(server_name: &str) -> GatewayConfig {
     GatewayConfig {
         backend_tls: Some(BackendTls {
@@ -532,20 +554,8 @@ fn backend_tls(server_name: &str) -> GatewayConfig {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tls_backend_is_reached_with_its_roots_and_name_only() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    let tls = compute_gateway::tls::Tls::from_pem(FIXTURE_CERT.to_vec(), FIXTURE_KEY.to_vec())
-        .expect("fixture identity");
-    let store = Arc::new(EmbeddedStore::open(dir.path()).expect("store"));
-    let _stop = start_backend_with(
-        listener,
-        store,
-        HealthProbe::default(),
-        Some(tls.grpc_server()),
-        Duration::from_secs(10),
-    )
-    .await;
+    let (addr, _backend) = start_tls_backend(Duration::from_secs(10)).await;
+    let port = addr.port();
     let http = reqwest::Client::new();
 
     // The certificate chains to the CA the gateway trusts, and its name matches.
@@ -576,20 +586,7 @@ async fn a_tls_backend_is_reached_with_its_roots_and_name_only() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tls_grpc_connection_must_handshake_then_send_its_preface_in_time() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let tls = compute_gateway::tls::Tls::from_pem(FIXTURE_CERT.to_vec(), FIXTURE_KEY.to_vec())
-        .expect("fixture identity");
-    let store = Arc::new(EmbeddedStore::open(dir.path()).expect("store"));
-    let _stop = start_backend_with(
-        listener,
-        store,
-        HealthProbe::default(),
-        Some(tls.grpc_server()),
-        Duration::from_millis(400),
-    )
-    .await;
+    let (addr, _backend) = start_tls_backend(Duration::from_millis(400)).await;
     let connector = tokio_rustls::TlsConnector::from(
         compute_gateway::tls::client_config(FIXTURE_CA).expect("client config"),
     );

@@ -482,18 +482,9 @@ fn tls_handshakes(
         tokio::pin!(stop);
         loop {
             let tcp = tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok((tcp, _)) => tcp,
-                    Err(e) => {
-                        // Out of file descriptors and the like: back off instead of spinning.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
+                tcp = crate::gateway::server::accept(&listener) => tcp,
                 () = &mut stop => break,
             };
-            let _ = tcp.set_nodelay(true);
             let acceptor = acceptor.clone();
             let done = done.clone();
             tokio::spawn(async move {
