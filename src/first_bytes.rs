@@ -22,6 +22,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Sleep;
+use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
@@ -76,6 +77,21 @@ impl<S> FirstBytes<S> {
     }
 }
 
+/// The TLS side of `tcp` once its handshake has finished within `timeout`, with `timeout`
+/// again for its first bytes; `None` if the handshake failed or took too long. Both listeners
+/// accept TLS this way.
+pub async fn accept_tls(
+    acceptor: &TlsAcceptor,
+    tcp: TcpStream,
+    timeout: Duration,
+) -> Option<FirstBytes<TlsStream<TcpStream>>> {
+    let tls = tokio::time::timeout(timeout, acceptor.accept(tcp))
+        .await
+        .ok()?
+        .ok()?;
+    Some(FirstBytes::new(tls, timeout))
+}
+
 impl Connected for FirstBytes<TcpStream> {
     type ConnectInfo = TcpConnectInfo;
 
@@ -112,7 +128,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for FirstBytes<S> {
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             Poll::Pending if expired => Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::TimedOut,
-                "no request within the header-read timeout",
+                "the peer sent no request in time",
             ))),
             Poll::Pending => Poll::Pending,
         }

@@ -38,6 +38,15 @@ fn quick_listener() -> ListenerOptions {
     }
 }
 
+/// A server whose listeners use [`quick_listener`].
+async fn quick_server() -> TestServer {
+    TestServer::start_with(Options {
+        listener: quick_listener(),
+        ..Default::default()
+    })
+    .await
+}
+
 /// Reads until the peer closes (Ok(bytes)) or `limit` passes (Err).
 fn read_until_closed(conn: &mut TcpStream, limit: Duration) -> Result<Vec<u8>, Duration> {
     let start = Instant::now();
@@ -91,11 +100,7 @@ async fn dribble_until_cut_off(addr: SocketAddr, limit: Duration) -> Result<Dura
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slowloris_clients_are_cut_off_by_the_header_timeout() {
-    let s = TestServer::start_with(Options {
-        listener: quick_listener(),
-        ..Default::default()
-    })
-    .await;
+    let s = quick_server().await;
     // 100 clients that would dribble a request head for 8 s; the 400 ms header timeout ends them.
     let slow: Vec<_> = (0..100)
         .map(|_| tokio::spawn(dribble_until_cut_off(s.http_addr, Duration::from_secs(8))))
@@ -199,11 +204,7 @@ async fn a_stalled_body_gets_408_and_an_idle_connection_is_closed() {
 
 #[tokio::test]
 async fn http2_advertises_the_stream_limit() {
-    let s = TestServer::start_with(Options {
-        listener: quick_listener(),
-        ..Default::default()
-    })
-    .await;
+    let s = quick_server().await;
     let addr = s.http_addr;
     let settings = tokio::task::spawn_blocking(move || {
         let mut conn = TcpStream::connect(addr).expect("connect");
@@ -737,11 +738,7 @@ async fn a_stuck_write_turns_health_not_serving_until_it_finishes() {
 #[tokio::test]
 async fn connections_that_never_get_to_a_request_are_closed_on_both_ports() {
     // 400 ms to send the first request's head or the HTTP/2 preface and SETTINGS.
-    let s = TestServer::start_with(Options {
-        listener: quick_listener(),
-        ..Default::default()
-    })
-    .await;
+    let s = quick_server().await;
     let openings: [(&str, &[u8]); 3] = [
         ("nothing", b""),
         ("part of the HTTP/2 preface", b"PRI * HTTP/2.0\r\n"),

@@ -23,7 +23,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic::metadata::MetadataMap;
 use tonic::{Code, Status};
 
-use crate::first_bytes::FirstBytes;
+use crate::first_bytes::{FirstBytes, accept_tls};
 use crate::gateway::upstream::{Dial, Dialing, Io, Upstream};
 use crate::json::{Any, Timestamp};
 use crate::pb::yandex::cloud::compute::v1::image_service_server::ImageServiceServer;
@@ -488,8 +488,8 @@ fn tls_handshakes(
             let acceptor = acceptor.clone();
             let done = done.clone();
             tokio::spawn(async move {
-                if let Ok(Ok(tls)) = tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
-                    let _ = done.send(Ok(FirstBytes::new(tls, timeout))).await;
+                if let Some(tls) = accept_tls(&acceptor, tcp, timeout).await {
+                    let _ = done.send(Ok(tls)).await;
                 }
             });
         }

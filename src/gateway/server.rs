@@ -15,7 +15,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::ServerConfig;
 
-use crate::first_bytes::FirstBytes;
+use crate::first_bytes::{FirstBytes, accept_tls};
 
 /// How connections are served.
 #[derive(Clone, Debug)]
@@ -101,12 +101,9 @@ pub async fn serve(
                     let _ = watcher.watch(conn.into_owned()).await;
                 }
                 Some(acceptor) => {
-                    let Ok(Ok(tls)) =
-                        tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await
-                    else {
+                    let Some(tls) = accept_tls(&acceptor, stream, handshake_timeout).await else {
                         return; // slow or failed handshake: drop the connection
                     };
-                    let tls = FirstBytes::new(tls, handshake_timeout);
                     let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
                     let _ = watcher.watch(conn.into_owned()).await;
                 }
