@@ -9,11 +9,11 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use compute_gateway::backend::{self, Backend, BackendConfig};
 use compute_gateway::gateway::{self, Gateway, GatewayConfig, ListenerOptions, RenderOptions};
+use compute_gateway::net::{self, BackendTls, Shutdown, Tls};
+use compute_gateway::serve::{ServeConfig, Server};
 use compute_gateway::store::EmbeddedStore;
 use compute_gateway::telemetry::LogFormat;
-use compute_gateway::tls::Tls;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 
 /// mimalloc instead of glibc's malloc: the request path allocates many small short-lived
 /// buffers, and glibc's malloc/free was about 12% of the gateway's CPU under load. Built
@@ -162,15 +162,7 @@ async fn main() {
         Command::Serve(args) => serve(args).await,
         Command::Backend(args) => run_backend(args).await,
         Command::Gateway(args) => run_gateway(args).await,
-        Command::Openapi => {
-            use std::io::Write as _;
-            let mut out = std::io::stdout().lock();
-            // A closed pipe (`| head`) is the reader's choice, not an error.
-            match out.write_all(compute_gateway::gateway::ops::OPENAPI_JSON.as_bytes()) {
-                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
-                _ => Ok(()),
-            }
-        }
+        Command::Openapi => print_openapi(),
     };
     if let Err(e) = result {
         eprintln!("compute-gateway: {e}");
@@ -184,52 +176,18 @@ async fn bind(addr: &str, flag: &str) -> Result<TcpListener, AnyError> {
         .map_err(|e| format!("cannot listen on {addr} ({flag}): {e}").into())
 }
 
-/// Resolves on ctrl-c or SIGTERM; every server watches it and shuts down gracefully.
-fn shutdown_signal() -> watch::Receiver<bool> {
-    let (tx, rx) = watch::channel(false);
-    tokio::spawn(async move {
-        let ctrl_c = tokio::signal::ctrl_c();
-        #[cfg(unix)]
-        let term = async {
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(mut s) => {
-                    s.recv().await;
-                }
-                Err(_) => std::future::pending().await,
-            }
-        };
-        #[cfg(not(unix))]
-        let term = std::future::pending::<()>();
-        tokio::select! { _ = ctrl_c => {}, _ = term => {} }
-        tracing::info!("shutting down");
-        let _ = tx.send(true);
-    });
-    rx
-}
-
-async fn on_shutdown(mut rx: watch::Receiver<bool>) {
-    let _ = rx.wait_for(|stop| *stop).await;
-}
-
-async fn start_backend(args: BackendArgs, addr: SocketAddr) -> Result<Backend, AnyError> {
-    let store = EmbeddedStore::open(&args.data_dir)?;
-    let backend = Backend::new(
-        Arc::new(store),
-        BackendConfig {
-            create_delay: Duration::from_millis(args.create_delay_ms),
-            advertise_address: args.advertise_address.unwrap_or_else(|| addr.to_string()),
-            health: Default::default(),
-            handshake_timeout: Duration::from_millis(args.handshake_timeout_ms),
-        },
-    );
-    let recovered = backend.recover().await?;
-    if recovered > 0 {
-        tracing::info!(recovered, "completed creates left running by the last run");
+fn backend_config(args: &BackendArgs, addr: SocketAddr) -> BackendConfig {
+    BackendConfig {
+        create_delay: Duration::from_millis(args.create_delay_ms),
+        advertise_address: args
+            .advertise_address
+            .clone()
+            .unwrap_or_else(|| addr.to_string()),
+        health: Default::default(),
     }
-    Ok(backend)
 }
 
-fn gateway_config(args: &HttpArgs, backend_tls: Option<gateway::BackendTls>) -> GatewayConfig {
+fn gateway_config(args: &HttpArgs, backend_tls: Option<BackendTls>) -> GatewayConfig {
     GatewayConfig {
         max_body_bytes: args.max_body_bytes,
         request_timeout: Duration::from_millis(args.request_timeout_ms),
@@ -241,12 +199,23 @@ fn gateway_config(args: &HttpArgs, backend_tls: Option<gateway::BackendTls>) -> 
     }
 }
 
-fn listener_options(args: &HttpArgs, tls: Option<&Tls>) -> ListenerOptions {
+fn listener_options(args: &HttpArgs) -> ListenerOptions {
     ListenerOptions {
-        tls: tls.map(Tls::rest_server),
         header_read_timeout: Duration::from_millis(args.header_read_timeout_ms),
         max_concurrent_streams: args.max_concurrent_streams,
         ..ListenerOptions::default()
+    }
+}
+
+/// The OpenAPI document of the compiled-in routes, on stdout.
+fn print_openapi() -> Result<(), AnyError> {
+    use std::io::Write as _;
+    let routes = gateway::RouteTable::compiled()?;
+    let mut out = std::io::stdout().lock();
+    // A closed pipe (`| head`) is the reader's choice, not an error.
+    match out.write_all(gateway::openapi::document(&routes).as_bytes()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
     }
 }
 
@@ -277,37 +246,28 @@ async fn serve(args: ServeArgs) -> Result<(), AnyError> {
     let tls = args.backend.tls.load()?;
     let grpc = bind(&args.backend.grpc_listen, "--grpc-listen").await?;
     let http = bind(&args.http.http_listen, "--http-listen").await?;
-    let grpc_addr: SocketAddr = grpc.local_addr()?;
-    let backend = start_backend(args.backend.clone(), grpc_addr).await?;
-    // The gateway reaches the backend of this process over an in-memory gRPC connection
-    // (see `backend::in_process`); other clients use the gRPC port.
-    let (upstream, local) = backend::in_process();
-    let config = gateway_config(&args.http, None);
-    let gw = Arc::new(Gateway::with_upstream(upstream, config)?);
-    let stop = shutdown_signal();
+    let (grpc_addr, http_addr) = (grpc.local_addr()?, http.local_addr()?);
+    let store = EmbeddedStore::open(&args.backend.data_dir)?;
+    let config = ServeConfig {
+        backend: backend_config(&args.backend, grpc_addr),
+        gateway: gateway_config(&args.http, None),
+        listener: listener_options(&args.http),
+        grpc_handshake_timeout: Duration::from_millis(args.backend.handshake_timeout_ms),
+        tls,
+    };
+    let server = Server::new(Arc::new(store), config).await?;
+    let shutdown = Shutdown::on_signals();
     tracing::info!(
         grpc = %grpc_addr,
-        http = %http.local_addr()?,
-        tls = tls.is_some(),
+        http = %http_addr,
+        tls = args.backend.tls.tls_cert.is_some(),
         data_dir = %args.backend.data_dir.display(),
         "serving"
     );
     if let Some(path) = &args.ready_file {
-        write_ready_file(path, grpc_addr, http.local_addr()?)?;
+        write_ready_file(path, grpc_addr, http_addr)?;
     }
-    let listener_opts = listener_options(&args.http, tls.as_ref());
-    let (b, g) = tokio::join!(
-        backend::run_with_local(
-            grpc,
-            local,
-            backend,
-            tls.as_ref().map(Tls::grpc_server),
-            on_shutdown(stop.clone())
-        ),
-        gateway::run_with(http, gw, listener_opts, on_shutdown(stop)),
-    );
-    b?;
-    g?;
+    server.run(grpc, http, shutdown).await?;
     Ok(())
 }
 
@@ -316,15 +276,21 @@ async fn run_backend(args: BackendArgs) -> Result<(), AnyError> {
     let tls = args.tls.load()?;
     let grpc = bind(&args.grpc_listen, "--grpc-listen").await?;
     let addr = grpc.local_addr()?;
-    let backend = start_backend(args.clone(), addr).await?;
-    tracing::info!(grpc = %addr, tls = tls.is_some(), data_dir = %args.data_dir.display(), "serving");
-    backend::run_with(
+    let store = EmbeddedStore::open(&args.data_dir)?;
+    let backend = Backend::new(Arc::new(store), backend_config(&args, addr));
+    let recovered = backend.recover().await?;
+    if recovered > 0 {
+        tracing::info!(recovered, "completed creates left running by the last run");
+    }
+    let shutdown = Shutdown::on_signals();
+    let incoming = net::incoming(
         grpc,
-        backend,
         tls.as_ref().map(Tls::grpc_server),
-        on_shutdown(shutdown_signal()),
-    )
-    .await?;
+        Duration::from_millis(args.handshake_timeout_ms),
+        shutdown.clone(),
+    );
+    tracing::info!(grpc = %addr, tls = tls.is_some(), data_dir = %args.data_dir.display(), "serving");
+    backend::serve(incoming, backend, shutdown).await?;
     Ok(())
 }
 
@@ -335,20 +301,28 @@ async fn run_gateway(args: GatewayArgs) -> Result<(), AnyError> {
         Some(ca) => {
             let pem = std::fs::read(ca)
                 .map_err(|e| format!("cannot read --backend-ca {}: {e}", ca.display()))?;
-            Some(gateway::BackendTls {
-                config: compute_gateway::tls::client_config(&pem)?,
+            Some(BackendTls {
+                config: net::client_config(&pem)?,
                 server_name: args.http.tls_server_name.clone(),
             })
         }
         None => None,
     };
     let http = bind(&args.http.http_listen, "--http-listen").await?;
+    let http_addr = http.local_addr()?;
     let gw = Arc::new(Gateway::new(
         &args.backend,
         gateway_config(&args.http, backend_tls),
     )?);
-    tracing::info!(http = %http.local_addr()?, backend = %args.backend, tls = tls.is_some(), "serving");
-    let opts = listener_options(&args.http, tls.as_ref());
-    gateway::run_with(http, gw, opts, on_shutdown(shutdown_signal())).await?;
+    let shutdown = Shutdown::on_signals();
+    let options = listener_options(&args.http);
+    let incoming = net::incoming(
+        http,
+        tls.as_ref().map(Tls::rest_server),
+        options.header_read_timeout,
+        shutdown.clone(),
+    );
+    tracing::info!(http = %http_addr, backend = %args.backend, tls = tls.is_some(), "serving");
+    gateway::serve(incoming, gw, options, shutdown).await;
     Ok(())
 }

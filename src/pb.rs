@@ -1,11 +1,22 @@
 //! Generated protobuf code (prost messages, tonic services, pbjson serde) for every package in
 //! `proto/`, and the encoded descriptor set the build embedded, custom options included.
 
-#![allow(clippy::all, missing_docs, rustdoc::all)]
+#![allow(clippy::all, missing_docs, unreachable_pub, rustdoc::all)]
+
+use std::sync::OnceLock;
 
 /// The encoded `FileDescriptorSet` of `proto/` and its imports, with source info and custom
 /// options (`google.api.http`, `yandex.cloud.*`): what reflection serves.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/descriptor.bin"));
+
+/// [`FILE_DESCRIPTOR_SET`], decoded once: what the gateway builds its routes from.
+pub fn descriptor_pool() -> &'static prost_reflect::DescriptorPool {
+    static POOL: OnceLock<prost_reflect::DescriptorPool> = OnceLock::new();
+    POOL.get_or_init(|| {
+        prost_reflect::DescriptorPool::decode(FILE_DESCRIPTOR_SET)
+            .expect("the build embedded a valid descriptor set")
+    })
+}
 
 macro_rules! package {
     ($file:literal) => {

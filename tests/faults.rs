@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use common::{Options, TestServer};
 use compute_gateway::backend::{self, Backend, BackendConfig, HealthProbe};
-use compute_gateway::gateway::{BackendTls, Gateway, GatewayConfig, ListenerOptions};
+use compute_gateway::gateway::{Gateway, GatewayConfig, ListenerOptions};
+use compute_gateway::net::{self, BackendTls, Shutdown};
 use compute_gateway::pb::yandex::cloud::compute::v1::GetImageRequest;
 use compute_gateway::pb::yandex::cloud::compute::v1::image_service_client::ImageServiceClient;
 use compute_gateway::store::{Commit, EmbeddedStore, Store, StoreError, TxMut, WriteJob};
@@ -287,7 +288,7 @@ async fn get(http: &reqwest::Client, addr: SocketAddr) -> (u16, Value, Duration)
 
 /// A backend started by a test; [`RunningBackend::stop`] shuts it down and waits until it has.
 struct RunningBackend {
-    stop: tokio::sync::oneshot::Sender<()>,
+    stop: Shutdown,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -295,7 +296,8 @@ impl RunningBackend {
     /// Graceful shutdown, awaited: its connections have closed, so no request reaches it after
     /// this returns. The gateway must let go of its connection for that to happen.
     async fn stop(self) {
-        self.stop.send(()).expect("backend running");
+        assert!(!self.task.is_finished(), "backend running");
+        self.stop.trigger();
         tokio::time::timeout(Duration::from_secs(5), self.task)
             .await
             .expect("the backend stops within 5 s")
@@ -329,16 +331,15 @@ async fn start_backend_with(
             create_delay: Duration::from_millis(10),
             advertise_address: addr,
             health,
-            handshake_timeout,
         },
     );
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let stop = Shutdown::new();
+    let incoming = net::incoming(listener, tls, handshake_timeout, stop.clone());
+    let serving = stop.clone();
     let task = tokio::spawn(async move {
-        backend::run_with(listener, be, tls, async move {
-            let _ = stopped.await;
-        })
-        .await
-        .expect("backend serves");
+        backend::serve(incoming, be, serving)
+            .await
+            .expect("backend serves");
     });
     RunningBackend { stop, task }
 }
@@ -529,8 +530,8 @@ async fn start_tls_backend(
     let dir = tempfile::tempdir().expect("tempdir");
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
-    let tls = compute_gateway::tls::Tls::from_pem(FIXTURE_CERT.to_vec(), FIXTURE_KEY.to_vec())
-        .expect("fixture identity");
+    let tls =
+        net::Tls::from_pem(FIXTURE_CERT.to_vec(), FIXTURE_KEY.to_vec()).expect("fixture identity");
     let store = Arc::new(EmbeddedStore::open(dir.path()).expect("store"));
     let backend = start_backend_with(
         listener,
@@ -546,7 +547,7 @@ async fn start_tls_backend(
 fn backend_tls(server_name: &str) -> GatewayConfig {
     GatewayConfig {
         backend_tls: Some(BackendTls {
-            config: compute_gateway::tls::client_config(FIXTURE_CA).expect("client config"),
+            config: net::client_config(FIXTURE_CA).expect("client config"),
             server_name: server_name.into(),
         }),
         ..Default::default()
@@ -588,9 +589,8 @@ async fn a_tls_backend_is_reached_with_its_roots_and_name_only() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tls_grpc_connection_must_handshake_then_send_its_preface_in_time() {
     let (addr, _backend) = start_tls_backend(Duration::from_millis(400)).await;
-    let connector = tokio_rustls::TlsConnector::from(
-        compute_gateway::tls::client_config(FIXTURE_CA).expect("client config"),
-    );
+    let connector =
+        tokio_rustls::TlsConnector::from(net::client_config(FIXTURE_CA).expect("client config"));
     // Closed (or reset) within 5 s, against a 400 ms handshake timeout.
     async fn closed<S: tokio::io::AsyncRead + Unpin>(conn: &mut S) -> bool {
         use tokio::io::AsyncReadExt;
@@ -638,14 +638,14 @@ fn bad_backend_urls_and_roots_fail_at_startup() {
     ] {
         let err = Gateway::new(url, GatewayConfig::default()).err();
         assert!(
-            err.is_some_and(|e| e.contains("invalid backend URL")),
+            err.is_some_and(|e| e.to_string().contains("invalid backend URL")),
             "{url}"
         );
     }
     let err = Gateway::new("https://127.0.0.1:1", GatewayConfig::default()).err();
-    assert!(err.is_some_and(|e| e.contains("--backend-ca")));
-    assert!(compute_gateway::tls::client_config(b"not pem").is_err());
-    assert!(compute_gateway::tls::client_config(FIXTURE_KEY).is_err());
+    assert!(err.is_some_and(|e| e.to_string().contains("--backend-ca")));
+    assert!(net::client_config(b"not pem").is_err());
+    assert!(net::client_config(FIXTURE_KEY).is_err());
     assert!(Gateway::new("https://127.0.0.1:1", backend_tls("localhost")).is_ok());
 }
 

@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use bytes::{Buf, BufMut};
 use common::TestServer;
-use compute_gateway::gateway::RouteTable;
-use compute_gateway::json::schema::{self, Cardinality, Kind};
+use compute_gateway::gateway::{BodySelector, RouteTable};
+use prost_reflect::{FieldDescriptor, Kind};
 use serde_json::{Value, json};
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic_health::pb::HealthCheckRequest;
@@ -66,23 +66,27 @@ fn concrete(pattern: &str) -> String {
 }
 
 /// A value of the wrong JSON type for a field.
-fn wrong_value(cardinality: Cardinality, kind: Kind) -> Value {
-    match (cardinality, kind) {
-        (Cardinality::Repeated, _) => json!({"not": "a list"}),
-        (Cardinality::Map, _) => json!(["not", "a", "map"]),
-        (_, Kind::String | Kind::Bytes) => json!(12345),
-        (_, Kind::Bool) => json!("yes"),
-        (_, Kind::Enum(_)) => json!("NO_SUCH_VALUE"),
-        (_, Kind::Message("google.protobuf.FieldMask")) => json!(["name"]),
-        (_, Kind::Message("google.protobuf.Timestamp")) => json!("yesterday"),
-        (_, Kind::Message(_)) => json!(42),
-        (_, _) => json!("twelve"),
+fn wrong_value(field: &FieldDescriptor) -> Value {
+    if field.is_map() {
+        return json!(["not", "a", "map"]);
+    }
+    if field.is_list() {
+        return json!({"not": "a list"});
+    }
+    match field.kind() {
+        Kind::String | Kind::Bytes => json!(12345),
+        Kind::Bool => json!("yes"),
+        Kind::Enum(_) => json!("NO_SUCH_VALUE"),
+        Kind::Message(m) if m.full_name() == "google.protobuf.FieldMask" => json!(["name"]),
+        Kind::Message(m) if m.full_name() == "google.protobuf.Timestamp" => json!("yesterday"),
+        Kind::Message(_) => json!(42),
+        _ => json!("twelve"),
     }
 }
 
 fn rest_corpus() -> Vec<Case> {
     let mut cases = Vec::new();
-    let routes = RouteTable::new().expect("routes");
+    let routes = RouteTable::compiled().expect("routes");
     let malformed: Vec<(&str, Vec<u8>)> = vec![
         ("unterminated object", b"{".to_vec()),
         ("missing value", b"{\"name\":}".to_vec()),
@@ -109,26 +113,26 @@ fn rest_corpus() -> Vec<Case> {
         ("two documents", b"{}{}".to_vec()),
     ];
     for route in routes
-        .routes
+        .routes()
         .iter()
-        .filter(|r| r.body != compute_gateway::gateway::routes::BodyTarget::None)
+        .filter(|r| *r.body() != BodySelector::None)
     {
-        let path = concrete(route.pattern);
-        let m = route.method.as_str();
+        let path = concrete(route.pattern());
+        let m = route.method().as_str();
         for (what, body) in &malformed {
             cases.push(case(format!("{m} {path}: {what}"), m, &path, body.clone()));
         }
         // Wrong JSON types for every field of the request message.
-        let input = schema::message(route.rpc().input).expect("schema");
-        for f in input.fields {
-            let body = json!({ f.json_name: wrong_value(f.cardinality, f.kind) });
+        let input = route.rpc().method().input();
+        for f in input.fields() {
+            let body = json!({ f.json_name(): wrong_value(&f) });
             let mut c = case(
-                format!("{m} {path}: wrong type for {}", f.json_name),
+                format!("{m} {path}: wrong type for {}", f.json_name()),
                 m,
                 &path,
                 body.to_string(),
             );
-            c.says = Some(f.json_name.to_string());
+            c.says = Some(f.json_name().to_string());
             cases.push(c);
         }
         for (what, ct, body) in [
@@ -223,9 +227,9 @@ fn rest_corpus() -> Vec<Case> {
         }
     }
     // Paths and queries.
-    for route in &routes.routes {
-        let path = concrete(route.pattern);
-        let m = route.method.as_str();
+    for route in routes.routes() {
+        let path = concrete(route.pattern());
+        let m = route.method().as_str();
         if path.contains("fd8hostile") {
             cases.push(case(
                 format!("{m} {path}: bad escape"),
@@ -249,14 +253,14 @@ fn rest_corpus() -> Vec<Case> {
                 format!("{m} {path}: id over 50 chars"),
                 m,
                 path.replace("fd8hostile", &"a".repeat(80)),
-                if route.body == compute_gateway::gateway::routes::BodyTarget::None {
+                if *route.body() == BodySelector::None {
                     ""
                 } else {
                     "{}"
                 },
             ));
         }
-        if route.body == compute_gateway::gateway::routes::BodyTarget::None {
+        if *route.body() == BodySelector::None {
             cases.push(case(
                 format!("{m} {path}: unknown query key"),
                 m,
@@ -275,16 +279,23 @@ fn rest_corpus() -> Vec<Case> {
                 &path,
                 "{\"a\":1}",
             ));
-            let input = schema::message(route.rpc().input).expect("schema");
-            for f in input
-                .fields
-                .iter()
-                .filter(|f| matches!(f.kind, Kind::Int64 | Kind::Int32 | Kind::Bool))
-            {
+            let input = route.rpc().method().input();
+            for f in input.fields().filter(|f| {
+                matches!(
+                    f.kind(),
+                    Kind::Int64
+                        | Kind::Sint64
+                        | Kind::Sfixed64
+                        | Kind::Int32
+                        | Kind::Sint32
+                        | Kind::Sfixed32
+                        | Kind::Bool
+                )
+            }) {
                 cases.push(case(
-                    format!("{m} {path}: {} not a number", f.json_name),
+                    format!("{m} {path}: {} not a number", f.json_name()),
                     m,
-                    format!("{path}?{}=ten", f.json_name),
+                    format!("{path}?{}=ten", f.json_name()),
                     "",
                 ));
             }
@@ -459,7 +470,15 @@ async fn grpc_corpus_gets_error_statuses_and_the_server_stays_healthy() {
     let s = TestServer::start().await;
     let mut grpc = tonic::client::Grpc::new(s.channel());
     let mut n = 0;
-    for rpc in compute_gateway::gateway::routes::RPCS {
+    // Every unary method of every service in proto/.
+    let pool = compute_gateway::pb::descriptor_pool();
+    let paths: Vec<String> = pool
+        .services()
+        .flat_map(|s| s.methods().collect::<Vec<_>>())
+        .filter(|m| !m.is_client_streaming() && !m.is_server_streaming())
+        .map(|m| format!("/{}/{}", m.parent_service().full_name(), m.name()))
+        .collect();
+    for rpc_path in &paths {
         let bodies: Vec<(&str, Vec<u8>)> = vec![
             ("undecodable protobuf", vec![0xff, 0xff, 0xff, 0xff, 0x0f]),
             ("truncated length-delimited field", vec![0x0a, 0x20, b'a']),
@@ -479,21 +498,20 @@ async fn grpc_corpus_gets_error_statuses_and_the_server_stays_healthy() {
             }),
         ];
         let mut all = bodies;
-        if !rpc.path.contains("ApiEndpointService") {
+        if !rpc_path.contains("ApiEndpointService") {
             all.push(("empty request", vec![]));
             all.push(("NUL-only id", vec![0x0a, 0x01, 0x00]));
         }
         for (what, body) in all {
             grpc.ready().await.expect("ready");
-            let path = http::uri::PathAndQuery::from_static(rpc.path);
+            let path = http::uri::PathAndQuery::try_from(rpc_path.as_str()).expect("a path");
             let res = grpc
                 .unary::<Vec<u8>, Vec<u8>, _>(tonic::Request::new(body), path, RawCodec)
                 .await;
-            let status = res.expect_err(&format!("{} with {what} succeeded", rpc.path));
+            let status = res.expect_err(&format!("{rpc_path} with {what} succeeded"));
             assert!(
                 !status.message().is_empty(),
-                "{} {what}: empty message",
-                rpc.path
+                "{rpc_path} {what}: empty message"
             );
             assert!(
                 matches!(
@@ -504,8 +522,7 @@ async fn grpc_corpus_gets_error_statuses_and_the_server_stays_healthy() {
                         | tonic::Code::ResourceExhausted
                         | tonic::Code::OutOfRange
                 ),
-                "{} {what}: {status:?}",
-                rpc.path
+                "{rpc_path} {what}: {status:?}"
             );
             n += 1;
         }

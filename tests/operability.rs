@@ -9,13 +9,11 @@ use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use common::TestServer;
-use compute_gateway::gateway::ops::OPENAPI_JSON;
-use compute_gateway::gateway::{GatewayConfig, RouteTable};
+use compute_gateway::gateway::{GatewayConfig, RouteTable, openapi};
 use serde_json::{Value, json};
 
 /// `/compute/v1/images/{image_id}` -> `/compute/v1/images/{imageId}`: path variables by JSON name.
-fn openapi_path(pattern: &str, input: &str) -> String {
-    let schema = compute_gateway::json::schema::message(input).expect("schema");
+fn openapi_path(pattern: &str, input: &prost_reflect::MessageDescriptor) -> String {
     let mut out = String::new();
     let mut rest = pattern;
     while let Some(open) = rest.find('{') {
@@ -23,7 +21,7 @@ fn openapi_path(pattern: &str, input: &str) -> String {
         let close = open + rest[open..].find('}').expect("closed");
         let field = rest[open + 1..close].split('=').next().expect("name");
         out.push('{');
-        out.push_str(schema.field(field).expect("field").json_name);
+        out.push_str(input.get_field_by_name(field).expect("field").json_name());
         out.push('}');
         rest = &rest[close + 1..];
     }
@@ -32,22 +30,26 @@ fn openapi_path(pattern: &str, input: &str) -> String {
 
 #[test]
 fn the_openapi_document_covers_exactly_the_route_table() {
-    let doc: Value = serde_json::from_str(OPENAPI_JSON).expect("valid JSON");
+    let table = RouteTable::compiled().expect("routes");
+    let doc: Value = serde_json::from_str(&openapi::document(&table)).expect("valid JSON");
     assert_eq!(doc["openapi"], "3.1.0");
-    let table = RouteTable::new().expect("routes");
     let mut documented = 0;
     for (_, methods) in doc["paths"].as_object().expect("paths") {
         documented += methods.as_object().expect("methods").len();
     }
     assert_eq!(
         documented,
-        table.routes.len(),
+        table.routes().len(),
         "one OpenAPI operation per route"
     );
-    for route in &table.routes {
-        let path = openapi_path(route.pattern, route.rpc().input);
-        let op = &doc["paths"][&path][route.method.as_str().to_lowercase()];
-        assert!(op.is_object(), "{} {path} is not documented", route.method);
+    for route in table.routes() {
+        let path = openapi_path(route.pattern(), &route.rpc().method().input());
+        let op = &doc["paths"][&path][route.method().as_str().to_lowercase()];
+        assert!(
+            op.is_object(),
+            "{} {path} is not documented",
+            route.method()
+        );
         assert!(
             op["responses"]["200"]["content"]["application/json"]["schema"].is_object(),
             "{path}"
@@ -269,7 +271,8 @@ async fn metrics_logs_and_health() {
         .await
         .expect("openapi");
     assert_eq!(spec.headers()["content-type"], "application/json");
-    assert_eq!(spec.text().await.expect("text"), OPENAPI_JSON);
+    let table = RouteTable::compiled().expect("routes");
+    assert_eq!(spec.text().await.expect("text"), openapi::document(&table));
 
     // A gateway whose backend is gone reports it.
     let dead = common::dead_address().await;

@@ -60,20 +60,22 @@ fn is_rfc3339_z(s: &str) -> bool {
     s.ends_with('Z') && s.as_bytes()[10] == b'T' && [0, 3, 6, 9].contains(&frac)
 }
 
+/// The cases through a gateway of its own (the `gateway` command), over TCP to the gRPC port.
 #[tokio::test]
 async fn update_cases_of_the_reference_page() {
-    update_cases(&TestServer::start().await).await;
+    let s = TestServer::start_with(Options {
+        gateway_over_tcp: true,
+        ..Options::default()
+    })
+    .await;
+    update_cases(&s).await;
 }
 
 /// The same cases with the gateway wired to the backend as `serve` wires it: over an
 /// in-memory gRPC connection. The backend's TCP port serves gRPC clients alongside.
 #[tokio::test]
 async fn update_cases_over_the_in_process_connection() {
-    let s = TestServer::start_with(Options {
-        in_process: true,
-        ..Options::default()
-    })
-    .await;
+    let s = TestServer::start().await;
     update_cases(&s).await;
     // The public gRPC listener works next to the in-process one.
     let err = s

@@ -1,12 +1,12 @@
 //! The route matcher: arbitrary method and raw path against the table built from proto/.
 #![no_main]
-use compute_gateway::gateway::{GatewayError, RouteTable};
+use compute_gateway::gateway::{GatewayError, Matcher, RouteTable};
 use libfuzzer_sys::fuzz_target;
 use std::sync::OnceLock;
 
 fuzz_target!(|data: &[u8]| {
-    static TABLE: OnceLock<RouteTable> = OnceLock::new();
-    let table = TABLE.get_or_init(|| RouteTable::new().expect("routes"));
+    static TABLE: OnceLock<Matcher> = OnceLock::new();
+    let table = TABLE.get_or_init(|| Matcher::new(RouteTable::compiled().expect("routes")));
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };

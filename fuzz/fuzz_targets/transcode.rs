@@ -1,13 +1,13 @@
 //! The whole request transcoder: method, path, query and body to the canonical request JSON,
 //! then to the typed request. It yields a request or a 4xx, never a panic or an internal error.
 #![no_main]
-use compute_gateway::gateway::{GatewayError, RouteTable, request};
+use compute_gateway::gateway::{GatewayError, Matcher, RouteTable, request};
 use libfuzzer_sys::fuzz_target;
 use std::sync::OnceLock;
 
 fuzz_target!(|data: &[u8]| {
-    static TABLE: OnceLock<RouteTable> = OnceLock::new();
-    let table = TABLE.get_or_init(|| RouteTable::new().expect("routes"));
+    static TABLE: OnceLock<Matcher> = OnceLock::new();
+    let table = TABLE.get_or_init(|| Matcher::new(RouteTable::compiled().expect("routes")));
     // "METHOD PATH?QUERY\nBODY"
     let (head, body) = match data.iter().position(|b| *b == b'\n') {
         Some(i) => (&data[..i], &data[i + 1..]),
@@ -28,7 +28,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     match request::build(&m, query, body)
-        .and_then(|json| compute_gateway::gateway::dispatch::check(m.route.rpc, json))
+        .and_then(|json| m.route.rpc().check(json))
     {
         Ok(()) | Err(GatewayError::BadRequest(_) | GatewayError::PayloadTooLarge { .. }) => {}
         Err(other) => panic!("{other:?}"),

@@ -4,7 +4,7 @@
 
 use tonic::{Request, Response, Status};
 
-use super::Backend;
+use super::state::Backend;
 use crate::pb::yandex::cloud::endpoint::api_endpoint_service_server::ApiEndpointService;
 use crate::pb::yandex::cloud::endpoint::{
     ApiEndpoint, GetApiEndpointRequest, ListApiEndpointsRequest, ListApiEndpointsResponse,
@@ -15,13 +15,13 @@ use crate::pb::yandex::cloud::endpoint::{
 const IDS: [&str; 3] = ["compute", "operation", "iam"];
 
 /// The ApiEndpointService implementation.
-pub struct Endpoints(pub Backend);
+pub(super) struct Endpoints(pub(super) Backend);
 
 impl Endpoints {
     fn endpoint(&self, id: &str) -> ApiEndpoint {
         ApiEndpoint {
             id: id.to_string(),
-            address: self.0.inner.config.advertise_address.clone(),
+            address: self.0.config().advertise_address.clone(),
         }
     }
 }

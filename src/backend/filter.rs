@@ -8,7 +8,7 @@ use crate::pb::yandex::cloud::compute::v1::{Image, image};
 
 /// A parsed filter: every condition must hold.
 #[derive(Debug, Default, PartialEq)]
-pub struct Filter(Vec<Condition>);
+pub(super) struct Filter(Vec<Condition>);
 
 #[derive(Debug, PartialEq)]
 struct Condition {
@@ -27,7 +27,7 @@ enum Field {
 
 impl Filter {
     /// Parses a filter expression; the error says where it failed.
-    pub fn parse(input: &str) -> Result<Self, String> {
+    pub(super) fn parse(input: &str) -> Result<Self, String> {
         let mut p = Parser {
             s: input.as_bytes(),
             i: 0,
@@ -50,7 +50,7 @@ impl Filter {
     }
 
     /// Whether an image satisfies every condition.
-    pub fn matches(&self, img: &Image) -> bool {
+    pub(super) fn matches(&self, img: &Image) -> bool {
         self.0.iter().all(|c| {
             let actual = match c.field {
                 Field::Id => img.id.as_str(),
@@ -210,10 +210,10 @@ impl Parser<'_> {
 
 /// A sort order for List.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Order {
+pub(super) struct Order {
     field: OrderField,
     /// Descending.
-    pub desc: bool,
+    pub(super) desc: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -225,7 +225,7 @@ enum OrderField {
 
 impl Order {
     /// Parses `order_by`; empty is `id asc`.
-    pub fn parse(input: &str) -> Result<Self, String> {
+    pub(super) fn parse(input: &str) -> Result<Self, String> {
         let mut words = input.split_whitespace();
         let field = match words.next() {
             None => {
@@ -257,7 +257,7 @@ impl Order {
     }
 
     /// A tag naming this order, kept in page tokens so a token is used with its own order.
-    pub fn tag(&self) -> String {
+    pub(super) fn tag(&self) -> String {
         format!(
             "{:?}:{}",
             self.field,
@@ -266,7 +266,7 @@ impl Order {
     }
 
     /// The sort key of an image: (primary key, id), compared as strings.
-    pub fn key(&self, img: &Image) -> (String, String) {
+    pub(super) fn key(&self, img: &Image) -> (String, String) {
         let primary = match self.field {
             OrderField::Id => String::new(),
             OrderField::Name => img.name.clone(),

@@ -13,7 +13,7 @@ use crate::telemetry;
 
 /// Adds [`Observe`] to a service.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct ObserveLayer;
+pub(super) struct ObserveLayer;
 
 impl<S> Layer<S> for ObserveLayer {
     type Service = Observe<S>;
@@ -24,7 +24,7 @@ impl<S> Layer<S> for ObserveLayer {
 
 /// Logs and measures each call of the wrapped service.
 #[derive(Clone, Debug)]
-pub struct Observe<S>(S);
+pub(super) struct Observe<S>(S);
 
 impl<S, B, RB> Service<http::Request<B>> for Observe<S>
 where

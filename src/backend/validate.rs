@@ -1,6 +1,7 @@
 //! The API's field rules (api-facts §4-5: required, lengths, patterns, ranges, sizes, exactly one
-//! source), in one place, enforced for gRPC and REST alike. A failure is INVALID_ARGUMENT whose
-//! message names each field and rule, with `google.rpc.BadRequest` field violations as details.
+//! source), in one place, enforced for gRPC and REST alike: the rule kinds ([`Violations`]) and
+//! each request's rules (`validate_*`). A failure is INVALID_ARGUMENT whose message names each
+//! field and rule, with `google.rpc.BadRequest` field violations as details.
 
 use std::sync::LazyLock;
 
@@ -10,10 +11,19 @@ use tonic::{Code, Status};
 
 use crate::json::Any;
 use crate::pb::google::rpc::{self, BadRequest, bad_request::FieldViolation};
+use crate::pb::yandex::cloud::access::{
+    AccessBinding, AccessBindingAction, SetAccessBindingsRequest, UpdateAccessBindingsRequest,
+};
+use crate::pb::yandex::cloud::compute::v1::{
+    CreateImageRequest, GetImageLatestByFamilyRequest, ListImageOperationsRequest,
+    ListImagesRequest, UpdateImageRequest, create_image_request,
+};
 
 /// Image and family names and label keys/values, anchored versions of the proto patterns.
-pub static NAME: LazyLock<Regex> = LazyLock::new(|| anchored("|[a-z]([-_a-z0-9]{0,61}[a-z0-9])?"));
-pub static FAMILY: LazyLock<Regex> = LazyLock::new(|| anchored("|[a-z][-a-z0-9]{1,61}[a-z0-9]"));
+pub(crate) static NAME: LazyLock<Regex> =
+    LazyLock::new(|| anchored("|[a-z]([-_a-z0-9]{0,61}[a-z0-9])?"));
+pub(crate) static FAMILY: LazyLock<Regex> =
+    LazyLock::new(|| anchored("|[a-z][-a-z0-9]{1,61}[a-z0-9]"));
 static LABEL_KEY: LazyLock<Regex> = LazyLock::new(|| anchored(r"[a-z][-_./\@0-9a-z]*"));
 static LABEL_VALUE: LazyLock<Regex> = LazyLock::new(|| anchored(r"[-_./\@0-9a-z]*"));
 
@@ -22,7 +32,7 @@ fn anchored(pattern: &str) -> Regex {
 }
 
 /// `min_disk_size` bounds: 4 MiB to 4 TiB.
-pub const MIN_DISK_SIZE: std::ops::RangeInclusive<i64> = 4_194_304..=4_398_046_511_104;
+pub(crate) const MIN_DISK_SIZE: std::ops::RangeInclusive<i64> = 4_194_304..=4_398_046_511_104;
 
 /// At most this many characters of a client's value are quoted back in an error: a message
 /// travels in the `grpc-message` header, which must stay small.
@@ -37,11 +47,11 @@ pub(crate) fn clip(value: &str) -> String {
 
 /// Collects the violations of one request.
 #[derive(Default)]
-pub struct Violations(Vec<FieldViolation>);
+pub(crate) struct Violations(Vec<FieldViolation>);
 
 impl Violations {
     /// Records a violation of `field`.
-    pub fn add(&mut self, field: impl Into<String>, description: impl Into<String>) {
+    pub(crate) fn add(&mut self, field: impl Into<String>, description: impl Into<String>) {
         self.0.push(FieldViolation {
             field: field.into(),
             description: description.into(),
@@ -49,14 +59,14 @@ impl Violations {
     }
 
     /// `value` must not be empty.
-    pub fn required(&mut self, field: &str, value: &str) {
+    pub(crate) fn required(&mut self, field: &str, value: &str) {
         if value.is_empty() {
             self.add(field, "is required");
         }
     }
 
     /// `value` must be at most `max` characters.
-    pub fn max_len(&mut self, field: &str, value: &str, max: usize) {
+    pub(crate) fn max_len(&mut self, field: &str, value: &str, max: usize) {
         let n = value.chars().count();
         if n > max {
             self.add(
@@ -68,7 +78,7 @@ impl Violations {
 
     /// An ID: required, at most `max` characters, and no control characters (NUL and the
     /// like can never be part of an ID, so they are refused rather than looked up).
-    pub fn id(&mut self, field: &str, value: &str, max: usize) {
+    pub(crate) fn id(&mut self, field: &str, value: &str, max: usize) {
         self.required(field, value);
         self.max_len(field, value, max);
         if value.chars().any(char::is_control) {
@@ -77,7 +87,7 @@ impl Violations {
     }
 
     /// `value` must match the API's pattern.
-    pub fn pattern(&mut self, field: &str, value: &str, re: &Regex, shown: &str) {
+    pub(crate) fn pattern(&mut self, field: &str, value: &str, re: &Regex, shown: &str) {
         if !re.is_match(value) {
             self.add(
                 field,
@@ -87,14 +97,14 @@ impl Violations {
     }
 
     /// A page size: 0 (the default) to 1000.
-    pub fn page_size(&mut self, field: &str, value: i64) {
+    pub(crate) fn page_size(&mut self, field: &str, value: i64) {
         if !(0..=1000).contains(&value) {
             self.add(field, format!("must be between 0 and 1000, got {value}"));
         }
     }
 
     /// `min_disk_size`: 0 (unset) or 4194304..4398046511104.
-    pub fn min_disk_size(&mut self, field: &str, value: i64) {
+    pub(crate) fn min_disk_size(&mut self, field: &str, value: i64) {
         if value != 0 && !MIN_DISK_SIZE.contains(&value) {
             self.add(
                 field,
@@ -106,18 +116,18 @@ impl Violations {
     }
 
     /// Image name rules.
-    pub fn name(&mut self, field: &str, value: &str) {
+    pub(crate) fn name(&mut self, field: &str, value: &str) {
         self.pattern(field, value, &NAME, "|[a-z]([-_a-z0-9]{0,61}[a-z0-9])?");
     }
 
     /// Image family rules.
-    pub fn family(&mut self, field: &str, value: &str) {
+    pub(crate) fn family(&mut self, field: &str, value: &str) {
         self.pattern(field, value, &FAMILY, "|[a-z][-a-z0-9]{1,61}[a-z0-9]");
     }
 
     /// Label map rules: at most 64 entries; keys 1-63 chars of `[a-z][-_./\@0-9a-z]*`;
     /// values at most 63 chars of `[-_./\@0-9a-z]*`.
-    pub fn labels<'a>(
+    pub(crate) fn labels<'a>(
         &mut self,
         field: &str,
         labels: impl ExactSizeIterator<Item = (&'a String, &'a String)>,
@@ -158,7 +168,7 @@ impl Violations {
     }
 
     /// `Ok` when nothing was recorded; otherwise INVALID_ARGUMENT with BadRequest details.
-    pub fn check(self) -> Result<(), Status> {
+    pub(crate) fn check(self) -> Result<(), Status> {
         if self.0.is_empty() {
             return Ok(());
         }
@@ -179,7 +189,7 @@ impl Violations {
 }
 
 /// A gRPC status whose `grpc-status-details-bin` carries a `google.rpc.Status` with `details`.
-pub fn status_with_details(code: Code, message: String, details: Vec<Any>) -> Status {
+pub(crate) fn status_with_details(code: Code, message: String, details: Vec<Any>) -> Status {
     let body = rpc::Status {
         code: code as i32,
         message: message.clone(),
@@ -189,10 +199,177 @@ pub fn status_with_details(code: Code, message: String, details: Vec<Any>) -> St
 }
 
 /// INVALID_ARGUMENT for one field.
-pub fn invalid(field: &str, description: impl Into<String>) -> Status {
+pub(crate) fn invalid(field: &str, description: impl Into<String>) -> Status {
     let mut v = Violations::default();
     v.add(field, description);
     v.check().expect_err("one violation was recorded")
+}
+
+/// The fields Update may change, by proto name.
+pub(super) const UPDATABLE: [&str; 4] = ["name", "description", "min_disk_size", "labels"];
+
+pub(super) fn validate_create(r: &CreateImageRequest) -> Result<(), Status> {
+    let mut v = Violations::default();
+    v.id("folder_id", &r.folder_id, 50);
+    v.name("name", &r.name);
+    v.max_len("description", &r.description, 256);
+    v.labels("labels", r.labels.iter());
+    v.family("family", &r.family);
+    v.min_disk_size("min_disk_size", r.min_disk_size);
+    for (i, p) in r.product_ids.iter().enumerate() {
+        v.id(&format!("product_ids[{i}]"), p, 50);
+    }
+    use create_image_request::Source;
+    match &r.source {
+        None => v.add(
+            "source",
+            "exactly one of image_id, disk_id, snapshot_id or uri must be set",
+        ),
+        Some(Source::ImageId(s)) => v.id("image_id", s, 50),
+        Some(Source::DiskId(s)) => v.id("disk_id", s, 50),
+        Some(Source::SnapshotId(s)) => v.id("snapshot_id", s, 50),
+        Some(Source::Uri(s)) => v.required("uri", s),
+    }
+    v.check()
+}
+
+pub(super) fn validate_update(r: &UpdateImageRequest) -> Result<(), Status> {
+    let mut v = Violations::default();
+    v.id("image_id", &r.image_id, 50);
+    v.name("name", &r.name);
+    v.max_len("description", &r.description, 256);
+    v.min_disk_size("min_disk_size", r.min_disk_size);
+    v.labels("labels", r.labels.iter());
+    if let Some(mask) = &r.update_mask {
+        for path in &mask.paths {
+            if !UPDATABLE.contains(&path.as_str()) {
+                v.add(
+                    "update_mask",
+                    format!(
+                        "path {:?} cannot be updated; updatable fields are name, description, min_disk_size, labels",
+                        clip(path)
+                    ),
+                );
+            }
+        }
+    }
+    v.check()
+}
+
+pub(super) fn validate_image_id(id: &str) -> Result<(), Status> {
+    let mut v = Violations::default();
+    v.id("image_id", id, 50);
+    v.check()
+}
+
+pub(super) fn validate_operation_id(id: &str) -> Result<(), Status> {
+    let mut v = Violations::default();
+    v.id("operation_id", id, 50);
+    v.check()
+}
+
+pub(super) fn validate_latest_by_family(r: &GetImageLatestByFamilyRequest) -> Result<(), Status> {
+    let mut v = Violations::default();
+    v.id("folder_id", &r.folder_id, 50);
+    v.required("family", &r.family);
+    v.family("family", &r.family);
+    v.check()
+}
+
+pub(super) fn validate_list(r: &ListImagesRequest) -> Result<(), Status> {
+    let mut v = Violations::default();
+    v.id("folder_id", &r.folder_id, 50);
+    v.page_size("page_size", r.page_size);
+    v.max_len("page_token", &r.page_token, 100);
+    v.max_len("filter", &r.filter, 1000);
+    v.max_len("order_by", &r.order_by, 100);
+    v.check()
+}
+
+pub(super) fn validate_list_operations(r: &ListImageOperationsRequest) -> Result<(), Status> {
+    let mut v = Violations::default();
+    v.id("image_id", &r.image_id, 50);
+    v.page_size("page_size", r.page_size);
+    v.max_len("page_token", &r.page_token, 100);
+    v.check()
+}
+
+/// The rules of ListAccessBindings.
+pub(super) fn validate_list_bindings(
+    resource_id: &str,
+    page_size: i64,
+    page_token: &str,
+) -> Result<(), Status> {
+    let mut v = resource_id_rules(resource_id);
+    v.page_size("page_size", page_size);
+    v.max_len("page_token", page_token, 2000);
+    v.check()
+}
+
+pub(super) fn validate_set_bindings(r: &SetAccessBindingsRequest) -> Result<(), Status> {
+    let mut v = resource_id_rules(&r.resource_id);
+    if r.access_bindings.len() > 1000 {
+        v.add(
+            "access_bindings",
+            format!(
+                "must have at most 1000 elements, got {}",
+                r.access_bindings.len()
+            ),
+        );
+    } else {
+        for (i, b) in r.access_bindings.iter().enumerate() {
+            binding_rules(&mut v, &format!("access_bindings[{i}]"), Some(b));
+        }
+    }
+    v.check()
+}
+
+pub(super) fn validate_update_bindings(r: &UpdateAccessBindingsRequest) -> Result<(), Status> {
+    let mut v = resource_id_rules(&r.resource_id);
+    let n = r.access_binding_deltas.len();
+    if !(1..=1000).contains(&n) {
+        v.add(
+            "access_binding_deltas",
+            format!("must have 1 to 1000 elements, got {n}"),
+        );
+    } else {
+        for (i, d) in r.access_binding_deltas.iter().enumerate() {
+            let field = format!("access_binding_deltas[{i}]");
+            if !matches!(
+                AccessBindingAction::try_from(d.action),
+                Ok(AccessBindingAction::Add | AccessBindingAction::Remove)
+            ) {
+                v.add(format!("{field}.action"), "is required: ADD or REMOVE");
+            }
+            binding_rules(
+                &mut v,
+                &format!("{field}.access_binding"),
+                d.access_binding.as_ref(),
+            );
+        }
+    }
+    v.check()
+}
+
+fn resource_id_rules(id: &str) -> Violations {
+    let mut v = Violations::default();
+    v.id("resource_id", id, 64);
+    v
+}
+
+fn binding_rules(v: &mut Violations, field: &str, b: Option<&AccessBinding>) {
+    let Some(b) = b else {
+        v.add(field, "is required");
+        return;
+    };
+    v.id(&format!("{field}.role_id"), &b.role_id, 64);
+    match &b.subject {
+        None => v.add(format!("{field}.subject"), "is required"),
+        Some(s) => {
+            v.id(&format!("{field}.subject.id"), &s.id, 100);
+            v.id(&format!("{field}.subject.type"), &s.r#type, 100);
+        }
+    }
 }
 
 #[cfg(test)]

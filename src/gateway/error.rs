@@ -8,10 +8,8 @@ use prost::Message;
 use tonic::Code;
 
 use crate::json::Any;
+use crate::net::UpstreamError;
 use crate::pb::google::rpc;
-
-/// Metadata key the gateway's codec sets on a status for a reply it could not decode.
-pub(crate) const UNDECODABLE_REPLY: &str = "x-gateway-undecodable-reply";
 
 /// Everything that can go wrong between an HTTP request and its reply.
 #[derive(Debug)]
@@ -34,13 +32,11 @@ pub enum GatewayError {
     Draining,
     /// The client did not send the whole body in time.
     RequestTimeout,
-    /// The backend could not be reached.
-    Unavailable,
-    /// The backend answered with something that is not a valid reply (undecodable message,
-    /// protocol error).
-    BadBackendReply,
-    /// The backend did not answer in time.
-    DeadlineExceeded,
+    /// The backend says it is not serving (its health check).
+    NotServing,
+    /// The call failed on the gateway's side of the backend: no connection, a broken one, its
+    /// deadline, or a reply the gateway cannot take.
+    Upstream(UpstreamError),
     /// A status the backend returned.
     Backend(tonic::Status),
     /// A fault of the gateway itself; the message is logged, not sent.
@@ -53,26 +49,27 @@ impl GatewayError {
         Self::BadRequest(message.into())
     }
 
-    /// Classifies a status from the tonic client: transport failures are the gateway's
-    /// UNAVAILABLE / DEADLINE_EXCEEDED, anything else is the backend's answer.
-    pub fn from_client_status(status: tonic::Status) -> Self {
-        // A status made on this side carries its cause: a transport error as its source, or
-        // the undecodable-reply mark of the gateway's codec. Anything else is the backend's
-        // own answer and passes through. Local causes are for the operator's log only.
-        let transport = std::error::Error::source(&status).map(|e| format!("{e:?}"));
-        let undecodable = status.metadata().contains_key(UNDECODABLE_REPLY);
-        if transport.is_none() && !undecodable {
-            return Self::Backend(status);
+    /// Classifies the status a backend call failed with: one made on this side carries an
+    /// [`UpstreamError`] as its source; anything else is the backend's own answer and passes
+    /// through.
+    pub(crate) fn from_call(status: tonic::Status) -> Self {
+        match UpstreamError::of(&status) {
+            Some(e) => Self::Upstream(e.clone()),
+            None => Self::Backend(status),
         }
-        let error = match &transport {
-            _ if undecodable => Self::BadBackendReply,
-            Some(t) if t.contains("TimeoutExpired") => Self::DeadlineExceeded,
-            _ => Self::Unavailable,
-        };
-        // The code the client is answered with, not tonic's local one (UNKNOWN for a transport
-        // error), so that the log and the reply agree.
-        tracing::warn!(code = ?error.parts().0, message = status.message(), cause = ?transport, "backend call failed");
-        error
+    }
+
+    /// Logs what the operator should know of this error, once, where the request ends:
+    /// backend failures with the code the client is answered with (not tonic's local one), and
+    /// faults of the gateway. A client's own mistake is only in the access log.
+    pub(crate) fn report(&self) {
+        match self {
+            Self::Upstream(cause) => {
+                tracing::warn!(code = ?self.parts().0, %cause, "backend call failed");
+            }
+            Self::Internal(detail) => tracing::error!(%detail, "gateway fault"),
+            _ => {}
+        }
     }
 
     /// The gRPC code, message and details this error is reported with.
@@ -101,24 +98,31 @@ impl GatewayError {
                 "the request body did not arrive in time".into(),
                 vec![],
             ),
-            Self::BadBackendReply => (
-                Code::Unavailable,
-                "the backend sent a reply the gateway cannot read".into(),
-                vec![],
-            ),
             Self::Draining => (
                 Code::Unavailable,
                 "the gateway is shutting down".into(),
                 vec![],
             ),
-            Self::Unavailable => (
+            Self::NotServing
+            | Self::Upstream(UpstreamError::Dial(_) | UpstreamError::Broken(_)) => (
                 Code::Unavailable,
                 "the backend is unavailable".into(),
                 vec![],
             ),
-            Self::DeadlineExceeded => (
+            Self::Upstream(UpstreamError::Undecodable(_)) => (
+                Code::Unavailable,
+                "the backend sent a reply the gateway cannot read".into(),
+                vec![],
+            ),
+            Self::Upstream(UpstreamError::Deadline(_)) => (
                 Code::DeadlineExceeded,
                 "the backend did not answer in time".into(),
+                vec![],
+            ),
+            // The gateway's own limit, not the client's mistake: a 5xx.
+            Self::Upstream(UpstreamError::ReplyTooLarge { limit }) => (
+                Code::Internal,
+                format!("the backend's reply is larger than the gateway's limit of {limit} bytes"),
                 vec![],
             ),
             Self::Backend(status) => {
@@ -127,7 +131,9 @@ impl GatewayError {
                     .unwrap_or_default();
                 (status.code(), status.message().to_string(), details)
             }
-            Self::Internal(_) => (Code::Internal, "internal gateway error".into(), vec![]),
+            Self::Upstream(UpstreamError::Request(_)) | Self::Internal(_) => {
+                (Code::Internal, "internal gateway error".into(), vec![])
+            }
         }
     }
 }
@@ -140,7 +146,7 @@ impl std::fmt::Display for GatewayError {
 
 /// The standard gRPC code -> HTTP status table (google.rpc.Code comments, grpc-gateway,
 /// Envoy). 499 is "client closed request".
-pub fn http_status(code: Code) -> StatusCode {
+pub(crate) fn http_status(code: Code) -> StatusCode {
     match code {
         Code::Ok => StatusCode::OK,
         Code::Cancelled => StatusCode::from_u16(499).expect("499 is a valid status"),
@@ -161,9 +167,6 @@ pub fn http_status(code: Code) -> StatusCode {
 
 impl IntoResponse for GatewayError {
     fn into_response(self) -> Response {
-        if let Self::Internal(detail) = &self {
-            tracing::error!(%detail, "gateway fault");
-        }
         let (code, message, details) = self.parts();
         let http = match &self {
             Self::NotFound => StatusCode::NOT_FOUND,
@@ -207,16 +210,22 @@ mod tests {
     #[test]
     fn a_transport_failure_is_logged_with_the_code_the_client_gets() {
         // What the tonic client makes of a dial that failed: UNKNOWN, with the cause as source.
-        let status = tonic::Status::from_error(Box::new(std::io::Error::new(
-            std::io::ErrorKind::ConnectionRefused,
-            "backend connection failed: Connection refused",
+        let refused =
+            std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "Connection refused");
+        let status = tonic::Status::from_error(Box::new(UpstreamError::Dial(
+            crate::net::DialError::Failed(std::sync::Arc::new(refused)),
         )));
         assert_eq!(status.code(), Code::Unknown);
-        let error = std::cell::RefCell::new(None);
-        let logged = crate::telemetry::tests::log_lines(false, &|| {
-            *error.borrow_mut() = Some(GatewayError::from_client_status(status.clone()));
-        });
-        assert!(matches!(error.take(), Some(GatewayError::Unavailable)));
+        let error = GatewayError::from_call(status);
+        let logged = crate::telemetry::tests::log_lines(false, &|| error.report());
+        assert!(matches!(
+            error,
+            GatewayError::Upstream(UpstreamError::Dial(_))
+        ));
+        assert_eq!(
+            error.into_response().status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
         assert!(logged.contains("backend call failed"), "{logged}");
         assert!(logged.contains("code=Unavailable"), "{logged}");
         assert!(!logged.contains("Unknown"), "{logged}");
@@ -267,7 +276,7 @@ mod tests {
             StatusCode::PAYLOAD_TOO_LARGE
         );
         assert_eq!(
-            GatewayError::Unavailable.into_response().status(),
+            GatewayError::NotServing.into_response().status(),
             StatusCode::SERVICE_UNAVAILABLE
         );
         assert_eq!(

@@ -7,6 +7,7 @@ use axum::http::Method;
 
 use super::error::GatewayError;
 use super::routes::{Route, RouteTable};
+use super::template::RequestPath;
 
 /// A matched route and its variable values, in the template's variable order.
 #[derive(Debug)]
@@ -17,38 +18,65 @@ pub struct Match<'a> {
     pub bindings: Vec<String>,
 }
 
-impl RouteTable {
-    /// Finds the route for a request.
-    pub fn find(&self, method: &Method, raw_path: &str) -> Result<Match<'_>, GatewayError> {
-        let mut bad_escape = None;
-        // The routes of this method first: the common case stops here.
-        let mut best: Option<Match<'_>> = None;
-        for route in self.routes.iter().filter(|r| r.method == *method) {
-            if best
-                .as_ref()
-                .is_some_and(|b| b.route.template.verb.is_some() || route.template.verb.is_none())
-            {
-                continue; // it could not win
-            }
-            match route.template.match_path(raw_path) {
-                Ok(Some(bindings)) => best = Some(Match { route, bindings }),
-                Ok(None) => {}
-                Err(e) => {
-                    bad_escape.get_or_insert(e);
-                }
+/// A route table, and the routes of each HTTP method in the order they are tried: those with a
+/// verb first, each group in declaration order.
+pub struct Matcher {
+    table: RouteTable,
+    /// Indices into the table's routes.
+    by_method: Vec<(Method, Vec<usize>)>,
+}
+
+impl Matcher {
+    /// The matcher of `table`.
+    pub fn new(table: RouteTable) -> Self {
+        let routes = table.routes();
+        let mut by_method: Vec<(Method, Vec<usize>)> = Vec::new();
+        for (i, route) in routes.iter().enumerate() {
+            match by_method.iter_mut().find(|(m, _)| m == route.method()) {
+                Some((_, list)) => list.push(i),
+                None => by_method.push((route.method().clone(), vec![i])),
             }
         }
-        if let Some(m) = best {
-            return Ok(m);
+        for (_, list) in &mut by_method {
+            // Stable: declaration order stays within each group.
+            list.sort_by_key(|i| routes[*i].template().verb.is_none());
+        }
+        Self { table, by_method }
+    }
+
+    /// The route table.
+    pub fn table(&self) -> &RouteTable {
+        &self.table
+    }
+
+    /// The route for a request, and its path variables' values.
+    pub fn find(&self, method: &Method, raw_path: &str) -> Result<Match<'_>, GatewayError> {
+        let routes = self.table.routes();
+        let Some(path) = RequestPath::new(raw_path) else {
+            return Err(GatewayError::NotFound);
+        };
+        let mut bad_escape = None;
+        // The routes of this method first: the common case stops at the first that matches.
+        if let Some((_, list)) = self.by_method.iter().find(|(m, _)| m == method) {
+            for &i in list {
+                let route = &routes[i];
+                match route.template().matches(&path) {
+                    Ok(Some(bindings)) => return Ok(Match { route, bindings }),
+                    Ok(None) => {}
+                    Err(e) => {
+                        bad_escape.get_or_insert(e);
+                    }
+                }
+            }
         }
         // No route of this method: 400 for a bad escape, else 405 with the methods that
         // would match, else 404.
         let mut allow: Vec<Method> = Vec::new();
-        for route in self.routes.iter().filter(|r| r.method != *method) {
-            match route.template.match_path(raw_path) {
+        for route in routes.iter().filter(|r| r.method() != method) {
+            match route.template().matches(&path) {
                 Ok(Some(_)) => {
-                    if !allow.contains(&route.method) {
-                        allow.push(route.method.clone());
+                    if !allow.contains(route.method()) {
+                        allow.push(route.method().clone());
                     }
                 }
                 Ok(None) => {}
@@ -72,13 +100,17 @@ impl RouteTable {
 mod tests {
     use super::*;
 
-    fn rpc_of(m: &Match<'_>) -> &'static str {
-        m.route.rpc().path
+    fn rpc_of<'a>(m: &'a Match<'_>) -> &'a str {
+        m.route.rpc().path()
+    }
+
+    fn table() -> Matcher {
+        Matcher::new(RouteTable::compiled().expect("the proto routes check out"))
     }
 
     #[test]
     fn resolves_the_image_routes() {
-        let t = RouteTable::new().expect("the proto routes check out");
+        let t = table();
         let cases = [
             (
                 "GET",
@@ -179,7 +211,7 @@ mod tests {
 
     #[test]
     fn not_found_and_method_not_allowed() {
-        let t = RouteTable::new().expect("the proto routes check out");
+        let t = table();
         for path in [
             "/",
             "/compute",

@@ -4,16 +4,16 @@
 //! value is typed by its field: integers (64-bit ones kept as strings), bools, enums by name or
 //! number, and the string forms of Timestamp, Duration and FieldMask.
 
+use prost_reflect::{Kind, MessageDescriptor};
 use serde_json::{Map, Value};
 
 use super::error::GatewayError;
-use super::request::{scalar_from_str, set_unique};
 use super::template::decode;
-use crate::json::schema::{self, Cardinality, Kind, MessageSchema};
+use super::value::{Shape, field, from_url_text, set_unique, shape};
 
-/// Applies every query parameter to `root`, a JSON object of message `schema`.
+/// Applies every query parameter to `root`, a JSON object of message `message`.
 pub fn apply(
-    schema: &'static MessageSchema,
+    message: &MessageDescriptor,
     root: &mut Map<String, Value>,
     query: &str,
 ) -> Result<(), GatewayError> {
@@ -23,14 +23,14 @@ pub fn apply(
             .map_err(|e| GatewayError::bad_request(format!("query string: {e}")))?;
         let value = decode(&raw_value.replace('+', " "), true)
             .map_err(|e| GatewayError::bad_request(format!("query parameter {key:?}: {e}")))?;
-        assign(schema, root, &key, &value)
+        assign(message, root, &key, &value)
             .map_err(|e| GatewayError::bad_request(format!("query parameter {key:?}: {e}")))?;
     }
     Ok(())
 }
 
 fn assign(
-    schema: &'static MessageSchema,
+    message: &MessageDescriptor,
     root: &mut Map<String, Value>,
     key: &str,
     value: &str,
@@ -40,39 +40,38 @@ fn assign(
         None => (key, None),
     };
     let names: Vec<&str> = path.split('.').collect();
-    let mut msg = schema;
+    let mut msg = message.clone();
     let mut obj = root;
     for (i, name) in names.iter().enumerate() {
-        let field = msg
-            .field(name)
-            .ok_or_else(|| format!("unknown field {name:?} of {}", msg.full_name))?;
-        let last = i + 1 == names.len();
-        if !last {
-            let Kind::Message(m) = field.kind else {
+        let field = field(&msg, name)
+            .ok_or_else(|| format!("unknown field {name:?} of {}", msg.full_name()))?;
+        let (shape, kind) = shape(&field);
+        if i + 1 < names.len() {
+            let Kind::Message(m) = kind else {
                 return Err(format!(
                     "{name} is not a message, so it has no field {:?}",
                     names[i + 1]
                 ));
             };
-            if field.cardinality != Cardinality::Single || m.starts_with("google.protobuf.") {
+            if !matches!(shape, Shape::Single) || m.full_name().starts_with("google.protobuf.") {
                 return Err(format!(
                     "{name} cannot be set field by field from the query string"
                 ));
             }
-            msg = schema::message(m).ok_or_else(|| format!("unknown message {m}"))?;
+            msg = m;
             let entry = obj
-                .entry(field.json_name)
+                .entry(field.json_name())
                 .or_insert_with(|| Value::Object(Map::new()));
             obj = entry
                 .as_object_mut()
                 .ok_or_else(|| format!("{name} is set both as a value and field by field"))?;
             continue;
         }
-        return match (field.cardinality, map_key) {
-            (Cardinality::Map, Some(k)) => {
-                let v = scalar_from_str(field.kind, value)?;
+        return match (shape, map_key) {
+            (Shape::Map(_), Some(k)) => {
+                let v = from_url_text(&kind, value)?;
                 let map = obj
-                    .entry(field.json_name)
+                    .entry(field.json_name())
                     .or_insert_with(|| Value::Object(Map::new()))
                     .as_object_mut()
                     .ok_or("map set twice")?;
@@ -81,23 +80,24 @@ fn assign(
                 }
                 Ok(())
             }
-            (Cardinality::Map, None) => {
+            (Shape::Map(_), None) => {
                 Err(format!("{name} is a map; set entries as {name}[key]=value"))
             }
             (_, Some(_)) => Err(format!("{name} is not a map")),
-            (Cardinality::Repeated, None) => {
-                let v = scalar_from_str(field.kind, value)?;
+            (Shape::List, None) => {
+                let v = from_url_text(&kind, value)?;
                 let list = obj
-                    .entry(field.json_name)
+                    .entry(field.json_name())
                     .or_insert_with(|| Value::Array(Vec::new()))
                     .as_array_mut()
                     .ok_or("list set twice")?;
                 list.push(v);
                 Ok(())
             }
-            (Cardinality::Single, None) => {
-                let v = scalar_from_str(field.kind, value)?;
-                set_unique(obj, field.json_name, v).map_err(|_| "given more than once".to_string())
+            (Shape::Single, None) => {
+                let v = from_url_text(&kind, value)?;
+                set_unique(obj, field.json_name(), v)
+                    .map_err(|_| "given more than once".to_string())
             }
         };
     }
@@ -110,9 +110,11 @@ mod tests {
     use serde_json::json;
 
     fn run(msg: &str, q: &str) -> Result<Value, String> {
-        let schema = schema::message(msg).expect("known message");
+        let message = crate::pb::descriptor_pool()
+            .get_message_by_name(msg)
+            .expect("known message");
         let mut root = Map::new();
-        apply(schema, &mut root, q).map_err(|e| e.to_string())?;
+        apply(&message, &mut root, q).map_err(|e| e.to_string())?;
         Ok(Value::Object(root))
     }
 

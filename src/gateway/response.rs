@@ -1,11 +1,12 @@
 //! Typed reply -> JSON body. Fields without presence are emitted with their defaults unless the
 //! gateway runs with `--omit-default-fields`; `response_body` selects one top-level field.
 
+use prost_reflect::{FieldDescriptor, Kind, MessageDescriptor};
 use serde::Serialize;
 use serde_json::Value;
 
 use super::error::GatewayError;
-use crate::json::schema::{self, Cardinality, Kind, MessageSchema};
+use super::value::{Shape, shape};
 
 /// How replies are rendered.
 #[derive(Debug, Clone, Copy, Default)]
@@ -14,59 +15,56 @@ pub struct RenderOptions {
     pub omit_default_fields: bool,
 }
 
-/// Renders a reply of message type `full_name`.
-pub fn render<M: Serialize>(
+/// Renders a reply of message type `message`; `response_body` is the one field to send, if the
+/// rule names one.
+pub(crate) fn render<M: Serialize>(
     msg: &M,
-    full_name: &str,
-    response_body: Option<&str>,
+    message: &MessageDescriptor,
+    response_body: Option<&FieldDescriptor>,
     options: RenderOptions,
 ) -> Result<Vec<u8>, GatewayError> {
-    let fail = |e: serde_json::Error| GatewayError::Internal(format!("rendering {full_name}: {e}"));
+    let fail = |e: serde_json::Error| {
+        GatewayError::Internal(format!("rendering {}: {e}", message.full_name()))
+    };
     if response_body.is_none() && !options.omit_default_fields {
         return serde_json::to_vec(msg).map_err(fail);
     }
     let mut value = serde_json::to_value(msg).map_err(fail)?;
-    let mut schema = schema::message(full_name);
+    let mut schema = Some(message.clone());
     if let Some(field) = response_body {
-        let s =
-            schema.ok_or_else(|| GatewayError::Internal(format!("no schema for {full_name}")))?;
-        let f = s
-            .field(field)
-            .ok_or_else(|| GatewayError::Internal(format!("response_body {field}")))?;
         value = value
-            .get_mut(f.json_name)
+            .get_mut(field.json_name())
             .map(Value::take)
             .unwrap_or(Value::Null);
-        schema = match f.kind {
-            Kind::Message(m) if f.cardinality == Cardinality::Single => schema::message(m),
+        schema = match field.kind() {
+            Kind::Message(m) if !field.is_list() && !field.is_map() => Some(m),
             _ => None,
         };
     }
     if options.omit_default_fields
         && let Some(s) = schema
     {
-        strip_defaults(s, &mut value);
+        strip_defaults(&s, &mut value);
     }
     serde_json::to_vec(&value).map_err(fail)
 }
 
 /// Removes default-valued fields without presence, at every depth (inside Any too).
-fn strip_defaults(schema: &'static MessageSchema, value: &mut Value) {
+fn strip_defaults(message: &MessageDescriptor, value: &mut Value) {
     let Value::Object(map) = value else { return };
     map.retain(|key, v| {
-        let Some(field) = schema.field(key) else {
+        let Some(field) = super::value::field(message, key) else {
             return true;
         };
-        match (field.cardinality, field.kind) {
-            (Cardinality::Single, Kind::Message(_)) => true,
-            _ if field.oneof.is_some() => true,
-            (Cardinality::Repeated, _) => v.as_array().is_some_and(|a| !a.is_empty()),
-            (Cardinality::Map, _) => v.as_object().is_some_and(|o| !o.is_empty()),
-            (Cardinality::Single, Kind::Enum(e)) => {
-                let zero = schema::enumeration(e)
-                    .and_then(|s| s.values.iter().find(|(_, n)| *n == 0))
-                    .map(|(n, _)| *n);
-                !(v.as_str() == zero || v.as_i64() == Some(0))
+        let (shape, kind) = shape(&field);
+        match (shape, kind) {
+            (Shape::Single, Kind::Message(_)) => true,
+            _ if field.containing_oneof().is_some_and(|o| !o.is_synthetic()) => true,
+            (Shape::List, _) => v.as_array().is_some_and(|a| !a.is_empty()),
+            (Shape::Map(_), _) => v.as_object().is_some_and(|o| !o.is_empty()),
+            (Shape::Single, Kind::Enum(e)) => {
+                let zero = e.get_value(0);
+                !(zero.is_some_and(|z| v.as_str() == Some(z.name())) || v.as_i64() == Some(0))
             }
             _ => {
                 !matches!(v, Value::String(s) if s.is_empty() || s == "0")
@@ -76,26 +74,28 @@ fn strip_defaults(schema: &'static MessageSchema, value: &mut Value) {
         }
     });
     for (key, v) in map.iter_mut() {
-        let Some(field) = schema.field(key) else {
+        let Some(field) = super::value::field(message, key) else {
             continue;
         };
-        let Kind::Message(m) = field.kind else {
+        let (shape, Kind::Message(m)) = shape(&field) else {
             continue;
         };
-        let inner = if m == "google.protobuf.Any" {
-            v.get("@type")
-                .and_then(Value::as_str)
-                .and_then(|t| schema::message(t.rsplit('/').next().unwrap_or_default()))
+        let inner = if m.full_name() == "google.protobuf.Any" {
+            v.get("@type").and_then(Value::as_str).and_then(|t| {
+                message
+                    .parent_pool()
+                    .get_message_by_name(t.rsplit('/').next().unwrap_or_default())
+            })
         } else {
-            schema::message(m)
+            Some(m)
         };
         let Some(inner) = inner else { continue };
         match v {
-            Value::Array(items) => items.iter_mut().for_each(|i| strip_defaults(inner, i)),
-            Value::Object(o) if field.cardinality == Cardinality::Map => {
-                o.values_mut().for_each(|i| strip_defaults(inner, i))
+            Value::Array(items) => items.iter_mut().for_each(|i| strip_defaults(&inner, i)),
+            Value::Object(o) if matches!(shape, Shape::Map(_)) => {
+                o.values_mut().for_each(|i| strip_defaults(&inner, i))
             }
-            _ => strip_defaults(inner, v),
+            _ => strip_defaults(&inner, v),
         }
     }
 }
@@ -113,10 +113,12 @@ mod tests {
             id: "fd8".into(),
             ..Default::default()
         };
+        let pool = crate::pb::descriptor_pool();
+        let descriptor = |name: &str| pool.get_message_by_name(name).expect("known");
         let full: Value = serde_json::from_slice(
             &render(
                 &img,
-                "yandex.cloud.compute.v1.Image",
+                &descriptor("yandex.cloud.compute.v1.Image"),
                 None,
                 RenderOptions::default(),
             )
@@ -139,7 +141,13 @@ mod tests {
             omit_default_fields: true,
         };
         let lean: Value = serde_json::from_slice(
-            &render(&op, "yandex.cloud.operation.Operation", None, opts).expect("renders"),
+            &render(
+                &op,
+                &descriptor("yandex.cloud.operation.Operation"),
+                None,
+                opts,
+            )
+            .expect("renders"),
         )
         .expect("json");
         assert_eq!(

@@ -1,180 +1,249 @@
-//! The route table: every `google.api.http` binding that build.rs read from `proto/`, parsed and
-//! checked once at startup (templates, body fields, path variables against the request
-//! message), then read-only. A binding that does not check out fails the start.
+//! The route table: every HTTP binding of every method in a descriptor pool (see `rules.rs`),
+//! compiled once at startup into a complete [`Route`] (its method, its parsed template with the
+//! path variables resolved to fields, its body and `response_body` selectors, its call) and
+//! read-only afterwards. A binding that does not fit its messages fails the start.
+
+use std::sync::Arc;
 
 use axum::http::Method;
+use prost_reflect::{DescriptorPool, FieldDescriptor, Kind, MessageDescriptor};
 
-use super::template::Template;
-use crate::json::schema::{self, Cardinality, Kind};
-
-/// One RPC, as build.rs found it.
-#[derive(Debug)]
-pub struct RpcSpec {
-    /// `/package.Service/Method`.
-    pub path: &'static str,
-    /// Full name of the request message.
-    pub input: &'static str,
-    /// Full name of the response message.
-    pub output: &'static str,
-    /// `yandex.cloud.api.operation` metadata type (full name), or empty.
-    pub operation_metadata: &'static str,
-    /// `yandex.cloud.api.operation` response type (full name), or empty.
-    pub operation_response: &'static str,
-}
-
-/// One HTTP binding, as build.rs found it.
-#[derive(Debug)]
-pub struct HttpBinding {
-    /// Index into [`RPCS`].
-    pub rpc: usize,
-    /// HTTP method.
-    pub method: &'static str,
-    /// Path template.
-    pub pattern: &'static str,
-    /// `*`, a top-level field name, or empty.
-    pub body: &'static str,
-    /// A top-level response field, or empty.
-    pub response_body: &'static str,
-}
-
-pub use super::dispatch::{HTTP_BINDINGS, RPCS};
-
-/// Bindings the gateway adds to the annotations, like a service config's `http.rules`:
-/// `OperationService.Cancel` is `get:` in the proto but POST in the API design guide, so both
-/// are served.
-pub static EXTRA_BINDINGS: &[HttpBinding] = &[HttpBinding {
-    rpc: usize::MAX, // resolved by path below
-    method: "POST",
-    pattern: "/operations/{operation_id}:cancel",
-    body: "",
-    response_body: "",
-}];
-const EXTRA_RPC_PATHS: &[&str] = &["/yandex.cloud.operation.OperationService/Cancel"];
+use super::dispatch::Rpc;
+use super::rules::{Binding, RuleError, Rules};
+use super::template::{Template, TemplateError};
 
 /// Where the HTTP body goes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum BodyTarget {
+#[derive(Debug, Clone, PartialEq)]
+pub enum BodySelector {
     /// No body.
     None,
     /// `*`: every field not bound by the path.
-    All,
-    /// One top-level field (proto name).
-    Field(String),
+    Whole,
+    /// One top-level field.
+    Field(FieldDescriptor),
+}
+
+/// A path variable, resolved: the fields from the request message down to the one it sets.
+#[derive(Debug)]
+pub(crate) struct PathVariable {
+    fields: Vec<FieldDescriptor>,
+    /// The field path as the template writes it (`a.b`).
+    dotted: String,
+}
+
+impl PathVariable {
+    /// The fields it goes through, the last one set.
+    pub(crate) fn fields(&self) -> &[FieldDescriptor] {
+        &self.fields
+    }
+
+    /// The field path as the template writes it.
+    pub(crate) fn dotted(&self) -> &str {
+        &self.dotted
+    }
 }
 
 /// A checked route.
 #[derive(Debug)]
 pub struct Route {
-    /// Index into [`RPCS`].
-    pub rpc: usize,
-    /// HTTP method.
-    pub method: Method,
-    /// The template as written in the proto.
-    pub pattern: &'static str,
-    /// The parsed template.
-    pub template: Template,
-    /// Where the body goes.
-    pub body: BodyTarget,
-    /// The response field sent as the body, or `None` for the whole response.
-    pub response_body: Option<String>,
+    method: Method,
+    /// The template as written in the rule.
+    pattern: String,
+    /// The same, as a metric label value.
+    label: metrics::SharedString,
+    template: Template,
+    rpc: Arc<Rpc>,
+    body: BodySelector,
+    response_body: Option<FieldDescriptor>,
+    variables: Vec<PathVariable>,
 }
 
 impl Route {
-    /// The RPC this route calls.
-    pub fn rpc(&self) -> &'static RpcSpec {
-        &RPCS[self.rpc]
+    /// The HTTP method.
+    pub fn method(&self) -> &Method {
+        &self.method
+    }
+
+    /// The path template as the rule writes it.
+    pub fn pattern(&self) -> &str {
+        &self.pattern
+    }
+
+    /// The method this route calls.
+    pub fn rpc(&self) -> &Rpc {
+        &self.rpc
+    }
+
+    /// Where the body goes.
+    pub fn body(&self) -> &BodySelector {
+        &self.body
+    }
+
+    pub(crate) fn template(&self) -> &Template {
+        &self.template
+    }
+
+    pub(crate) fn label(&self) -> &metrics::SharedString {
+        &self.label
+    }
+
+    /// The response field sent as the body, or `None` for the whole response.
+    pub(crate) fn response_body(&self) -> Option<&FieldDescriptor> {
+        self.response_body.as_ref()
+    }
+
+    /// The path variables, in the template's order.
+    pub(crate) fn variables(&self) -> &[PathVariable] {
+        &self.variables
     }
 }
 
-/// Every route, in declaration order.
+/// Why the route table cannot be built: a rule that does not fit its messages.
 #[derive(Debug)]
+pub enum RouteError {
+    /// A method's `google.api.http` option does not decode.
+    Rule(RuleError),
+    /// A binding does not check out.
+    Binding {
+        /// `VERB /template (/package.Service/Method)`.
+        route: String,
+        /// Why.
+        why: String,
+    },
+}
+
+impl std::fmt::Display for RouteError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Rule(e) => write!(f, "route table: {e}"),
+            Self::Binding { route, why } => write!(f, "route table: {route}: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for RouteError {}
+
+/// Every route, in declaration order (services by full name, then methods and bindings as
+/// declared, then the bindings the gateway adds), and the pool they were made from.
 pub struct RouteTable {
-    /// The routes.
-    pub routes: Vec<Route>,
+    routes: Vec<Route>,
+    pool: DescriptorPool,
 }
 
 impl RouteTable {
-    /// Builds the table from the generated bindings plus [`EXTRA_BINDINGS`].
-    pub fn new() -> Result<Self, String> {
-        let extra = EXTRA_BINDINGS.iter().zip(EXTRA_RPC_PATHS).map(|(b, path)| {
-            let rpc = RPCS
-                .iter()
-                .position(|r| r.path == *path)
-                .ok_or(format!("extra binding for unknown rpc {path}"))?;
-            Ok::<_, String>((rpc, b))
-        });
-        let generated = HTTP_BINDINGS.iter().map(|b| Ok((b.rpc, b)));
+    /// The routes of the services compiled into this binary (the embedded descriptor set).
+    pub fn compiled() -> Result<Self, RouteError> {
+        Self::new(crate::pb::descriptor_pool())
+    }
+
+    /// The routes of every service in `pool` whose methods have HTTP rules.
+    pub fn new(pool: &DescriptorPool) -> Result<Self, RouteError> {
+        let rules = Rules::new(pool);
+        let mut services: Vec<_> = pool.services().collect();
+        services.sort_by(|a, b| a.full_name().cmp(b.full_name()));
         let mut routes = Vec::new();
-        for item in generated.chain(extra) {
-            let (rpc, b) = item?;
-            routes.push(check(rpc, b)?);
+        for service in services {
+            for method in service.methods() {
+                let bindings = rules.of(&method).map_err(RouteError::Rule)?;
+                if bindings.is_empty() {
+                    continue;
+                }
+                let rpc = Rpc::new(&method).map_err(|why| RouteError::Binding {
+                    route: format!("/{}/{}", service.full_name(), method.name()),
+                    why,
+                })?;
+                let rpc = Arc::new(rpc);
+                for binding in &bindings {
+                    routes.push(compile(&rpc, binding)?);
+                }
+            }
         }
-        Ok(Self { routes })
+        Ok(Self {
+            routes,
+            pool: pool.clone(),
+        })
+    }
+
+    /// The routes.
+    pub fn routes(&self) -> &[Route] {
+        &self.routes
+    }
+
+    /// The descriptor pool the routes were made from.
+    pub fn pool(&self) -> &DescriptorPool {
+        &self.pool
     }
 }
 
-fn check(rpc: usize, b: &HttpBinding) -> Result<Route, String> {
-    let spec = RPCS
-        .get(rpc)
-        .ok_or(format!("binding {} names rpc {rpc}", b.pattern))?;
-    let ctx = |m: String| format!("{} {} ({}): {m}", b.method, b.pattern, spec.path);
-    let method = Method::from_bytes(b.method.as_bytes()).map_err(|e| ctx(e.to_string()))?;
-    let template = Template::parse(b.pattern).map_err(|e| ctx(e.to_string()))?;
-    let input = schema::message(spec.input)
-        .ok_or_else(|| ctx(format!("unknown message {}", spec.input)))?;
-    for var in &template.variables {
-        let mut msg = input;
-        for (i, name) in var.field_path.iter().enumerate() {
-            let field = msg.fields.iter().find(|f| f.name == *name).ok_or_else(|| {
-                ctx(format!(
-                    "path variable {} names no field of {}",
-                    var.field_path.join("."),
-                    msg.full_name
-                ))
-            })?;
-            if field.cardinality != Cardinality::Single {
-                return Err(ctx(format!("path variable {name} is repeated or a map")));
-            }
-            match (field.kind, i + 1 == var.field_path.len()) {
-                (Kind::Message(m), false) => {
-                    msg = schema::message(m).ok_or_else(|| ctx(format!("unknown message {m}")))?;
-                }
-                (Kind::Message(_), true) => {
-                    return Err(ctx(format!("path variable {name} is a message")));
-                }
-                (_, false) => {
-                    return Err(ctx(format!(
-                        "path variable segment {name} is not a message"
-                    )));
-                }
-                (_, true) => {}
-            }
-        }
-    }
-    let body = match b.body {
-        "" => BodyTarget::None,
-        "*" => BodyTarget::All,
-        field => {
-            input
-                .fields
-                .iter()
-                .find(|f| f.name == field)
-                .ok_or_else(|| {
-                    ctx(format!(
-                        "body field {field} is not a field of {}",
-                        spec.input
-                    ))
-                })?;
-            BodyTarget::Field(field.to_string())
-        }
+fn compile(rpc: &Arc<Rpc>, b: &Binding) -> Result<Route, RouteError> {
+    let fail = |why: String| RouteError::Binding {
+        route: format!("{} {} ({})", b.verb, b.pattern, rpc.path()),
+        why,
     };
-    let response_body = (!b.response_body.is_empty()).then(|| b.response_body.to_string());
+    let method = Method::from_bytes(b.verb.as_bytes()).map_err(|e| fail(e.to_string()))?;
+    let template = Template::parse(&b.pattern).map_err(|e: TemplateError| fail(e.to_string()))?;
+    let input = rpc.method().input();
+    let variables = template
+        .variables
+        .iter()
+        .map(|v| resolve(&input, &v.field_path).map_err(&fail))
+        .collect::<Result<Vec<_>, _>>()?;
+    let top_field = |name: &str, of: &MessageDescriptor, what: &str| {
+        of.get_field_by_name(name).ok_or_else(|| {
+            fail(format!(
+                "{what} field {name} is not a field of {}",
+                of.full_name()
+            ))
+        })
+    };
+    let body = match b.body.as_str() {
+        "" => BodySelector::None,
+        "*" => BodySelector::Whole,
+        field => BodySelector::Field(top_field(field, &input, "body")?),
+    };
+    let response_body = match b.response_body.as_str() {
+        "" => None,
+        field => Some(top_field(field, &rpc.method().output(), "response_body")?),
+    };
     Ok(Route {
-        rpc,
         method,
-        pattern: b.pattern,
+        label: metrics::SharedString::from_owned(b.pattern.clone()),
+        pattern: b.pattern.clone(),
         template,
+        rpc: rpc.clone(),
         body,
         response_body,
+        variables,
     })
+}
+
+/// The fields a path variable goes through: each but the last a singular message, the last a
+/// singular scalar.
+fn resolve(input: &MessageDescriptor, path: &[String]) -> Result<PathVariable, String> {
+    let dotted = path.join(".");
+    let mut message = input.clone();
+    let mut fields = Vec::with_capacity(path.len());
+    for (i, name) in path.iter().enumerate() {
+        let field = message.get_field_by_name(name).ok_or_else(|| {
+            format!(
+                "path variable {dotted} names no field of {}",
+                message.full_name()
+            )
+        })?;
+        if field.is_list() || field.is_map() {
+            return Err(format!("path variable {name} is repeated or a map"));
+        }
+        match (field.kind(), i + 1 == path.len()) {
+            (Kind::Message(m), false) => message = m,
+            (Kind::Message(_), true) => {
+                return Err(format!("path variable {name} is a message"));
+            }
+            (_, false) => {
+                return Err(format!("path variable segment {name} is not a message"));
+            }
+            (_, true) => {}
+        }
+        fields.push(field);
+    }
+    Ok(PathVariable { fields, dotted })
 }

@@ -1,28 +1,32 @@
-//! The REST listener: an accept loop over hyper's HTTP/1.1 + HTTP/2 connection builder, with
-//! optional TLS, a header-read timeout, and graceful shutdown that lets in-flight requests
-//! finish. (`axum::serve` has neither TLS nor timeouts, so the loop is ours.)
+//! The REST listener's HTTP side: the router (the operator's endpoints, and every other path to
+//! the transcoding handler), served by hyper's HTTP/1.1 + HTTP/2 connection builder over the
+//! connections of an [`Incoming`], with a header-read timeout, and graceful shutdown that lets
+//! in-flight requests finish. (`axum::serve` has no timeouts, so the loop is ours.)
 
-use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::Router;
+use axum::routing::get;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use tokio::net::{TcpListener, TcpStream};
-use tokio_rustls::TlsAcceptor;
-use tokio_rustls::rustls::ServerConfig;
+use tokio_stream::StreamExt as _;
 
-use crate::first_bytes::{FirstBytes, accept_tls};
+use super::admin;
+use super::handler::{Gateway, handle};
+use crate::net::{Incoming, Shutdown};
+
+/// How long shutdown waits for the requests in flight.
+const DRAIN: Duration = Duration::from_secs(10);
 
 /// How connections are served.
 #[derive(Clone, Debug)]
 pub struct ListenerOptions {
-    /// TLS, when set; ALPN picks HTTP/2 or HTTP/1.1.
-    pub tls: Option<Arc<ServerConfig>>,
-    /// A client must send a request's headers (and the TLS handshake) within this time.
+    /// A client must send a request's headers within this time (and its TLS handshake and first
+    /// bytes within this time each: see [`crate::net::incoming`]).
     pub header_read_timeout: Duration,
     /// Most concurrent HTTP/2 streams per connection.
     pub max_concurrent_streams: u32,
@@ -33,7 +37,6 @@ pub struct ListenerOptions {
 impl Default for ListenerOptions {
     fn default() -> Self {
         Self {
-            tls: None,
             header_read_timeout: Duration::from_secs(10),
             max_concurrent_streams: 256,
             max_header_bytes: 64 * 1024,
@@ -41,32 +44,27 @@ impl Default for ListenerOptions {
     }
 }
 
-/// The next connection on `listener`, with Nagle's algorithm off (small replies must not wait
-/// for it). A failed accept (out of file descriptors and the like) is logged and retried after
-/// 50 ms instead of spinning.
-pub(crate) async fn accept(listener: &TcpListener) -> TcpStream {
-    loop {
-        match listener.accept().await {
-            Ok((stream, _)) => {
-                let _ = stream.set_nodelay(true);
-                return stream;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    }
+/// The axum router: the operator's endpoints, and every other path to the one transcoding
+/// handler.
+pub fn router(gateway: Arc<Gateway>) -> Router {
+    Router::new()
+        .route("/openapi.json", get(admin::openapi))
+        .route("/metrics", get(admin::metrics))
+        .route("/healthz", get(admin::healthz))
+        .route("/readyz", get(admin::readyz))
+        .fallback(handle)
+        .with_state(gateway)
 }
 
-/// Serves `router` on `listener` until `shutdown` resolves, then waits (at most 10 s) for the
-/// requests in flight.
+/// Serves the gateway on the connections of `incoming` until `shutdown`; from then on
+/// `/readyz` answers 503 and no connection is taken, while the requests in flight finish
+/// (at most [`DRAIN`]).
 pub async fn serve(
-    listener: TcpListener,
-    router: Router,
+    mut incoming: Incoming,
+    gateway: Arc<Gateway>,
     options: ListenerOptions,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
+    shutdown: Shutdown,
+) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -80,37 +78,28 @@ pub async fn serve(
         .max_header_list_size(options.max_header_bytes as u32)
         .keep_alive_interval(Duration::from_secs(30));
     let graceful = GracefulShutdown::new();
-    let acceptor = options.tls.clone().map(TlsAcceptor::from);
-    tokio::pin!(shutdown);
+    let router = router(gateway.clone());
+    let stop = shutdown.requested();
+    tokio::pin!(stop);
     loop {
-        let stream = tokio::select! {
-            stream = accept(&listener) => stream,
-            _ = &mut shutdown => break,
+        let conn = tokio::select! {
+            conn = incoming.next() => match conn {
+                Some(Ok(conn)) => conn,
+                Some(Err(_)) => continue,
+                None => break,
+            },
+            () = &mut stop => break,
         };
         let service = TowerToHyperService::new(router.clone());
-        let builder = builder.clone();
-        let watcher = graceful.watcher();
-        let acceptor = acceptor.clone();
-        let handshake_timeout = options.header_read_timeout;
+        let connection = builder
+            .serve_connection_with_upgrades(TokioIo::new(conn), service)
+            .into_owned();
+        let watched = graceful.watch(connection);
         tokio::spawn(async move {
-            match acceptor {
-                None => {
-                    let stream = FirstBytes::new(stream, handshake_timeout);
-                    let conn =
-                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                    let _ = watcher.watch(conn.into_owned()).await;
-                }
-                Some(acceptor) => {
-                    let Some(tls) = accept_tls(&acceptor, stream, handshake_timeout).await else {
-                        return; // slow or failed handshake: drop the connection
-                    };
-                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
-                    let _ = watcher.watch(conn.into_owned()).await;
-                }
-            }
+            let _ = watched.await;
         });
     }
-    drop(listener);
-    let _ = tokio::time::timeout(Duration::from_secs(10), graceful.shutdown()).await;
-    Ok(())
+    gateway.draining.store(true, Ordering::Relaxed);
+    drop(incoming);
+    let _ = tokio::time::timeout(DRAIN, graceful.shutdown()).await;
 }

@@ -166,28 +166,46 @@ impl Template {
         Ok(t)
     }
 
-    /// Matches a raw request path (still percent-encoded). Returns the variable values,
-    /// decoded, in variable order; `Ok(None)` when the path does not match;
-    /// `Err` for an invalid percent-escape in a path that otherwise matches.
+    /// Matches a raw request path (still percent-encoded): [`Template::matches`] on the path
+    /// split by [`RequestPath::new`].
     pub fn match_path(&self, raw_path: &str) -> Result<Option<Vec<String>>, String> {
-        let Some(rest) = raw_path.strip_prefix('/') else {
-            return Ok(None);
-        };
-        let rest = match &self.verb {
-            Some(verb) => match rest
+        match RequestPath::new(raw_path) {
+            Some(path) => self.matches(&path),
+            None => Ok(None),
+        }
+    }
+
+    /// Matches a request path split once for every template. Returns the variable values,
+    /// decoded, in variable order; `Ok(None)` when the path does not match; `Err` for an
+    /// invalid percent-escape in a path that otherwise matches.
+    pub(crate) fn matches(&self, path: &RequestPath<'_>) -> Result<Option<Vec<String>>, String> {
+        // The verb is the end of the last segment: without it, the last segment is shorter,
+        // and a path that was only the verb has no segments at all.
+        let mut parts: &[(usize, usize)] = &path.parts;
+        let mut last_end = None;
+        if let Some(verb) = &self.verb {
+            let Some(&(start, end)) = parts.last() else {
+                return Ok(None);
+            };
+            let Some(stem) = path.rest[start..end]
                 .strip_suffix(verb.as_str())
                 .and_then(|r| r.strip_suffix(':'))
-            {
-                Some(r) => r,
-                None => return Ok(None),
-            },
-            None => rest,
-        };
-        // No allocation unless the template matches: count, then compare, on the raw text.
-        let count = if rest.is_empty() {
-            0
-        } else {
-            rest.bytes().filter(|&b| b == b'/').count() + 1
+            else {
+                return Ok(None);
+            };
+            if parts.len() == 1 && stem.is_empty() {
+                parts = &[];
+            } else {
+                last_end = Some(start + stem.len());
+            }
+        }
+        let count = parts.len();
+        let span = |i: usize| -> (usize, usize) {
+            let (start, end) = parts[i];
+            match last_end {
+                Some(stem_end) if i + 1 == count => (start, stem_end),
+                _ => (start, end),
+            }
         };
         let has_rest = self.segments.last() == Some(&Segment::Rest);
         let fixed = if has_rest {
@@ -198,8 +216,9 @@ impl Template {
         if count < fixed || (!has_rest && count != fixed) {
             return Ok(None);
         }
-        let parts = || rest.split('/').take(count);
-        for (seg, part) in self.segments.iter().zip(parts()) {
+        for (i, seg) in self.segments.iter().enumerate().take(count) {
+            let (start, end) = span(i);
+            let part = &path.rest[start..end];
             match seg {
                 Segment::Literal(lit) => {
                     let same = if part.contains('%') {
@@ -219,11 +238,6 @@ impl Template {
                 Segment::Rest => {}
             }
         }
-        // Byte offset of each part in `rest`, and the end: a run of parts is one slice.
-        let mut starts: Vec<usize> = parts()
-            .map(|p| p.as_ptr() as usize - rest.as_ptr() as usize)
-            .collect();
-        starts.push(rest.len() + 1);
         let mut values = Vec::with_capacity(self.variables.len());
         for v in &self.variables {
             let end = if has_rest && v.end == self.segments.len() {
@@ -232,14 +246,41 @@ impl Template {
                 v.end
             };
             let single = end - v.start == 1 && self.segments[v.start] != Segment::Rest;
+            // A run of segments is one slice of the path, separators included.
             let text = if end > v.start {
-                &rest[starts[v.start]..starts[end] - 1]
+                &path.rest[span(v.start).0..span(end - 1).1]
             } else {
                 ""
             };
             values.push(decode(text, single)?);
         }
         Ok(Some(values))
+    }
+}
+
+/// A request path split into its segments once, for every template to match against: the
+/// byte range of each segment in the path after its leading `/`.
+pub(crate) struct RequestPath<'a> {
+    rest: &'a str,
+    parts: Vec<(usize, usize)>,
+}
+
+impl<'a> RequestPath<'a> {
+    /// Splits a raw path (still percent-encoded); `None` unless it starts with `/`.
+    pub(crate) fn new(raw_path: &'a str) -> Option<Self> {
+        let rest = raw_path.strip_prefix('/')?;
+        let mut parts = Vec::new();
+        if !rest.is_empty() {
+            let mut start = 0;
+            for (i, b) in rest.bytes().enumerate() {
+                if b == b'/' {
+                    parts.push((start, i));
+                    start = i + 1;
+                }
+            }
+            parts.push((start, rest.len()));
+        }
+        Some(Self { rest, parts })
     }
 }
 

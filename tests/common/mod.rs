@@ -1,6 +1,7 @@
-//! Starts the backend and the gateway on 127.0.0.1:0 (listeners bound before the servers are
-//! spawned, so no test waits for a port), with a temporary data directory; stops them on
-//! [`TestServer::stop`] or when dropped.
+//! Starts `serve` with the product's own wiring ([`Server`]) on 127.0.0.1:0 (listeners bound
+//! before the servers are spawned, so no test waits for a port), with a temporary data
+//! directory; stops it on [`TestServer::stop`] or when dropped. [`gateway_only`] does the same
+//! for the `gateway` command.
 
 #![allow(dead_code)]
 
@@ -9,37 +10,38 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use compute_gateway::backend::{self, Backend, BackendConfig};
+use compute_gateway::backend::BackendConfig;
 use compute_gateway::gateway::{self, Gateway, GatewayConfig, ListenerOptions};
 use compute_gateway::json::Any;
+use compute_gateway::net::{self, Shutdown};
 use compute_gateway::pb::yandex::cloud::compute::v1::image_service_client::ImageServiceClient;
 use compute_gateway::pb::yandex::cloud::operation::operation_service_client::OperationServiceClient;
 use compute_gateway::pb::yandex::cloud::operation::{GetOperationRequest, Operation};
+use compute_gateway::serve::{ServeConfig, Server};
 use compute_gateway::store::EmbeddedStore;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 
-/// A running backend + gateway.
-pub struct TestServer {
-    pub grpc_addr: SocketAddr,
-    pub http_addr: SocketAddr,
-    pub data_dir: PathBuf,
+/// A running `serve`: backend + gateway.
+pub(crate) struct TestServer {
+    pub(crate) grpc_addr: SocketAddr,
+    pub(crate) http_addr: SocketAddr,
+    pub(crate) data_dir: PathBuf,
     _tmp: Option<tempfile::TempDir>,
-    stop: watch::Sender<bool>,
+    shutdown: Shutdown,
     tasks: Vec<JoinHandle<()>>,
 }
 
 /// Options for a test server.
 #[derive(Clone)]
-pub struct Options {
-    pub create_delay: Duration,
-    pub gateway: GatewayConfig,
-    pub listener: ListenerOptions,
-    /// Connect the gateway to the backend the way `serve` does (an in-memory gRPC
-    /// connection) instead of over the backend's TCP port.
-    pub in_process: bool,
+pub(crate) struct Options {
+    pub(crate) create_delay: Duration,
+    pub(crate) gateway: GatewayConfig,
+    pub(crate) listener: ListenerOptions,
+    /// Serve REST from a gateway of its own (the `gateway` command's wiring) in front of the
+    /// gRPC port over TCP, instead of from `serve`'s gateway and its in-process connection.
+    pub(crate) gateway_over_tcp: bool,
 }
 
 impl Default for Options {
@@ -48,110 +50,95 @@ impl Default for Options {
             create_delay: Duration::from_millis(50),
             gateway: GatewayConfig::default(),
             listener: ListenerOptions::default(),
-            in_process: false,
+            gateway_over_tcp: false,
         }
     }
 }
 
 impl TestServer {
     /// A server with a fresh data directory.
-    pub async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         Self::start_with(Options::default()).await
     }
 
     /// A server with a fresh data directory and these options.
-    pub async fn start_with(options: Options) -> Self {
+    pub(crate) async fn start_with(options: Options) -> Self {
         let tmp = tempfile::tempdir().expect("temp dir");
         let mut s = Self::start_in(tmp.path(), options).await;
         s._tmp = Some(tmp);
         s
     }
 
-    /// A server on an existing data directory.
-    pub async fn start_in(dir: &Path, options: Options) -> Self {
+    /// A server on an existing data directory, wired as `serve` wires it.
+    pub(crate) async fn start_in(dir: &Path, options: Options) -> Self {
         let grpc = TcpListener::bind("127.0.0.1:0").await.expect("bind grpc");
         let http = TcpListener::bind("127.0.0.1:0").await.expect("bind http");
         let grpc_addr = grpc.local_addr().expect("addr");
-        let http_addr = http.local_addr().expect("addr");
+        let mut http_addr = http.local_addr().expect("addr");
         let store = EmbeddedStore::open(dir).expect("open store");
-        let be = Backend::new(
-            Arc::new(store),
-            BackendConfig {
+        let config = ServeConfig {
+            backend: BackendConfig {
                 create_delay: options.create_delay,
                 advertise_address: grpc_addr.to_string(),
                 health: Default::default(),
-                handshake_timeout: options.listener.header_read_timeout,
             },
-        );
-        be.recover().await.expect("recover");
-        let (gw, local) = if options.in_process {
-            let (upstream, local) = backend::in_process();
-            let gw = Gateway::with_upstream(upstream, options.gateway).expect("gateway");
-            (gw, Some(local))
-        } else {
-            let gw =
-                Gateway::new(&format!("http://{grpc_addr}"), options.gateway).expect("gateway");
-            (gw, None)
+            gateway: options.gateway.clone(),
+            listener: options.listener.clone(),
+            grpc_handshake_timeout: options.listener.header_read_timeout,
+            tls: None,
         };
-        let gw = Arc::new(gw);
-        let listener = options.listener.clone();
-        let (stop, rx) = watch::channel(false);
-        let wait = |mut rx: watch::Receiver<bool>| async move {
-            let _ = rx.wait_for(|s| *s).await;
-        };
-        let tasks = vec![
-            tokio::spawn({
-                let w = wait(rx.clone());
-                async move {
-                    match local {
-                        Some(local) => backend::run_with_local(grpc, local, be, None, w).await,
-                        None => backend::run(grpc, be, w).await,
-                    }
-                    .expect("backend runs")
-                }
-            }),
-            tokio::spawn({
-                let w = wait(rx);
-                async move {
-                    gateway::run_with(http, gw, listener, w)
-                        .await
-                        .expect("gateway runs")
-                }
-            }),
-        ];
+        let server = Server::new(Arc::new(store), config)
+            .await
+            .expect("serve starts");
+        let shutdown = Shutdown::new();
+        let mut tasks = vec![tokio::spawn({
+            let shutdown = shutdown.clone();
+            async move { server.run(grpc, http, shutdown).await.expect("serve runs") }
+        })];
+        if options.gateway_over_tcp {
+            let (addr, task) = spawn_gateway(
+                &format!("http://{grpc_addr}"),
+                options.gateway,
+                options.listener,
+                shutdown.clone(),
+            )
+            .await;
+            http_addr = addr;
+            tasks.push(task);
+        }
         Self {
             grpc_addr,
             http_addr,
             data_dir: dir.to_path_buf(),
             _tmp: None,
-            stop,
+            shutdown,
             tasks,
         }
     }
 
     /// A gRPC channel to the backend.
-    pub fn channel(&self) -> Channel {
+    pub(crate) fn channel(&self) -> Channel {
         Channel::from_shared(format!("http://{}", self.grpc_addr))
             .expect("url")
             .connect_lazy()
     }
 
-    pub fn images(&self) -> ImageServiceClient<Channel> {
+    pub(crate) fn images(&self) -> ImageServiceClient<Channel> {
         ImageServiceClient::new(self.channel())
     }
 
-    pub fn operations(&self) -> OperationServiceClient<Channel> {
+    pub(crate) fn operations(&self) -> OperationServiceClient<Channel> {
         OperationServiceClient::new(self.channel())
     }
 
     /// `http://127.0.0.1:PORT` of the gateway.
-    pub fn http(&self) -> String {
+    pub(crate) fn http(&self) -> String {
         format!("http://{}", self.http_addr)
     }
 
     /// Stops both servers and waits for them.
-    pub async fn stop(mut self) {
-        let _ = self.stop.send(true);
+    pub(crate) async fn stop(mut self) {
+        self.shutdown.trigger();
         for t in self.tasks.drain(..) {
             let _ = t.await;
         }
@@ -160,7 +147,7 @@ impl TestServer {
 
 impl Drop for TestServer {
     fn drop(&mut self) {
-        let _ = self.stop.send(true);
+        self.shutdown.trigger();
         for t in &self.tasks {
             t.abort();
         }
@@ -169,7 +156,7 @@ impl Drop for TestServer {
 
 /// Polls an operation until it is done (the create runner finishes it after the configured
 /// delay); fails after 10 s.
-pub async fn wait_done(ops: &mut OperationServiceClient<Channel>, id: &str) -> Operation {
+pub(crate) async fn wait_done(ops: &mut OperationServiceClient<Channel>, id: &str) -> Operation {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         let op = ops
@@ -191,7 +178,7 @@ pub async fn wait_done(ops: &mut OperationServiceClient<Channel>, id: &str) -> O
 }
 
 /// Unpacks the response of a done Operation.
-pub fn response<M: prost::Message + prost::Name + Default>(op: &Operation) -> M {
+pub(crate) fn response<M: prost::Message + prost::Name + Default>(op: &Operation) -> M {
     use compute_gateway::pb::yandex::cloud::operation::operation::Result as R;
     match &op.result {
         Some(R::Response(any)) => unpack(any),
@@ -199,35 +186,65 @@ pub fn response<M: prost::Message + prost::Name + Default>(op: &Operation) -> M 
     }
 }
 
-pub fn unpack<M: prost::Message + prost::Name + Default>(any: &Any) -> M {
+pub(crate) fn unpack<M: prost::Message + prost::Name + Default>(any: &Any) -> M {
     any.unpack::<M>()
         .expect("decodes")
         .unwrap_or_else(|| panic!("Any holds {}", any.type_url))
 }
 
 /// A gateway alone on 127.0.0.1:0 in front of `backend_url`; stopped when dropped.
-pub struct GatewayOnly {
-    pub addr: SocketAddr,
-    task: JoinHandle<std::io::Result<()>>,
+pub(crate) struct GatewayOnly {
+    pub(crate) addr: SocketAddr,
+    shutdown: Shutdown,
+    task: JoinHandle<()>,
 }
 
 impl Drop for GatewayOnly {
     fn drop(&mut self) {
+        self.shutdown.trigger();
         self.task.abort();
     }
 }
 
 /// Starts a [`GatewayOnly`].
-pub async fn gateway_only(backend_url: &str, config: GatewayConfig) -> GatewayOnly {
+pub(crate) async fn gateway_only(backend_url: &str, config: GatewayConfig) -> GatewayOnly {
+    let shutdown = Shutdown::new();
+    let (addr, task) = spawn_gateway(
+        backend_url,
+        config,
+        ListenerOptions::default(),
+        shutdown.clone(),
+    )
+    .await;
+    GatewayOnly {
+        addr,
+        shutdown,
+        task,
+    }
+}
+
+/// The `gateway` command's wiring on 127.0.0.1:0, until `shutdown`.
+async fn spawn_gateway(
+    backend_url: &str,
+    config: GatewayConfig,
+    options: ListenerOptions,
+    shutdown: Shutdown,
+) -> (SocketAddr, JoinHandle<()>) {
     let gw = Arc::new(Gateway::new(backend_url, config).expect("gateway"));
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
-    let task = tokio::spawn(gateway::run(listener, gw, std::future::pending()));
-    GatewayOnly { addr, task }
+    let incoming = net::incoming(
+        listener,
+        None,
+        options.header_read_timeout,
+        shutdown.clone(),
+    );
+    let task = tokio::spawn(gateway::serve(incoming, gw, options, shutdown));
+    (addr, task)
 }
 
 /// An address nothing listens on: a port that was free a moment ago.
-pub async fn dead_address() -> SocketAddr {
+pub(crate) async fn dead_address() -> SocketAddr {
     TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind")

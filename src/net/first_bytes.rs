@@ -20,11 +20,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 use tokio::time::Sleep;
-use tokio_rustls::TlsAcceptor;
-use tokio_rustls::server::TlsStream;
-use tonic::transport::server::{Connected, TcpConnectInfo};
 
 const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 const FRAME_HEADER: usize = 9;
@@ -40,6 +36,7 @@ pub struct FirstBytes<S> {
 }
 
 impl<S> FirstBytes<S> {
+    /// Watches `inner` for `timeout`.
     pub fn new(inner: S, timeout: Duration) -> Self {
         Self {
             inner,
@@ -47,6 +44,11 @@ impl<S> FirstBytes<S> {
             head: [0; PREFACE.len() + FRAME_HEADER],
             seen: 0,
         }
+    }
+
+    /// The stream it wraps.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
     }
 
     /// Takes note of bytes read; disarms the deadline once the protocol is known.
@@ -74,37 +76,6 @@ impl<S> FirstBytes<S> {
                 self.deadline = None; // HTTP/2 with its first frame read
             }
         }
-    }
-}
-
-/// The TLS side of `tcp` once its handshake has finished within `timeout`, with `timeout`
-/// again for its first bytes; `None` if the handshake failed or took too long. Both listeners
-/// accept TLS this way.
-pub async fn accept_tls(
-    acceptor: &TlsAcceptor,
-    tcp: TcpStream,
-    timeout: Duration,
-) -> Option<FirstBytes<TlsStream<TcpStream>>> {
-    let tls = tokio::time::timeout(timeout, acceptor.accept(tcp))
-        .await
-        .ok()?
-        .ok()?;
-    Some(FirstBytes::new(tls, timeout))
-}
-
-impl Connected for FirstBytes<TcpStream> {
-    type ConnectInfo = TcpConnectInfo;
-
-    fn connect_info(&self) -> TcpConnectInfo {
-        self.inner.connect_info()
-    }
-}
-
-impl Connected for FirstBytes<TlsStream<TcpStream>> {
-    type ConnectInfo = TcpConnectInfo;
-
-    fn connect_info(&self) -> TcpConnectInfo {
-        self.inner.get_ref().0.connect_info()
     }
 }
 

@@ -1,7 +1,7 @@
-//! What operators and REST users expect beside the API: `GET /openapi.json` (generated at build
-//! time from the same rules as the routes), `GET /metrics` (Prometheus text), `GET /healthz`
-//! and `GET /readyz` (both 200 only while the backend's grpc.health.v1 says SERVING; `/readyz`
-//! also turns 503 once shutdown has begun, so a load balancer drains the instance).
+//! The operator's endpoints beside the API: `GET /openapi.json` (made from the route table),
+//! `GET /metrics` (Prometheus text), `GET /healthz` and `GET /readyz` (both 200 only while the
+//! backend's grpc.health.v1 says SERVING; `/readyz` also turns 503 once shutdown has begun, so
+//! a load balancer drains the instance).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -14,11 +14,8 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
-use super::Gateway;
 use super::error::GatewayError;
-
-/// The OpenAPI 3.1 document of every route.
-pub static OPENAPI_JSON: &str = include_str!(concat!(env!("OUT_DIR"), "/openapi.json"));
+use super::handler::Gateway;
 
 fn with_type(body: impl IntoResponse, content_type: &'static str) -> Response {
     let mut r = body.into_response();
@@ -27,8 +24,8 @@ fn with_type(body: impl IntoResponse, content_type: &'static str) -> Response {
     r
 }
 
-pub(super) async fn openapi() -> Response {
-    with_type(OPENAPI_JSON, "application/json")
+pub(super) async fn openapi(State(gw): State<Arc<Gateway>>) -> Response {
+    with_type(gw.openapi().to_string(), "application/json")
 }
 
 pub(super) async fn metrics() -> Response {
@@ -39,7 +36,7 @@ pub(super) async fn metrics() -> Response {
 
 /// The backend's overall health, asked over the gateway's connection to it.
 async fn backend_serving(gw: &Gateway) -> bool {
-    let upstream = gw.backend.upstream();
+    let upstream = gw.client.upstream();
     let mut client = HealthClient::with_origin(upstream.clone(), upstream.origin());
     let check = client.check(HealthCheckRequest {
         service: String::new(),
@@ -61,7 +58,7 @@ pub(super) async fn healthz(State(gw): State<Arc<Gateway>>) -> Response {
     if backend_serving(&gw).await {
         serving()
     } else {
-        GatewayError::Unavailable.into_response()
+        GatewayError::NotServing.into_response()
     }
 }
 

@@ -1,16 +1,16 @@
-//! OpenAPI 3.1 from the same descriptors and `google.api.http` rules that drive the routes:
-//! every binding becomes a path and method with its path and query parameters typed as proto3
-//! JSON, its request body, its response (an Operation's `metadata` and `response` typed from the
+//! OpenAPI 3.1 of the route table, from the same descriptors and rules: every route becomes a
+//! path and method with its path and query parameters typed as proto3 JSON, its request body,
+//! its response (an Operation's `metadata` and `response` typed from the
 //! `yandex.cloud.api.operation` option) and the google.rpc.Status error; descriptions come from
-//! the protos' comments.
+//! the protos' comments. Object keys are sorted, so the document is the same from run to run.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use heck::ToLowerCamelCase;
-use prost_reflect::{
-    DescriptorPool, DynamicMessage, FieldDescriptor, Kind, MessageDescriptor, Value as PValue,
-};
+use prost_reflect::{DescriptorPool, FieldDescriptor, Kind, MessageDescriptor};
 use serde_json::{Map, Value, json};
+
+use super::routes::{BodySelector, RouteTable};
+use crate::pb::yandex::cloud::api::Operation as OperationOption;
 
 /// Comments by source path, per file.
 struct Comments(HashMap<String, HashMap<Vec<i32>, String>>);
@@ -129,36 +129,6 @@ fn message_schema(
     schema
 }
 
-fn string_field(msg: &DynamicMessage, name: &str) -> String {
-    msg.get_field_by_name(name)
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default()
-}
-
-/// (method, pattern, body) of a rule and its additional bindings.
-fn bindings(rule: &DynamicMessage, top: bool, out: &mut Vec<(String, String, String)>) {
-    for verb in ["get", "put", "post", "delete", "patch"] {
-        if rule.has_field_by_name(verb) {
-            out.push((
-                verb.to_string(),
-                string_field(rule, verb),
-                string_field(rule, "body"),
-            ));
-        }
-    }
-    if top
-        && let Some(PValue::List(extra)) = rule
-            .get_field_by_name("additional_bindings")
-            .map(|v| v.into_owned())
-    {
-        for item in extra {
-            if let PValue::Message(m) = item {
-                bindings(&m, false, out);
-            }
-        }
-    }
-}
-
 /// A field path (proto names) to its JSON form.
 fn json_path(input: &MessageDescriptor, path: &str) -> (String, Vec<String>) {
     let mut msg = Some(input.clone());
@@ -168,7 +138,7 @@ fn json_path(input: &MessageDescriptor, path: &str) -> (String, Vec<String>) {
         json.push(
             f.as_ref()
                 .map(|f| f.json_name().to_string())
-                .unwrap_or_else(|| seg.to_lower_camel_case()),
+                .unwrap_or_else(|| seg.to_string()),
         );
         msg = f.and_then(|f| {
             if let Kind::Message(m) = f.kind() {
@@ -259,165 +229,157 @@ impl Query<'_> {
     }
 }
 
-/// The whole document.
-pub fn generate(pool: &DescriptorPool, http_ext: &str, op_ext: &str, version: &str) -> Value {
+/// The OpenAPI operation keys (the HTTP methods OpenAPI can describe).
+const OPERATION_KEYS: [&str; 8] = [
+    "get", "put", "post", "delete", "options", "head", "patch", "trace",
+];
+
+/// The `yandex.cloud.api.operation` option of a method, if it has one.
+fn operation_option(
+    pool: &DescriptorPool,
+    method: &prost_reflect::MethodDescriptor,
+) -> Option<OperationOption> {
+    let ext = pool.get_extension_by_name("yandex.cloud.api.operation")?;
+    let options = method.options();
+    if !options.has_extension(&ext) {
+        return None;
+    }
+    options
+        .get_extension(&ext)
+        .as_message()
+        .and_then(|m| m.transcode_to::<OperationOption>().ok())
+}
+
+/// A message name as an option writes it, resolved like a proto type reference: innermost
+/// package scope first.
+fn resolve(pool: &DescriptorPool, package: &str, name: &str) -> String {
+    let mut scope = package.to_string();
+    loop {
+        let candidate = if scope.is_empty() {
+            name.to_string()
+        } else {
+            format!("{scope}.{name}")
+        };
+        if pool.get_message_by_name(&candidate).is_some() || scope.is_empty() {
+            return candidate;
+        }
+        scope = scope
+            .rsplit_once('.')
+            .map(|(s, _)| s.to_string())
+            .unwrap_or_default();
+    }
+}
+
+/// The schema of a method's reply: its output message, or for an Operation, the Operation with
+/// `metadata` and `response` typed as the option says.
+fn response_schema(
+    pool: &DescriptorPool,
+    method: &prost_reflect::MethodDescriptor,
+    used: &mut BTreeSet<String>,
+) -> Value {
+    let Some(option) = operation_option(pool, method) else {
+        return kind_schema(&Kind::Message(method.output()), used);
+    };
+    let package = method.parent_service().package_name().to_string();
+    let mut typed = |name: &str| -> Value {
+        if name.is_empty() {
+            return reference("google.protobuf.Any");
+        }
+        let full = resolve(pool, &package, name);
+        let type_const = json!({"type": "object", "properties": {"@type": {"const": format!("type.googleapis.com/{full}")}}});
+        if full == "google.protobuf.Empty" {
+            json!({"allOf": [reference("google.protobuf.Any"), type_const]})
+        } else {
+            used.insert(full.clone());
+            json!({"allOf": [reference("google.protobuf.Any"), type_const, reference(&full)]})
+        }
+    };
+    let metadata = typed(&option.metadata);
+    let response = typed(&option.response);
+    used.insert("yandex.cloud.operation.Operation".into());
+    json!({"allOf": [
+        reference("yandex.cloud.operation.Operation"),
+        {"type": "object", "properties": {"metadata": metadata, "response": response}},
+    ]})
+}
+
+/// The OpenAPI 3.1 document of every route of `table`, as JSON text.
+pub fn document(table: &RouteTable) -> String {
+    let (pool, routes) = (table.pool(), table.routes());
     let comments = Comments::new(pool);
-    let http = pool
-        .get_extension_by_name(http_ext)
-        .expect("google.api.http");
-    let op = pool
-        .get_extension_by_name(op_ext)
-        .expect("yandex.cloud.api.operation");
     let mut used: BTreeSet<String> = BTreeSet::from([
         "google.rpc.Status".to_string(),
         "google.protobuf.Any".to_string(),
     ]);
     let mut paths: BTreeMap<String, Map<String, Value>> = BTreeMap::new();
-    let mut services: Vec<_> = pool.services().collect();
-    services.sort_by(|a, b| a.full_name().cmp(b.full_name()));
-    let mut tags = Vec::new();
-    for service in services {
-        let mut tagged = false;
-        for method in service.methods() {
-            let options = method.options();
-            if !options.has_extension(&http) {
-                continue;
+    let mut tags: Vec<Value> = Vec::new();
+    let mut tagged: BTreeSet<String> = BTreeSet::new();
+    for (i, route) in routes.iter().enumerate() {
+        let verb = route.method().as_str().to_ascii_lowercase();
+        if !OPERATION_KEYS.contains(&verb.as_str()) {
+            continue; // a custom HTTP method: OpenAPI has no way to describe it
+        }
+        let method = route.rpc().method();
+        let service = method.parent_service();
+        // The n-th binding of its method gets the n-th operation id.
+        let nth = routes[..i]
+            .iter()
+            .filter(|r| r.rpc().method() == method)
+            .count();
+        let input = method.input();
+        let description = comments
+            .get(service.parent_file().name(), method.path())
+            .unwrap_or_default()
+            .to_string();
+        let response_schema = response_schema(pool, method, &mut used);
+        let (path, vars) = openapi_path(&input, route.pattern());
+        let bound: BTreeSet<String> = vars.iter().map(|(_, proto)| proto.clone()).collect();
+        let mut parameters: Vec<Value> = vars
+            .iter()
+            .map(|(json, _)| json!({"name": json, "in": "path", "required": true, "schema": {"type": "string"}}))
+            .collect();
+        let mut operation = json!({
+            "operationId": if nth == 0 { format!("{}_{}", service.name(), method.name()) } else { format!("{}_{}_{}", service.name(), method.name(), nth) },
+            "tags": [service.name()],
+            "summary": description.split(". ").next().unwrap_or_default(),
+            "description": description,
+            "responses": {
+                "200": {"description": "OK", "content": {"application/json": {"schema": response_schema}}},
+                "default": {"description": "An error: google.rpc.Status with the HTTP status of its code.", "content": {"application/json": {"schema": reference("google.rpc.Status")}}},
+            },
+        });
+        match route.body() {
+            BodySelector::None => Query {
+                bound: &bound,
+                comments: &comments,
             }
-            let rule = options.get_extension(&http);
-            let Some(rule) = rule.as_message() else {
-                continue;
-            };
-            let mut found = Vec::new();
-            bindings(rule, true, &mut found);
-            if service.full_name() == "yandex.cloud.operation.OperationService"
-                && method.name() == "Cancel"
-            {
-                // The gateway also serves Cancel on POST (the API design guide); see routes.rs.
-                found.push((
-                    "post".into(),
-                    "/operations/{operation_id}:cancel".into(),
-                    String::new(),
-                ));
+            .params(&input, "", "", 0, &mut used, &mut parameters),
+            BodySelector::Whole => {
+                let mut props = Map::new();
+                for f in input.fields().filter(|f| !bound.contains(f.name())) {
+                    props.insert(
+                        f.json_name().to_string(),
+                        field_schema(&f, &comments, &mut used),
+                    );
+                }
+                operation["requestBody"] = json!({"required": false, "content": {"application/json": {"schema": {"type": "object", "properties": props}}}});
             }
-            let input = method.input();
-            let description = comments
-                .get(service.parent_file().name(), method.path())
-                .unwrap_or_default()
-                .to_string();
-            let response_schema = match options
-                .has_extension(&op)
-                .then(|| options.get_extension(&op))
-            {
-                Some(o) => {
-                    let o = o
-                        .as_message()
-                        .cloned()
-                        .expect("operation option is a message");
-                    let resolve = |name: String| -> String {
-                        let mut scope = service.package_name().to_string();
-                        loop {
-                            let candidate = if scope.is_empty() {
-                                name.clone()
-                            } else {
-                                format!("{scope}.{name}")
-                            };
-                            if pool.get_message_by_name(&candidate).is_some() || scope.is_empty() {
-                                return candidate;
-                            }
-                            scope = scope
-                                .rsplit_once('.')
-                                .map(|(s, _)| s.to_string())
-                                .unwrap_or_default();
-                        }
-                    };
-                    let typed = |name: String, used: &mut BTreeSet<String>| -> Value {
-                        if name.is_empty() {
-                            return reference("google.protobuf.Any");
-                        }
-                        let full = resolve(name);
-                        let type_const = json!({"type": "object", "properties": {"@type": {"const": format!("type.googleapis.com/{full}")}}});
-                        if full == "google.protobuf.Empty" {
-                            json!({"allOf": [reference("google.protobuf.Any"), type_const]})
-                        } else {
-                            used.insert(full.clone());
-                            json!({"allOf": [reference("google.protobuf.Any"), type_const, reference(&full)]})
-                        }
-                    };
-                    used.insert("yandex.cloud.operation.Operation".into());
-                    json!({"allOf": [
-                        reference("yandex.cloud.operation.Operation"),
-                        {"type": "object", "properties": {
-                            "metadata": typed(string_field(&o, "metadata"), &mut used),
-                            "response": typed(string_field(&o, "response"), &mut used),
-                        }},
-                    ]})
+            BodySelector::Field(f) => {
+                operation["requestBody"] = json!({"required": false, "content": {"application/json": {"schema": field_schema(f, &comments, &mut used)}}});
+                let mut b = bound.clone();
+                b.insert(f.name().to_string());
+                Query {
+                    bound: &b,
+                    comments: &comments,
                 }
-                None => kind_schema(&Kind::Message(method.output()), &mut used),
-            };
-            for (i, (verb, pattern, body)) in found.iter().enumerate() {
-                let (path, vars) = openapi_path(&input, pattern);
-                let bound: BTreeSet<String> = vars.iter().map(|(_, proto)| proto.clone()).collect();
-                let mut parameters: Vec<Value> = vars
-                    .iter()
-                    .map(|(json, _)| json!({"name": json, "in": "path", "required": true, "schema": {"type": "string"}}))
-                    .collect();
-                let mut operation = json!({
-                    "operationId": if i == 0 { format!("{}_{}", service.name(), method.name()) } else { format!("{}_{}_{}", service.name(), method.name(), i) },
-                    "tags": [service.name()],
-                    "summary": description.split(". ").next().unwrap_or_default(),
-                    "description": description,
-                    "responses": {
-                        "200": {"description": "OK", "content": {"application/json": {"schema": response_schema.clone()}}},
-                        "default": {"description": "An error: google.rpc.Status with the HTTP status of its code.", "content": {"application/json": {"schema": reference("google.rpc.Status")}}},
-                    },
-                });
-                match body.as_str() {
-                    "" => Query {
-                        bound: &bound,
-                        comments: &comments,
-                    }
-                    .params(&input, "", "", 0, &mut used, &mut parameters),
-                    "*" => {
-                        let mut props = Map::new();
-                        for f in input.fields().filter(|f| !bound.contains(f.name())) {
-                            props.insert(
-                                f.json_name().to_string(),
-                                field_schema(&f, &comments, &mut used),
-                            );
-                        }
-                        operation["requestBody"] = json!({"required": false, "content": {"application/json": {"schema": {"type": "object", "properties": props}}}});
-                    }
-                    field => {
-                        if let Some(f) = input.get_field_by_name(field) {
-                            operation["requestBody"] = json!({"required": false, "content": {"application/json": {"schema": field_schema(&f, &comments, &mut used)}}});
-                        }
-                        let mut b = bound.clone();
-                        b.insert(field.to_string());
-                        Query {
-                            bound: &b,
-                            comments: &comments,
-                        }
-                        .params(
-                            &input,
-                            "",
-                            "",
-                            0,
-                            &mut used,
-                            &mut parameters,
-                        );
-                    }
-                }
-                if !parameters.is_empty() {
-                    operation["parameters"] = Value::Array(parameters);
-                }
-                paths
-                    .entry(path)
-                    .or_default()
-                    .insert(verb.clone(), operation);
-                tagged = true;
+                .params(&input, "", "", 0, &mut used, &mut parameters);
             }
         }
-        if tagged {
+        if !parameters.is_empty() {
+            operation["parameters"] = Value::Array(parameters);
+        }
+        paths.entry(path).or_default().insert(verb, operation);
+        if tagged.insert(service.full_name().to_string()) {
             let text = comments
                 .get(service.parent_file().name(), service.path())
                 .unwrap_or_default();
@@ -438,15 +400,17 @@ pub fn generate(pool: &DescriptorPool, http_ext: &str, op_ext: &str, version: &s
         schemas.insert(name, message_schema(&m, &comments, &mut more));
         pending.extend(more.into_iter().filter(|n| !schemas.contains_key(n)));
     }
-    json!({
+    let mut document = json!({
         "openapi": "3.1.0",
         "info": {
             "title": "Yandex Cloud Compute Image API (compute-gateway)",
-            "version": version,
+            "version": env!("CARGO_PKG_VERSION"),
             "description": "REST/JSON transcoding of the ImageService and OperationService gRPC APIs, generated from the google.api.http rules of proto/. int64 values are strings; timestamps are RFC 3339; every error is a google.rpc.Status.",
         },
         "tags": tags,
         "paths": paths,
         "components": {"schemas": schemas},
-    })
+    });
+    document.sort_all_objects();
+    serde_json::to_string_pretty(&document).expect("a JSON value always renders")
 }

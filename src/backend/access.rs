@@ -1,0 +1,156 @@
+//! Access bindings of an image (ImageService's List/Set/UpdateAccessBindings): stored with the
+//! image and removed with it; listed in (role, subject type, subject id) order.
+
+use prost::Message;
+use tonic::Status;
+use tonic::metadata::MetadataMap;
+
+use super::page;
+use super::state::{Backend, not_found};
+use crate::json::Any;
+use crate::pb::yandex::cloud::access::{
+    AccessBinding, AccessBindingAction, AccessBindingDelta, AccessBindingsOperationResult,
+    ListAccessBindingsRequest, ListAccessBindingsResponse, SetAccessBindingsMetadata,
+    SetAccessBindingsRequest, UpdateAccessBindingsMetadata, UpdateAccessBindingsRequest,
+};
+use crate::pb::yandex::cloud::operation::{Operation, operation};
+use crate::store::Tx;
+
+/// Where a binding sorts: role, subject type, subject id.
+fn binding_key(b: &AccessBinding) -> (String, String, String) {
+    let (id, ty) = b
+        .subject
+        .as_ref()
+        .map(|s| (s.id.clone(), s.r#type.clone()))
+        .unwrap_or_default();
+    (b.role_id.clone(), ty, id)
+}
+
+/// NOT_FOUND unless the image exists.
+fn image_exists(tx: &dyn Tx, id: &str) -> Result<(), Status> {
+    tx.image(id)?
+        .map(|_| ())
+        .ok_or_else(|| not_found("image", id))
+}
+
+/// A done Operation whose response is the effective deltas.
+fn done(mut op: Operation, effective_deltas: Vec<AccessBindingDelta>) -> Operation {
+    op.done = true;
+    op.result = Some(operation::Result::Response(Any::pack(
+        &AccessBindingsOperationResult { effective_deltas },
+    )));
+    op
+}
+
+pub(super) async fn list(
+    backend: &Backend,
+    r: ListAccessBindingsRequest,
+) -> Result<ListAccessBindingsResponse, Status> {
+    super::validate::validate_list_bindings(&r.resource_id, r.page_size, &r.page_token)?;
+    let after = page::decode("page_token", &r.page_token, 3)?
+        .map(|p| (p[0].clone(), p[1].clone(), p[2].clone()));
+    let size = page::size(r.page_size);
+    backend
+        .read(move |tx| {
+            image_exists(tx, &r.resource_id)?;
+            let keyed = tx
+                .bindings(&r.resource_id)?
+                .into_iter()
+                .map(|b| (binding_key(&b), b))
+                .collect();
+            let (bindings, more) = page::after(keyed, after.as_ref(), false, size);
+            let next_page_token = match bindings.last() {
+                Some(((role, ty, id), _)) if more => page::encode(&[role, ty, id]),
+                _ => String::new(),
+            };
+            Ok(ListAccessBindingsResponse {
+                access_bindings: bindings.into_iter().map(|(_, b)| b).collect(),
+                next_page_token,
+            })
+        })
+        .await
+}
+
+pub(super) async fn set(
+    backend: &Backend,
+    md: &MetadataMap,
+    r: SetAccessBindingsRequest,
+) -> Result<Operation, Status> {
+    super::validate::validate_set_bindings(&r)?;
+    let bytes = r.encode_to_vec();
+    backend
+        .mutate(md, "SetAccessBindings", bytes, move |tx, ctx| {
+            image_exists(tx, &r.resource_id)?;
+            let old = tx.bindings(&r.resource_id)?;
+            let mut new: Vec<AccessBinding> = Vec::new();
+            for b in r.access_bindings {
+                if !new.contains(&b) {
+                    new.push(b);
+                }
+            }
+            let delta = |action: AccessBindingAction, b: &AccessBinding| AccessBindingDelta {
+                action: action as i32,
+                access_binding: Some(b.clone()),
+            };
+            let mut effective: Vec<AccessBindingDelta> = old
+                .iter()
+                .filter(|b| !new.contains(b))
+                .map(|b| delta(AccessBindingAction::Remove, b))
+                .collect();
+            effective.extend(
+                new.iter()
+                    .filter(|b| !old.contains(b))
+                    .map(|b| delta(AccessBindingAction::Add, b)),
+            );
+            tx.put_bindings(&r.resource_id, &new)?;
+            let op = ctx.operation(
+                "Set access bindings for image",
+                Any::pack(&SetAccessBindingsMetadata {
+                    resource_id: r.resource_id.clone(),
+                }),
+            );
+            Ok((done(op, effective), r.resource_id))
+        })
+        .await
+}
+
+pub(super) async fn update(
+    backend: &Backend,
+    md: &MetadataMap,
+    r: UpdateAccessBindingsRequest,
+) -> Result<Operation, Status> {
+    super::validate::validate_update_bindings(&r)?;
+    let bytes = r.encode_to_vec();
+    backend
+        .mutate(md, "UpdateAccessBindings", bytes, move |tx, ctx| {
+            image_exists(tx, &r.resource_id)?;
+            let mut bindings = tx.bindings(&r.resource_id)?;
+            let mut effective = Vec::new();
+            for d in r.access_binding_deltas {
+                let Some(b) = d.access_binding.clone() else {
+                    continue;
+                };
+                let present = bindings.iter().position(|x| *x == b);
+                match (AccessBindingAction::try_from(d.action), present) {
+                    (Ok(AccessBindingAction::Add), None) => {
+                        bindings.push(b);
+                        effective.push(d);
+                    }
+                    (Ok(AccessBindingAction::Remove), Some(i)) => {
+                        bindings.remove(i);
+                        effective.push(d);
+                    }
+                    _ => {}
+                }
+            }
+            tx.put_bindings(&r.resource_id, &bindings)?;
+            let op = ctx.operation(
+                "Update access bindings for image",
+                Any::pack(&UpdateAccessBindingsMetadata {
+                    resource_id: r.resource_id.clone(),
+                }),
+            );
+            Ok((done(op, effective), r.resource_id))
+        })
+        .await
+}

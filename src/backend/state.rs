@@ -1,0 +1,199 @@
+//! The state every service shares: a cheap-to-clone [`Backend`] handle over the store, its
+//! settings and the create runner, with the three ways a service touches the store: a read
+//! snapshot, a durable write, and a mutation that records its Operation and honours
+//! `idempotency-key`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tonic::Status;
+use tonic::metadata::MetadataMap;
+
+use super::health::HealthProbe;
+use super::ids::{OPERATION_ID_PREFIX, new_id};
+use super::runner::OperationRunner;
+use super::storage;
+use crate::json::{Any, Timestamp};
+use crate::pb::yandex::cloud::operation::Operation;
+use crate::store::{IdempotencyRecord, Store, StoreError, Tx, TxMut};
+
+/// Backend settings.
+#[derive(Debug, Clone)]
+pub struct BackendConfig {
+    /// How long a Create stays CREATING before its Operation completes.
+    pub create_delay: Duration,
+    /// The `host:port` that endpoint discovery hands out for every service id.
+    pub advertise_address: String,
+    /// How the store's health is checked.
+    pub health: HealthProbe,
+}
+
+/// The shared state of every service: a cheap-to-clone handle.
+#[derive(Clone)]
+pub struct Backend {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Arc<dyn Store>,
+    config: BackendConfig,
+    runner: OperationRunner,
+}
+
+impl Backend {
+    /// A backend over `store`; call [`Backend::recover`] before serving.
+    pub fn new(store: Arc<dyn Store>, config: BackendConfig) -> Self {
+        let runner = OperationRunner::new(store.clone(), config.create_delay);
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                config,
+                runner,
+            }),
+        }
+    }
+
+    /// Finishes the creates that were running when the process last stopped (see
+    /// `runner.rs`); returns how many there were.
+    pub async fn recover(&self) -> Result<usize, StoreError> {
+        self.inner.runner.recover().await
+    }
+
+    pub(super) fn config(&self) -> &BackendConfig {
+        &self.inner.config
+    }
+
+    pub(super) fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    pub(super) fn runner(&self) -> &OperationRunner {
+        &self.inner.runner
+    }
+
+    /// Runs `f` on a read snapshot (see [`storage::read`]).
+    pub(super) async fn read<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        F: FnOnce(&dyn Tx) -> Result<T, E>,
+        E: From<StoreError>,
+    {
+        storage::read(&*self.inner.store, f)
+    }
+
+    /// Runs `f` in a durable write transaction (see [`storage::write`]).
+    pub(super) async fn write<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+        F: FnOnce(&mut dyn TxMut) -> Result<T, E> + Send + 'static,
+    {
+        storage::write(&*self.inner.store, f).await
+    }
+
+    /// Runs a mutation that returns an Operation, honouring `idempotency-key`: a retry with the
+    /// same key and request returns the first Operation (as it is now) and changes nothing; the
+    /// same key with another request is FAILED_PRECONDITION. Key, mutation and Operation commit
+    /// together. `f` returns the new Operation and the id of the image it is recorded against.
+    pub(super) async fn mutate<F>(
+        &self,
+        md: &MetadataMap,
+        method: &str,
+        request: Vec<u8>,
+        f: F,
+    ) -> Result<Operation, Status>
+    where
+        F: FnOnce(&mut dyn TxMut, OpContext) -> Result<(Operation, String), Status>
+            + Send
+            + 'static,
+    {
+        let key = idempotency_key(md)?;
+        let ctx = OpContext {
+            created_by: created_by(md),
+        };
+        let mut fingerprint = method.as_bytes().to_vec();
+        fingerprint.push(0);
+        fingerprint.extend_from_slice(&request);
+        self.write(move |tx| {
+            if let Some(key) = &key
+                && let Some(record) = tx.idempotency(key)?
+            {
+                if record.fingerprint != fingerprint {
+                    return Err(Status::failed_precondition(format!(
+                        "idempotency-key {key:?} was already used for a different request"
+                    )));
+                }
+                return tx.operation(&record.operation_id)?.ok_or_else(|| {
+                    Status::internal("idempotency record points at a missing operation")
+                });
+            }
+            let (op, image_id) = f(tx, ctx)?;
+            tx.put_operation(&op, &image_id)?;
+            if let Some(key) = &key {
+                let record = IdempotencyRecord {
+                    fingerprint,
+                    operation_id: op.id.clone(),
+                };
+                tx.put_idempotency(key, &record)?;
+            }
+            Ok(op)
+        })
+        .await
+    }
+}
+
+/// Who and when, for a new Operation.
+pub(super) struct OpContext {
+    created_by: String,
+}
+
+impl OpContext {
+    /// A new Operation with its metadata; `done` and the result are the caller's to set.
+    pub(super) fn operation(&self, description: &str, metadata: Any) -> Operation {
+        let now = Timestamp::now();
+        Operation {
+            id: new_id(OPERATION_ID_PREFIX),
+            description: description.to_string(),
+            created_at: Some(now),
+            created_by: self.created_by.clone(),
+            modified_at: Some(now),
+            done: false,
+            metadata: Some(metadata),
+            result: None,
+        }
+    }
+}
+
+fn idempotency_key(md: &MetadataMap) -> Result<Option<String>, Status> {
+    let Some(value) = md.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = value
+        .to_str()
+        .map_err(|_| Status::invalid_argument("idempotency-key must be printable ASCII"))?;
+    if key.is_empty() || key.len() > 128 {
+        return Err(Status::invalid_argument(
+            "idempotency-key must be 1 to 128 characters long",
+        ));
+    }
+    Ok(Some(key.to_string()))
+}
+
+/// `created_by` of new Operations: the subject of the bearer token. There is no IAM here, so
+/// the subject is a stable opaque ID derived from the token (never the token itself), or
+/// `anonymous` without one.
+fn created_by(md: &MetadataMap) -> String {
+    let Some(token) = md.get("authorization").and_then(|v| v.to_str().ok()) else {
+        return "anonymous".into();
+    };
+    // FNV-1a: stable across runs and versions, unlike std's hasher.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in token.bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("aje{h:016x}")
+}
+
+/// NOT_FOUND for a resource of `kind`.
+pub(super) fn not_found(kind: &str, id: &str) -> Status {
+    Status::not_found(format!("{kind} {id} not found"))
+}

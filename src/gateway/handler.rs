@@ -1,0 +1,250 @@
+//! The state every request reads ([`Gateway`], built once at startup) and the one handler
+//! that transcodes a request: match the route, read the body as bytes (limit), build one
+//! canonical JSON value from body + path + query, make the route's typed call with the
+//! forwarded metadata, and answer with the rendered reply or one error body.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use axum::body::{Body, to_bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, Request, header};
+use axum::response::{IntoResponse, Response};
+use tonic::metadata::{AsciiMetadataKey, AsciiMetadataValue, MetadataMap};
+
+use super::client::BackendClient;
+use super::dispatch::Transcoded;
+use super::error::GatewayError;
+use super::matcher::Matcher;
+use super::request;
+use super::response::RenderOptions;
+use super::routes::{RouteError, RouteTable};
+use crate::net::{BackendTls, Upstream, UpstreamOptions, UrlError};
+use crate::telemetry;
+
+/// Gateway settings.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    /// Largest request body accepted; larger is 413.
+    pub max_body_bytes: usize,
+    /// Deadline of each backend call (sent as `grpc-timeout`); past it the reply is 504.
+    pub request_timeout: Duration,
+    /// The whole body must arrive within this time; past it the reply is 408.
+    pub body_read_timeout: Duration,
+    /// How replies are rendered.
+    pub render: RenderOptions,
+    /// TLS to the backend (for an `https://` backend URL).
+    pub backend_tls: Option<BackendTls>,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 1 << 20,
+            request_timeout: Duration::from_secs(30),
+            body_read_timeout: Duration::from_secs(10),
+            render: RenderOptions::default(),
+            backend_tls: None,
+        }
+    }
+}
+
+/// Why a gateway cannot start.
+#[derive(Debug)]
+pub enum StartError {
+    /// The backend URL cannot be dialled.
+    Url(UrlError),
+    /// The route table does not build.
+    Routes(RouteError),
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Url(e) => e.fmt(f),
+            Self::Routes(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
+
+/// Everything a request needs, built once at startup and read-only afterwards (but for the
+/// draining flag, set once when shutdown begins, and the OpenAPI document, made on first
+/// request).
+pub struct Gateway {
+    pub(super) matcher: Matcher,
+    pub(super) client: BackendClient,
+    config: GatewayConfig,
+    pub(super) draining: AtomicBool,
+    openapi: OnceLock<String>,
+}
+
+impl Gateway {
+    /// A gateway in front of the backend at `url` (`http://host:port`, or `https://host:port`
+    /// with [`GatewayConfig::backend_tls`]). The connection is made lazily and re-made after
+    /// failures; a bad route table or URL fails here.
+    pub fn new(url: &str, config: GatewayConfig) -> Result<Self, StartError> {
+        let upstream =
+            Upstream::from_url(url, config.backend_tls.as_ref(), UpstreamOptions::default())
+                .map_err(StartError::Url)?;
+        Self::with_upstream(upstream, config)
+    }
+
+    /// A gateway over an existing connection to the backend.
+    pub fn with_upstream(upstream: Upstream, config: GatewayConfig) -> Result<Self, StartError> {
+        Ok(Self {
+            matcher: Matcher::new(RouteTable::compiled().map_err(StartError::Routes)?),
+            client: BackendClient::new(upstream, config.request_timeout, config.render),
+            config,
+            draining: AtomicBool::new(false),
+            openapi: OnceLock::new(),
+        })
+    }
+
+    /// The OpenAPI document of the routes.
+    pub(super) fn openapi(&self) -> &str {
+        self.openapi
+            .get_or_init(|| super::openapi::document(self.matcher.table()))
+    }
+}
+
+/// What one request did, for its log line and metrics.
+#[derive(Default)]
+struct Outcome {
+    route: Option<metrics::SharedString>,
+    rpc: Option<metrics::SharedString>,
+}
+
+/// The handler of every path but the operator's.
+pub(super) async fn handle(State(gw): State<Arc<Gateway>>, req: Request<Body>) -> Response {
+    let started = std::time::Instant::now();
+    let request_id = req
+        .headers()
+        .get("x-request-id")
+        .filter(|v| !v.is_empty() && v.len() <= 128)
+        .cloned()
+        .unwrap_or_else(|| {
+            let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+            let id = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut text);
+            HeaderValue::from_str(id).expect("a UUID is a valid header value")
+        });
+    let method = req.method().clone();
+    let in_flight = metrics::gauge!(telemetry::HTTP_IN_FLIGHT);
+    in_flight.increment(1.0);
+    let mut outcome = Outcome::default();
+    let mut resp = match transcode(&gw, req, &request_id, &mut outcome).await {
+        Ok(body) => {
+            let mut r = body.into_response();
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            r
+        }
+        Err(e) => {
+            e.report();
+            e.into_response()
+        }
+    };
+    in_flight.decrement(1.0);
+    let elapsed = started.elapsed();
+    let route = outcome
+        .route
+        .unwrap_or(metrics::SharedString::const_str("unmatched"));
+    let status = resp.status().as_u16();
+    let method_label = telemetry::method_label(&method);
+    tracing::info!(
+        target: "compute_gateway::access",
+        request_id = request_id.to_str().unwrap_or_default(),
+        method = method.as_str(),
+        route = &*route,
+        grpc_method = outcome.rpc.as_deref().unwrap_or_default(),
+        status,
+        latency_ms = elapsed.as_secs_f64() * 1000.0,
+        "request"
+    );
+    metrics::counter!(telemetry::HTTP_REQUESTS, "route" => route.clone(), "method" => method_label.clone(), "status" => telemetry::status_label(resp.status()))
+        .increment(1);
+    metrics::histogram!(telemetry::HTTP_DURATION, "route" => route, "method" => method_label)
+        .record(elapsed.as_secs_f64());
+    resp.headers_mut().insert("x-request-id", request_id);
+    resp
+}
+
+async fn transcode(
+    gw: &Gateway,
+    req: Request<Body>,
+    request_id: &HeaderValue,
+    outcome: &mut Outcome,
+) -> Result<Vec<u8>, GatewayError> {
+    let (parts, body) = req.into_parts();
+    let m = gw.matcher.find(&parts.method, parts.uri.path())?;
+    outcome.route = Some(m.route.label().clone());
+    outcome.rpc = Some(m.route.rpc().label().clone());
+    let limit = gw.config.max_body_bytes;
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(GatewayError::PayloadTooLarge { limit });
+    }
+    let body = tokio::time::timeout(gw.config.body_read_timeout, to_bytes(body, limit))
+        .await
+        .map_err(|_| GatewayError::RequestTimeout)?
+        .map_err(|e| {
+            if std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
+            {
+                GatewayError::PayloadTooLarge { limit }
+            } else {
+                GatewayError::bad_request(format!("could not read the request body: {e}"))
+            }
+        })?;
+    let json = request::build(&m, parts.uri.query(), &body)?;
+    let transcoded = Transcoded {
+        json,
+        metadata: forward_metadata(&parts.headers, request_id),
+        response_body: m.route.response_body().cloned(),
+    };
+    m.route.rpc().call(&gw.client, transcoded).await
+}
+
+/// HTTP headers that reach the backend as gRPC metadata: `Authorization`, `Idempotency-Key`,
+/// `X-Request-Id` (the one the reply carries), `X-Client-Request-Id`, and every
+/// `Grpc-Metadata-<name>` as `<name>`.
+///
+/// These values change with every request (or are secrets), so they are marked sensitive: HPACK
+/// sends them as never-indexed literals instead of churning the connection's header table,
+/// where they would evict the headers that repeat on every call.
+fn forward_metadata(headers: &HeaderMap, request_id: &HeaderValue) -> MetadataMap {
+    let mut md = MetadataMap::new();
+    for name in ["authorization", "idempotency-key", "x-client-request-id"] {
+        if let Some(mut v) = headers
+            .get(name)
+            .and_then(|v| AsciiMetadataValue::try_from(v.as_bytes()).ok())
+        {
+            v.set_sensitive(true);
+            md.insert(name, v);
+        }
+    }
+    if let Ok(mut v) = AsciiMetadataValue::try_from(request_id.as_bytes()) {
+        v.set_sensitive(true);
+        md.insert("x-request-id", v);
+    }
+    for (name, value) in headers {
+        let Some(rest) = name.as_str().strip_prefix("grpc-metadata-") else {
+            continue;
+        };
+        if let (Ok(k), Ok(v)) = (
+            AsciiMetadataKey::from_bytes(rest.as_bytes()),
+            AsciiMetadataValue::try_from(value.as_bytes()),
+        ) {
+            md.append(k, v);
+        }
+    }
+    md
+}

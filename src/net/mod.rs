@@ -1,0 +1,25 @@
+//! What every server and client of the process shares, and nothing of HTTP routes or gRPC
+//! services: the stop signal ([`Shutdown`]); the connections a server serves ([`incoming`],
+//! each a [`Conn`], bounded in time before its first request by [`FirstBytes`]); TLS
+//! ([`Tls`], [`client_config`]); the HTTP/2 client to a backend ([`Upstream`], failing with a
+//! typed [`UpstreamError`]); and the in-process connection of `serve` ([`pipe`]).
+//!
+//! It imports nothing else of the crate: `backend` and `gateway` both build on it, and never on
+//! each other.
+
+mod first_bytes;
+mod incoming;
+mod pipe;
+mod shutdown;
+mod tls;
+mod upstream;
+
+pub use first_bytes::FirstBytes;
+pub use incoming::{Conn, Incoming, incoming};
+pub use pipe::{PipeDialer, pipe};
+pub use shutdown::{Shutdown, TriggerOnDrop};
+pub use tls::{Tls, TlsError, client_config};
+pub use upstream::{
+    BackendTls, Dial, DialError, Dialing, Io, Reply, Upstream, UpstreamError, UpstreamOptions,
+    UrlError,
+};

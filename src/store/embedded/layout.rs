@@ -1,0 +1,263 @@
+//! How the store's records sit in redb's tables: one table per kind of record, keyed by id,
+//! plus the index tables that List and the uniqueness checks read; values are the protobuf
+//! encodings of the API messages. Reads of these tables are written once ([`Source`] and the
+//! [`Tx`] it gives), for committed snapshots and for a write job's view alike.
+
+use std::ops::Range;
+
+use prost::Message;
+use redb::{ReadableTable, TableDefinition};
+
+use crate::pb::yandex::cloud::access::{AccessBinding, ListAccessBindingsResponse};
+use crate::pb::yandex::cloud::compute::v1::Image;
+use crate::pb::yandex::cloud::operation::Operation;
+use crate::store::{IdempotencyRecord, OperationCursor, RunningCreate, StoreError, Tx};
+
+/// A table: its redb definition and a small id that batches index their open tables by.
+#[derive(Clone, Copy)]
+pub(super) struct Table {
+    pub(super) id: u8,
+    pub(super) def: TableDefinition<'static, &'static str, &'static [u8]>,
+}
+
+const fn table(id: u8, name: &'static str) -> Table {
+    Table {
+        id,
+        def: TableDefinition::new(name),
+    }
+}
+
+pub(super) const IMAGES: Table = table(0, "images");
+/// `folder_id \0 image_id` -> empty.
+pub(super) const FOLDER_IMAGES: Table = table(1, "folder_images");
+/// `folder_id \0 name` -> image id, for names unique within a folder.
+pub(super) const FOLDER_NAMES: Table = table(2, "folder_names");
+pub(super) const OPERATIONS: Table = table(3, "operations");
+/// `image_id \0 created_at nanos (zero-padded) \0 operation_id` -> empty.
+pub(super) const IMAGE_OPERATIONS: Table = table(4, "image_operations");
+pub(super) const BINDINGS: Table = table(5, "bindings");
+pub(super) const IDEMPOTENCY: Table = table(6, "idempotency");
+pub(super) const RUNNING: Table = table(7, "running_creates");
+
+pub(super) const ALL_TABLES: [Table; 8] = [
+    IMAGES,
+    FOLDER_IMAGES,
+    FOLDER_NAMES,
+    OPERATIONS,
+    IMAGE_OPERATIONS,
+    BINDINGS,
+    IDEMPOTENCY,
+    RUNNING,
+];
+
+/// An engine failure.
+pub(super) fn err<E: std::error::Error + Send + Sync + 'static>(e: E) -> StoreError {
+    StoreError::engine(e)
+}
+
+/// An index key: a parent and a child, NUL-separated so a prefix scan of `parent\0` finds
+/// exactly the parent's entries.
+pub(super) fn key(parent: &str, child: &str) -> String {
+    format!("{parent}\0{child}")
+}
+
+pub(super) fn decode<M: Message + Default>(bytes: &[u8]) -> Result<M, StoreError> {
+    M::decode(bytes).map_err(StoreError::Corrupt)
+}
+
+pub(super) fn op_index_key(image_id: &str, op: &Operation) -> String {
+    let nanos = OperationCursor::created_nanos_of(op);
+    format!("{image_id}\0{nanos:020}\0{}", op.id)
+}
+
+/// The fields of a stored Image that its index entries are made of: decoding only these
+/// (prost skips the other fields) is what `put_image` needs to know of the old record.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub(super) struct IndexedFields {
+    #[prost(string, tag = "2")]
+    pub(super) folder_id: String,
+    #[prost(string, tag = "4")]
+    pub(super) name: String,
+}
+
+/// The reads the store makes of its tables, for committed snapshots and a write job's view
+/// alike; the [`Tx`] of the API is written once over them.
+pub(super) trait Source {
+    fn get(&self, table: Table, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    fn prefix(&self, table: Table, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
+    /// Keys in `range`, from the highest down, at most `limit`.
+    fn keys_rev(
+        &self,
+        table: Table,
+        range: Range<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError>;
+}
+
+/// Where reads find their tables: a read transaction opens each as it is read; a write batch
+/// has them all open.
+pub(super) trait Tables {
+    /// Runs `read` on `table`.
+    fn with<R>(
+        &self,
+        table: Table,
+        read: impl FnOnce(&dyn TableReads) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError>;
+}
+
+impl Tables for redb::ReadTransaction {
+    fn with<R>(
+        &self,
+        table: Table,
+        read: impl FnOnce(&dyn TableReads) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        read(&self.open_table(table.def).map_err(err)?)
+    }
+}
+
+impl<T: Tables> Source for T {
+    fn get(&self, table: Table, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.with(table, |t| t.get(key))
+    }
+    fn prefix(&self, table: Table, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        self.with(table, |t| t.prefix(prefix))
+    }
+    fn keys_rev(
+        &self,
+        table: Table,
+        range: Range<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        self.with(table, |t| t.keys_rev(range, limit))
+    }
+}
+
+/// The reads of one open table, however it was opened.
+pub(super) trait TableReads {
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    fn prefix(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
+    fn keys_rev(&self, range: Range<&str>, limit: usize) -> Result<Vec<String>, StoreError>;
+}
+
+impl<T: ReadableTable<&'static str, &'static [u8]>> TableReads for T {
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(ReadableTable::get(self, key)
+            .map_err(err)?
+            .map(|v| v.value().to_vec()))
+    }
+
+    fn prefix(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.range(prefix..).map_err(err)? {
+            let (k, v) = item.map_err(err)?;
+            if !k.value().starts_with(prefix) {
+                break;
+            }
+            out.push((k.value().to_string(), v.value().to_vec()));
+        }
+        Ok(out)
+    }
+
+    fn keys_rev(&self, range: Range<&str>, limit: usize) -> Result<Vec<String>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.range(range).map_err(err)?.rev().take(limit) {
+            let (k, _) = item.map_err(err)?;
+            out.push(k.value().to_string());
+        }
+        Ok(out)
+    }
+}
+
+impl<S: Source> Tx for S {
+    fn image(&self, id: &str) -> Result<Option<Image>, StoreError> {
+        self.get(IMAGES, id)?.map(|b| decode(&b)).transpose()
+    }
+    fn folder_images(&self, folder_id: &str) -> Result<Vec<Image>, StoreError> {
+        let mut out = Vec::new();
+        for (key, _) in self.prefix(FOLDER_IMAGES, &format!("{folder_id}\0"))? {
+            let id = &key[folder_id.len() + 1..];
+            if let Some(image) = self.image(id)? {
+                out.push(image);
+            }
+        }
+        Ok(out)
+    }
+    fn operation(&self, id: &str) -> Result<Option<Operation>, StoreError> {
+        self.get(OPERATIONS, id)?.map(|b| decode(&b)).transpose()
+    }
+    fn image_named(&self, folder_id: &str, name: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .get(FOLDER_NAMES, &key(folder_id, name))?
+            .map(|id| String::from_utf8_lossy(&id).into_owned()))
+    }
+    fn image_operations_page(
+        &self,
+        image_id: &str,
+        before: Option<&OperationCursor>,
+        limit: usize,
+    ) -> Result<Vec<(OperationCursor, Operation)>, StoreError> {
+        let lo = format!("{image_id}\0");
+        let hi = match before {
+            Some(c) => format!("{image_id}\0{:020}\0{}", c.created_nanos, c.operation_id),
+            None => format!("{image_id}\u{1}"),
+        };
+        let mut out = Vec::new();
+        for key in self.keys_rev(IMAGE_OPERATIONS, lo.as_str()..hi.as_str(), limit)? {
+            let mut parts = key[lo.len()..].splitn(2, '\0');
+            let nanos = parts
+                .next()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_default();
+            let op_id = parts.next().unwrap_or_default();
+            if let Some(op) = self.operation(op_id)? {
+                let cursor = OperationCursor {
+                    created_nanos: nanos,
+                    operation_id: op_id.to_string(),
+                };
+                out.push((cursor, op));
+            }
+        }
+        Ok(out)
+    }
+    fn bindings(&self, image_id: &str) -> Result<Vec<AccessBinding>, StoreError> {
+        Ok(self
+            .get(BINDINGS, image_id)?
+            .map(|b| decode::<ListAccessBindingsResponse>(&b))
+            .transpose()?
+            .map(|r| r.access_bindings)
+            .unwrap_or_default())
+    }
+    fn idempotency(&self, key: &str) -> Result<Option<IdempotencyRecord>, StoreError> {
+        self.get(IDEMPOTENCY, key)?.map(|b| decode(&b)).transpose()
+    }
+    fn running_create(&self, operation_id: &str) -> Result<Option<RunningCreate>, StoreError> {
+        self.get(RUNNING, operation_id)?
+            .map(|b| decode(&b))
+            .transpose()
+    }
+    fn running_creates(&self) -> Result<Vec<RunningCreate>, StoreError> {
+        self.prefix(RUNNING, "")?
+            .iter()
+            .map(|(_, v)| decode(v))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn indexed_fields_decode_from_a_stored_image() {
+        let img = Image {
+            id: "fd8x".into(),
+            folder_id: "b1gfolder".into(),
+            name: "the-name".into(),
+            description: "other fields are skipped".into(),
+            ..Default::default()
+        };
+        let fields: IndexedFields = decode(&img.encode_to_vec()).expect("decodes");
+        assert_eq!(fields.folder_id, "b1gfolder");
+        assert_eq!(fields.name, "the-name");
+    }
+}
