@@ -16,9 +16,9 @@ use compute_gateway::telemetry::LogFormat;
 use tokio::net::TcpListener;
 
 /// mimalloc instead of glibc's malloc: the request path allocates many small short-lived
-/// buffers, and glibc's malloc/free was about 12% of the gateway's CPU under load. Built
-/// without transparent huge pages (`no_thp`): with them, `serve` peaked at 57 MB RSS under
-/// load instead of 40 MB.
+/// buffers, and glibc's malloc/free was a large share of the gateway's CPU under load. Built
+/// without transparent huge pages (`no_thp`), which raised `serve`'s peak RSS under load.
+/// Figures: `bench/RESULTS.md`.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -134,9 +134,10 @@ pub fn init_logging(format: LogFormat) {
 /// The plain-text log line, byte for byte what tracing-subscriber's default format writes
 /// without colours (`2026-11-28T07:05:46.381129Z  INFO target: message k=v ...`), written
 /// piece by piece: its generic path (a `write!` and a colour wrapper per piece, the timestamp
-/// formatted anew each time) was 10% of the gateway's instructions per GET. Events this
-/// writer does not cover exactly - inside spans, from the `log` crate, or with a value that
-/// Debug would escape - go to the default format, so every line reads the same either way.
+/// formatted anew each time) was a large share of the gateway's instructions per GET
+/// (`bench/RESULTS.md`). Events this writer does not cover exactly - inside spans, from the
+/// `log` crate, or with a value that Debug would escape - go to the default format, so every
+/// line reads the same either way.
 #[derive(Default)]
 struct PlainText {
     fallback: tracing_subscriber::fmt::format::Format,
