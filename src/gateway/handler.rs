@@ -11,6 +11,8 @@ use axum::body::{Body, to_bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Request, header};
 use axum::response::{IntoResponse, Response};
+use http_body_util::BodyExt as _;
+use hyper::body::Body as _;
 use tonic::metadata::{AsciiMetadataKey, AsciiMetadataValue, MetadataMap};
 
 use super::client::BackendClient;
@@ -115,6 +117,37 @@ impl Gateway {
 struct Outcome {
     route: Option<metrics::SharedString>,
     rpc: Option<metrics::SharedString>,
+    /// Reading the body began and did not reach its end (over the limit, too slow, broken).
+    body_cut: bool,
+}
+
+/// Reads and drops what is left of a body the reply did not need: up to four times the body
+/// limit, within the body-read timeout. True once it reached the end; false when the body is
+/// longer (as declared, or as it turns out), slower or broken.
+async fn discard(body: Body, config: &GatewayConfig) -> bool {
+    let budget = (config.max_body_bytes as u64).saturating_mul(4);
+    if body.size_hint().lower() > budget {
+        return false;
+    }
+    let drain = async {
+        let mut left = budget;
+        let mut body = body;
+        while let Some(frame) = body.frame().await {
+            let Ok(frame) = frame else {
+                return false;
+            };
+            if let Some(data) = frame.data_ref() {
+                match left.checked_sub(data.len() as u64) {
+                    Some(rest) => left = rest,
+                    None => return false,
+                }
+            }
+        }
+        true
+    };
+    tokio::time::timeout(config.body_read_timeout, drain)
+        .await
+        .unwrap_or(false)
 }
 
 /// The handler of every path but the operator's.
@@ -130,11 +163,12 @@ pub(super) async fn handle(State(gw): State<Arc<Gateway>>, req: Request<Body>) -
             let id = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut text);
             HeaderValue::from_str(id).expect("a UUID is a valid header value")
         });
-    let method = req.method().clone();
+    let (parts, body) = req.into_parts();
     let in_flight = metrics::gauge!(telemetry::HTTP_IN_FLIGHT);
     in_flight.increment(1.0);
     let mut outcome = Outcome::default();
-    let mut resp = match transcode(&gw, req, &request_id, &mut outcome).await {
+    let mut body = Some(body);
+    let mut resp = match transcode(&gw, &parts, &mut body, &request_id, &mut outcome).await {
         Ok(body) => {
             let mut r = body.into_response();
             r.headers_mut().insert(
@@ -148,17 +182,32 @@ pub(super) async fn handle(State(gw): State<Arc<Gateway>>, req: Request<Body>) -
             e.into_response()
         }
     };
+    // A reply that did not need the body (an error found before it was read), or that cut its
+    // reading short: over HTTP/1 the rest of the body stands between this request and the
+    // client's next one on the connection. It is read and dropped, within bounds; past them the
+    // connection is closed, and the reply says so, so that the client sends nothing more on it
+    // (RFC 9112 §9.6). HTTP/2 resets the stream instead, on its own.
+    if parts.version < http::Version::HTTP_2 {
+        let cleared = match body.take() {
+            Some(rest) => discard(rest, &gw.config).await,
+            None => !outcome.body_cut,
+        };
+        if !cleared {
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+    }
     in_flight.decrement(1.0);
     let elapsed = started.elapsed();
     let route = outcome
         .route
         .unwrap_or(metrics::SharedString::const_str("unmatched"));
     let status = resp.status().as_u16();
-    let method_label = telemetry::method_label(&method);
+    let method_label = telemetry::method_label(&parts.method);
     tracing::info!(
         target: "compute_gateway::access",
         request_id = request_id.to_str().unwrap_or_default(),
-        method = method.as_str(),
+        method = parts.method.as_str(),
         route = &*route,
         grpc_method = outcome.rpc.as_deref().unwrap_or_default(),
         status,
@@ -173,13 +222,15 @@ pub(super) async fn handle(State(gw): State<Arc<Gateway>>, req: Request<Body>) -
     resp
 }
 
+/// Transcodes one request; takes `body` only once the route is known and the body's declared
+/// length is within the limit.
 async fn transcode(
     gw: &Gateway,
-    req: Request<Body>,
+    parts: &http::request::Parts,
+    body: &mut Option<Body>,
     request_id: &HeaderValue,
     outcome: &mut Outcome,
 ) -> Result<Vec<u8>, GatewayError> {
-    let (parts, body) = req.into_parts();
     let m = gw.matcher.find(&parts.method, parts.uri.path())?;
     outcome.route = Some(m.route.label().clone());
     outcome.rpc = Some(m.route.rpc().label().clone());
@@ -192,6 +243,9 @@ async fn transcode(
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(GatewayError::PayloadTooLarge { limit });
     }
+    let body = body.take().expect("the body is read once, here");
+    // Whatever the outcome from here on, the body is gone; read whole only if this succeeds.
+    outcome.body_cut = true;
     let body = tokio::time::timeout(gw.config.body_read_timeout, to_bytes(body, limit))
         .await
         .map_err(|_| GatewayError::RequestTimeout)?
@@ -204,6 +258,7 @@ async fn transcode(
                 GatewayError::bad_request(format!("could not read the request body: {e}"))
             }
         })?;
+    outcome.body_cut = false;
     let json = request::build(&m, parts.uri.query(), &body)?;
     let transcoded = Transcoded {
         json,
