@@ -7,24 +7,24 @@ use std::sync::OnceLock;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 /// REST requests by route template, method and HTTP status.
-pub const HTTP_REQUESTS: &str = "http_requests_total";
+pub(crate) const HTTP_REQUESTS: &str = "http_requests_total";
 /// Whole REST request latency by route template and method.
-pub const HTTP_DURATION: &str = "http_request_duration_seconds";
+pub(crate) const HTTP_DURATION: &str = "http_request_duration_seconds";
 /// REST requests being served.
-pub const HTTP_IN_FLIGHT: &str = "http_requests_in_flight";
+pub(crate) const HTTP_IN_FLIGHT: &str = "http_requests_in_flight";
 /// The gateway's backend call latency by gRPC method.
-pub const BACKEND_DURATION: &str = "gateway_backend_call_duration_seconds";
+pub(crate) const BACKEND_DURATION: &str = "gateway_backend_call_duration_seconds";
 /// gRPC server requests by method and status code.
-pub const GRPC_REQUESTS: &str = "grpc_server_requests_total";
+pub(crate) const GRPC_REQUESTS: &str = "grpc_server_requests_total";
 /// gRPC server latency by method.
-pub const GRPC_DURATION: &str = "grpc_server_request_duration_seconds";
+pub(crate) const GRPC_DURATION: &str = "grpc_server_request_duration_seconds";
 /// Store write-transaction latency: running a batch of jobs and its durable commit (the fsync).
-pub const STORE_COMMIT: &str = "store_commit_duration_seconds";
+pub(crate) const STORE_COMMIT: &str = "store_commit_duration_seconds";
 /// Jobs per store write transaction (group commit).
-pub const STORE_BATCH: &str = "store_commit_batch_jobs";
+pub(crate) const STORE_BATCH: &str = "store_commit_batch_jobs";
 
 /// The label value of an HTTP method; the standard ones without allocating.
-pub fn method_label(method: &http::Method) -> metrics::SharedString {
+pub(crate) fn method_label(method: &http::Method) -> metrics::SharedString {
     const STANDARD: [&str; 9] = [
         "GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "CONNECT", "TRACE",
     ];
@@ -35,7 +35,7 @@ pub fn method_label(method: &http::Method) -> metrics::SharedString {
 }
 
 /// The label value of an HTTP status code, without allocating.
-pub fn status_label(status: http::StatusCode) -> metrics::SharedString {
+pub(crate) fn status_label(status: http::StatusCode) -> metrics::SharedString {
     /// "100" to "999", three bytes each.
     static DIGITS: std::sync::LazyLock<String> =
         std::sync::LazyLock::new(|| (100..1000).map(|n| n.to_string()).collect());
@@ -44,7 +44,7 @@ pub fn status_label(status: http::StatusCode) -> metrics::SharedString {
 }
 
 /// The label value of a gRPC status code: its name as tonic spells it (`NotFound`).
-pub fn grpc_code_label(code: tonic::Code) -> &'static str {
+pub(crate) fn grpc_code_label(code: tonic::Code) -> &'static str {
     use tonic::Code::*;
     match code {
         Ok => "Ok",

@@ -95,7 +95,10 @@ impl Gateway {
     }
 
     /// A gateway over an existing connection to the backend.
-    pub fn with_upstream(upstream: Upstream, config: GatewayConfig) -> Result<Self, StartError> {
+    pub(crate) fn with_upstream(
+        upstream: Upstream,
+        config: GatewayConfig,
+    ) -> Result<Self, StartError> {
         Ok(Self {
             matcher: Matcher::new(RouteTable::compiled().map_err(StartError::Routes)?),
             client: BackendClient::new(upstream, config.request_timeout, config.render),

@@ -137,7 +137,7 @@ impl RouteTable {
     }
 
     /// The routes of every service in `pool` whose methods have HTTP rules.
-    pub fn new(pool: &DescriptorPool) -> Result<Self, RouteError> {
+    pub(crate) fn new(pool: &DescriptorPool) -> Result<Self, RouteError> {
         let rules = Rules::new(pool);
         let mut services: Vec<_> = pool.services().collect();
         services.sort_by(|a, b| a.full_name().cmp(b.full_name()));

@@ -26,7 +26,7 @@ const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 const FRAME_HEADER: usize = 9;
 
 /// An I/O stream whose reads fail once `timeout` has passed and the protocol is not yet known.
-pub struct FirstBytes<S> {
+pub(crate) struct FirstBytes<S> {
     inner: S,
     /// `None` once disarmed.
     deadline: Option<Pin<Box<Sleep>>>,
@@ -37,7 +37,7 @@ pub struct FirstBytes<S> {
 
 impl<S> FirstBytes<S> {
     /// Watches `inner` for `timeout`.
-    pub fn new(inner: S, timeout: Duration) -> Self {
+    pub(crate) fn new(inner: S, timeout: Duration) -> Self {
         Self {
             inner,
             deadline: Some(Box::pin(tokio::time::sleep(timeout))),
@@ -47,7 +47,7 @@ impl<S> FirstBytes<S> {
     }
 
     /// The stream it wraps.
-    pub fn get_ref(&self) -> &S {
+    pub(crate) fn get_ref(&self) -> &S {
         &self.inner
     }
 

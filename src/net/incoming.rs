@@ -32,27 +32,31 @@ const BACKLOG: usize = 64;
 /// instead of spinning.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
-/// One accepted connection.
-pub enum Conn {
-    /// Plain TCP.
+/// One accepted connection: plain TCP, TLS over TCP (handshake done), or the in-process pipe
+/// of `serve` (`pipe.rs`, the gateway's own connection).
+pub struct Conn(Transport);
+
+enum Transport {
     Tcp(FirstBytes<TcpStream>),
-    /// TLS over TCP, handshake done.
     Tls(Box<FirstBytes<TlsStream<TcpStream>>>),
-    /// The in-process pipe of `serve` (`pipe.rs`): the gateway's own connection.
     Pipe(DuplexStream),
 }
 
 impl Conn {
+    pub(super) fn pipe(stream: DuplexStream) -> Self {
+        Self(Transport::Pipe(stream))
+    }
+
     /// The peer's address (none for the in-process pipe).
     pub fn remote_addr(&self) -> Option<SocketAddr> {
         self.connect_info().remote_addr
     }
 
     fn io(self: Pin<&mut Self>) -> Pin<&mut (dyn Io + '_)> {
-        match self.get_mut() {
-            Conn::Tcp(s) => Pin::new(s as &mut dyn Io),
-            Conn::Tls(s) => Pin::new(&mut **s as &mut dyn Io),
-            Conn::Pipe(s) => Pin::new(s as &mut dyn Io),
+        match &mut self.get_mut().0 {
+            Transport::Tcp(s) => Pin::new(s as &mut dyn Io),
+            Transport::Tls(s) => Pin::new(&mut **s as &mut dyn Io),
+            Transport::Pipe(s) => Pin::new(s as &mut dyn Io),
         }
     }
 }
@@ -65,10 +69,10 @@ impl Connected for Conn {
     type ConnectInfo = TcpConnectInfo;
 
     fn connect_info(&self) -> TcpConnectInfo {
-        match self {
-            Conn::Tcp(s) => s.get_ref().connect_info(),
-            Conn::Tls(s) => s.get_ref().get_ref().0.connect_info(),
-            Conn::Pipe(_) => TcpConnectInfo {
+        match &self.0 {
+            Transport::Tcp(s) => s.get_ref().connect_info(),
+            Transport::Tls(s) => s.get_ref().get_ref().0.connect_info(),
+            Transport::Pipe(_) => TcpConnectInfo {
                 local_addr: None,
                 remote_addr: None,
             },
@@ -104,10 +108,10 @@ impl AsyncWrite for Conn {
     }
 
     fn is_write_vectored(&self) -> bool {
-        match self {
-            Conn::Tcp(s) => s.is_write_vectored(),
-            Conn::Tls(s) => s.is_write_vectored(),
-            Conn::Pipe(s) => s.is_write_vectored(),
+        match &self.0 {
+            Transport::Tcp(s) => s.is_write_vectored(),
+            Transport::Tls(s) => s.is_write_vectored(),
+            Transport::Pipe(s) => s.is_write_vectored(),
         }
     }
 
@@ -166,7 +170,7 @@ pub fn incoming(
             };
             match &acceptor {
                 None => {
-                    let conn = Conn::Tcp(FirstBytes::new(tcp, handshake_timeout));
+                    let conn = Conn(Transport::Tcp(FirstBytes::new(tcp, handshake_timeout)));
                     if accepted.send(conn).await.is_err() {
                         break;
                     }
@@ -176,7 +180,7 @@ pub fn incoming(
                     tokio::spawn(async move {
                         // A failed or slow handshake just drops the connection.
                         if let Some(tls) = handshake(&acceptor, tcp, handshake_timeout).await {
-                            let _ = accepted.send(Conn::Tls(Box::new(tls))).await;
+                            let _ = accepted.send(Conn(Transport::Tls(Box::new(tls)))).await;
                         }
                     });
                 }

@@ -1,8 +1,8 @@
 //! What every server and client of the process shares, and nothing of HTTP routes or gRPC
 //! services: the stop signal ([`Shutdown`]); the connections a server serves ([`incoming`],
 //! each a [`Conn`], bounded in time before its first request by [`FirstBytes`]); TLS
-//! ([`Tls`], [`client_config`]); the HTTP/2 client to a backend ([`Upstream`], failing with a
-//! typed [`UpstreamError`]); and the in-process connection of `serve` ([`pipe`]).
+//! ([`Tls`], [`client_config`]); the HTTP/2 client to a backend (`Upstream`, failing with a
+//! typed [`UpstreamError`]); and the in-process connection of `serve` (`pipe`).
 //!
 //! It imports nothing else of the crate: `backend` and `gateway` both build on it, and never on
 //! each other.
@@ -14,12 +14,9 @@ mod shutdown;
 mod tls;
 mod upstream;
 
-pub use first_bytes::FirstBytes;
 pub use incoming::{Conn, Incoming, incoming};
-pub use pipe::{PipeDialer, pipe};
+pub(crate) use pipe::pipe;
 pub use shutdown::{Shutdown, TriggerOnDrop};
 pub use tls::{Tls, TlsError, client_config};
-pub use upstream::{
-    BackendTls, Dial, DialError, Dialing, Io, Reply, Upstream, UpstreamError, UpstreamOptions,
-    UrlError,
-};
+pub use upstream::{BackendTls, DialError, UpstreamError, UrlError};
+pub(crate) use upstream::{Upstream, UpstreamOptions};

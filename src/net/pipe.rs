@@ -15,18 +15,18 @@ const PIPE_BYTES: usize = 256 << 10;
 
 /// A dialer whose every dial opens a new pipe, and the connections it opens as the server sees
 /// them. The stream ends once the dialer is dropped.
-pub fn pipe() -> (PipeDialer, Incoming) {
+pub(crate) fn pipe() -> (PipeDialer, Incoming) {
     // Unbounded: a dial never waits for the server to take the connection.
     let (dialled, connections) = mpsc::unbounded_channel();
     let connections = tokio_stream::StreamExt::map(
         tokio_stream::wrappers::UnboundedReceiverStream::new(connections),
-        Conn::Pipe,
+        Conn::pipe,
     );
     (PipeDialer(dialled), Incoming::from_stream(connections))
 }
 
 /// Dials the backend of this process: one pipe per dial, its server end handed to the server.
-pub struct PipeDialer(mpsc::UnboundedSender<DuplexStream>);
+pub(crate) struct PipeDialer(mpsc::UnboundedSender<DuplexStream>);
 
 impl Dial for PipeDialer {
     fn dial(&self) -> Dialing<'_> {

@@ -37,7 +37,7 @@ pub enum StoreError {
 
 impl StoreError {
     /// An engine failure.
-    pub fn engine(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+    pub(crate) fn engine(e: impl std::error::Error + Send + Sync + 'static) -> Self {
         Self::Engine(Arc::new(e))
     }
 }
@@ -109,7 +109,7 @@ pub struct OperationCursor {
 
 impl OperationCursor {
     /// The non-negative creation time an operation is indexed by.
-    pub fn created_nanos_of(op: &Operation) -> u128 {
+    pub(crate) fn created_nanos_of(op: &Operation) -> u128 {
         op.created_at
             .map(|t| t.as_nanos())
             .unwrap_or_default()

@@ -8,16 +8,17 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::rustls;
 
 /// A dial in progress.
-pub type Dialing<'a> = Pin<Box<dyn Future<Output = std::io::Result<Box<dyn Io>>> + Send + 'a>>;
+pub(crate) type Dialing<'a> =
+    Pin<Box<dyn Future<Output = std::io::Result<Box<dyn Io>>> + Send + 'a>>;
 
 /// Opens a byte stream to the backend.
-pub trait Dial: Send + Sync + 'static {
+pub(crate) trait Dial: Send + Sync + 'static {
     /// A new stream to the backend.
     fn dial(&self) -> Dialing<'_>;
 }
 
 /// A byte stream a connection runs on.
-pub trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+pub(crate) trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {}
 
 /// Plain TCP to `host:port`, with Nagle off (small unary messages must not wait).

@@ -79,12 +79,12 @@ impl From<h2::Error> for UpstreamError {
 impl UpstreamError {
     /// The `UpstreamError` a failed tonic call carries as its source, if it has one: every
     /// failure made on this side of the connection does; a status the backend sent does not.
-    pub fn of(status: &tonic::Status) -> Option<&UpstreamError> {
+    pub(crate) fn of(status: &tonic::Status) -> Option<&UpstreamError> {
         std::error::Error::source(status)?.downcast_ref()
     }
 
     /// A decoding failure of the reply, as a status that carries this error as its source.
-    pub fn undecodable(status: tonic::Status) -> tonic::Status {
+    pub(crate) fn undecodable(status: tonic::Status) -> tonic::Status {
         let mut local = tonic::Status::new(status.code(), status.message().to_string());
         local.set_source(Arc::new(Self::Undecodable(status.message().to_string())));
         local

@@ -43,9 +43,10 @@ use bytes::Bytes;
 use http_body_util::BodyExt;
 use tonic::body::Body;
 
-pub use dial::{BackendTls, Dial, Dialing, Io, UrlError};
+pub use dial::{BackendTls, UrlError};
+pub(crate) use dial::{Dial, Dialing, Io};
 pub use error::{DialError, UpstreamError};
-pub use reply::Reply;
+pub(crate) use reply::Reply;
 
 /// HTTP/2 PING interval on the backend connection, idle or not: a dead peer is noticed.
 const KEEP_ALIVE: Duration = Duration::from_secs(30);
@@ -58,12 +59,12 @@ const CONNECTION_WINDOW: u32 = 5 * 1024 * 1024;
 
 /// Limits of an [`Upstream`].
 #[derive(Clone, Copy, Debug)]
-pub struct UpstreamOptions {
+pub(crate) struct UpstreamOptions {
     /// How long one dial (TCP connect, TLS and HTTP/2 handshakes) may take.
-    pub dial_timeout: Duration,
+    pub(crate) dial_timeout: Duration,
     /// The largest reply message taken, in bytes; a larger one fails the call with
     /// [`UpstreamError::ReplyTooLarge`] as soon as its bytes pass the limit.
-    pub max_reply_bytes: usize,
+    pub(crate) max_reply_bytes: usize,
 }
 
 impl Default for UpstreamOptions {
@@ -78,7 +79,7 @@ impl Default for UpstreamOptions {
 
 /// A lazily dialled, redialled HTTP/2 connection to a backend. Cheap to clone.
 #[derive(Clone)]
-pub struct Upstream(Arc<Shared>);
+pub(crate) struct Upstream(Arc<Shared>);
 
 struct Shared {
     /// Scheme and authority of every request (`:scheme`, `:authority`).
@@ -98,13 +99,13 @@ struct Shared {
 
 impl Upstream {
     /// A connection opened with `dial` when first needed; requests name `origin`.
-    pub fn new(origin: http::Uri, dial: impl Dial, options: UpstreamOptions) -> Self {
+    pub(crate) fn new(origin: http::Uri, dial: impl Dial, options: UpstreamOptions) -> Self {
         Self::from_parts(origin, Box::new(dial), options)
     }
 
     /// A connection to the backend at `url` (`http://host:port`, or `https://host:port` checked
     /// with `tls`). Nothing is dialled yet; a URL that cannot be dialled fails here.
-    pub fn from_url(
+    pub(crate) fn from_url(
         url: &str,
         tls: Option<&BackendTls>,
         options: UpstreamOptions,
@@ -125,7 +126,7 @@ impl Upstream {
     }
 
     /// Scheme and authority of the backend, for tonic's clients.
-    pub fn origin(&self) -> http::Uri {
+    pub(crate) fn origin(&self) -> http::Uri {
         self.0.origin.clone()
     }
 }

@@ -17,7 +17,7 @@ const MESSAGE_PREFIX: usize = 5;
 
 /// The body of a backend's reply.
 #[derive(Debug)]
-pub struct Reply {
+pub(crate) struct Reply {
     stream: h2::RecvStream,
     data_done: bool,
     /// DATA bytes still allowed: one message of the largest size taken, and its prefix.
