@@ -117,7 +117,14 @@ impl Client {
             Ok(resp) => {
                 let status = resp.status().as_u16();
                 let json = resp.json::<Value>().await.ok();
-                (format!("rest {status}"), json)
+                // An error is labelled with its google.rpc code too, so that the soak can tell
+                // an expected 400 (FAILED_PRECONDITION) from a client mistake.
+                let code = json.as_ref().and_then(|j| j["code"].as_i64());
+                let outcome = match code {
+                    Some(code) if status != 200 => format!("rest {status} code {code}"),
+                    _ => format!("rest {status}"),
+                };
+                (outcome, json)
             }
             Err(e) => (
                 format!(

@@ -474,6 +474,46 @@ async fn update_follows_the_reference_page() {
     );
     assert_eq!(got.folder_id, "b1g", "non-updatable fields stay");
 
+    // A mask that is present but empty means the same as no mask: every updatable field.
+    let got = update(
+        &s,
+        UpdateImageRequest {
+            update_mask: Some(FieldMask::new(Vec::<String>::new())),
+            name: "all-of-it".into(),
+            description: "every field".into(),
+            min_disk_size: 8 << 20,
+            labels: BTreeMap::from([("e".into(), "5".into())]),
+            ..base()
+        },
+    )
+    .await
+    .expect("empty mask");
+    assert_eq!(
+        (
+            got.name.as_str(),
+            got.description.as_str(),
+            got.min_disk_size,
+            got.labels,
+        ),
+        (
+            "all-of-it",
+            "every field",
+            8 << 20,
+            BTreeMap::from([("e".to_string(), "5".to_string())])
+        )
+    );
+    // And the no-mask case once more, so the next checks start from "only".
+    update(
+        &s,
+        UpdateImageRequest {
+            description: "only".into(),
+            min_disk_size: 4 << 20,
+            ..base()
+        },
+    )
+    .await
+    .expect("no mask again");
+
     // Unknown or non-updatable paths are rejected and change nothing.
     for path in [
         "family",
@@ -903,6 +943,45 @@ async fn idempotency_key_returns_the_same_operation() {
         .expect("list")
         .into_inner();
     assert_eq!(page.images.len(), 1);
+}
+
+/// The key is bound to the method as well as to the request bytes: an Update and a Delete
+/// of one image encode to the same bytes (only `image_id` set), and the Delete must not be
+/// answered with the Update's Operation.
+#[tokio::test]
+async fn an_idempotency_key_reused_for_another_method_is_refused() {
+    let s = TestServer::start().await;
+    let img = create_ready(&s, create_req("b1g", "keyed")).await;
+    fn keyed<T>(msg: T) -> Request<T> {
+        let mut r = Request::new(msg);
+        r.metadata_mut()
+            .insert("idempotency-key", "same-key".parse().expect("ascii"));
+        r
+    }
+    let first = s
+        .images()
+        .update(keyed(UpdateImageRequest {
+            image_id: img.id.clone(),
+            ..Default::default()
+        }))
+        .await
+        .expect("update")
+        .into_inner();
+    assert!(first.done);
+    let err = s
+        .images()
+        .delete(keyed(DeleteImageRequest {
+            image_id: img.id.clone(),
+        }))
+        .await
+        .expect_err("the key belongs to the Update");
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    s.images()
+        .get(GetImageRequest {
+            image_id: img.id.clone(),
+        })
+        .await
+        .expect("the image was not deleted");
 }
 
 fn binding(role: &str, user: &str) -> AccessBinding {

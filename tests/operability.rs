@@ -181,12 +181,12 @@ async fn metrics_logs_and_health() {
         .expect("text");
     // The text format itself is checked with the Prometheus client's own parser in
     // tests/sdk/python/test_operability.py; here, the series and their labels.
-    let sample = |line_start: &str| -> f64 {
+    // A series that is missing fails the test (it does not read as 0).
+    let sample = |series: &str| -> f64 {
         text.lines()
-            .find(|l| l.starts_with(line_start))
-            .and_then(|l| l.rsplit(' ').next())
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
             .and_then(|v| v.parse().ok())
-            .unwrap_or(0.0)
+            .unwrap_or_else(|| panic!("no sample of {series} in:\n{text}"))
     };
     assert!(
         sample(

@@ -127,6 +127,28 @@ proptest! {
     }
 
     #[test]
+    fn a_template_binds_exactly_the_segments_it_names(
+        literals in prop::collection::vec("[a-z][a-z0-9]{0,5}", 1..4),
+        values in prop::collection::vec("[a-zA-Z0-9._~-]{1,8}", 1..4),
+        verb in prop::option::of("[a-z]{1,6}"),
+    ) {
+        // "/l0/{v0}/l1/{v1}...:verb" matches "/l0/x0/l1/x1...:verb" binding x0, x1, ...
+        let n = literals.len().min(values.len());
+        let suffix = verb.as_ref().map(|v| format!(":{v}")).unwrap_or_default();
+        let template: String = (0..n).map(|i| format!("/{}/{{v{i}}}", literals[i])).collect();
+        let path: String = (0..n).map(|i| format!("/{}/{}", literals[i], values[i])).collect();
+        let t = Template::parse(&format!("{template}{suffix}")).expect("a valid template");
+        let bound = t.match_path(&format!("{path}{suffix}")).expect("escapes are valid");
+        prop_assert_eq!(bound, Some(values[..n].to_vec()));
+        // One segment more is not a match; nor is another verb where the template has one
+        // (without one, a last variable takes `x:verb` whole, as grpc-gateway matches it).
+        prop_assert_eq!(t.match_path(&format!("{path}/extra{suffix}")), Ok(None));
+        if verb.is_some() {
+            prop_assert_eq!(t.match_path(&format!("{path}:otherverb")), Ok(None));
+        }
+    }
+
+    #[test]
     fn matcher_answers_a_route_or_a_4xx(path in path_strategy(), raw in ".{0,30}", m in prop::sample::select(vec!["GET", "POST", "PATCH", "DELETE", "PUT", "HEAD"])) {
         let method = Method::from_bytes(m.as_bytes()).expect("method");
         for p in [path.as_str(), raw.as_str()] {
@@ -160,13 +182,49 @@ proptest! {
         let ts = Timestamp { seconds, nanos };
         let text = ts.to_rfc3339().expect("in range");
         prop_assert_eq!(Timestamp::from_rfc3339(&text), Ok(ts));
-        let _ = Timestamp::from_rfc3339(&s);
+        // Anything accepted is RFC 3339 (`Z` or an offset, at most 9 fractional digits) and
+        // stands for the instant it renders as; everything else is an error, not a guess.
+        for input in [s.clone(), mangle(&text, seconds)] {
+            if let Ok(parsed) = Timestamp::from_rfc3339(&input) {
+                prop_assert!(rfc3339().is_match(&input), "accepted {:?}", input);
+                let again = parsed.to_rfc3339().expect("an accepted timestamp renders");
+                prop_assert_eq!(Timestamp::from_rfc3339(&again), Ok(parsed));
+            }
+        }
     }
 
     #[test]
     fn any_parses_or_fails(v in json_value()) {
-        let _ = serde_json::from_value::<Any>(v);
+        // What parses renders back to JSON that parses to the same Any.
+        if let Ok(any) = serde_json::from_value::<Any>(v) {
+            let rendered = serde_json::to_value(&any).expect("a parsed Any renders");
+            prop_assert_eq!(serde_json::from_value::<Any>(rendered).ok(), Some(any));
+        }
     }
+}
+
+fn rfc3339() -> &'static regex::Regex {
+    static R: OnceLock<regex::Regex> = OnceLock::new();
+    R.get_or_init(|| {
+        regex::Regex::new(
+            r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?([Zz]|[+-][0-9]{2}:[0-9]{2})$",
+        )
+        .expect("regex")
+    })
+}
+
+/// A near miss of a valid timestamp: one character changed, dropped or doubled, chosen by `n`.
+fn mangle(valid: &str, n: i64) -> String {
+    let mut chars: Vec<char> = valid.chars().collect();
+    let at = n.unsigned_abs() as usize % chars.len();
+    match n.rem_euclid(3) {
+        0 => chars[at] = ['x', ' ', '9', ':', '.', '-'][at % 6],
+        1 => {
+            chars.remove(at);
+        }
+        _ => chars.insert(at, chars[at]),
+    }
+    chars.into_iter().collect()
 }
 
 fn gateway() -> Arc<Gateway> {

@@ -519,6 +519,38 @@ async fn every_bad_request_gets_a_clear_status() {
     }
 }
 
+/// A 405 names each method that would have matched the path once, in route order. On
+/// `/operations/{id}:cancel` two GET routes match (Get takes `x:cancel` as the id, Cancel
+/// its verb) and the POST Cancel a third time.
+#[tokio::test]
+async fn a_405_lists_each_allowed_method_once() {
+    let s = TestServer::start().await;
+    let http = reqwest::Client::new();
+    for (method, path, allow) in [
+        ("PATCH", "/operations/x:cancel", "GET, POST"),
+        ("PUT", "/compute/v1/images/fd8x", "GET, PATCH, DELETE"),
+        ("DELETE", "/compute/v1/images", "GET, POST"),
+        // GET twice again (Get with the id `fd8x:listAccessBindings`, ListAccessBindings);
+        // Update and Delete take the same id.
+        (
+            "POST",
+            "/compute/v1/images/fd8x:listAccessBindings",
+            "GET, PATCH, DELETE",
+        ),
+    ] {
+        let resp = http
+            .request(
+                method.parse().expect("method"),
+                format!("{}{path}", s.http()),
+            )
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(resp.status(), 405, "{method} {path}");
+        assert_eq!(resp.headers()["allow"], allow, "{method} {path}");
+    }
+}
+
 #[tokio::test]
 async fn a_dead_backend_is_503_at_once() {
     // A port that was just free: nothing listens there.

@@ -37,11 +37,18 @@ impl Rest {
         let (status, op) = self.send("POST", "/compute/v1/images", Some(body)).await;
         assert_eq!(status, 200, "{op}");
         let id = op["id"].as_str().expect("id").to_string();
+        // The create takes the server's create delay (50 ms); a stuck one fails here, it does
+        // not hang the suite.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         loop {
             let (_, op) = self.send("GET", &format!("/operations/{id}"), None).await;
             if op["done"] == true {
                 return op["response"].clone();
             }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "create {id} not done after 10 s"
+            );
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
     }
