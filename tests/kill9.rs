@@ -1,19 +1,36 @@
-//! Crash safety: the real binary (`serve`) under concurrent REST and gRPC mutations (create,
-//! update, access bindings, delete; half of them with idempotency keys) is killed with SIGKILL
-//! at random moments and restarted on the same data directory, at least 20 times. After every
-//! restart: every acknowledged mutation is there with its final state, every acknowledged
-//! Operation exists and is done, and idempotent retries return the original Operation.
-//! Prints `cycles=…, acknowledged writes=…, lost writes=…`; lost must be 0.
+//! Crash safety: the real binary (`serve`) under concurrent REST and gRPC mutations of every
+//! kind (create, update, set access bindings, delete; half of each with an idempotency key) is
+//! killed with SIGKILL at random moments and restarted on the same data directory, at least 20
+//! times. Each cycle runs until every kind of mutation has been acknowledged a few times, then
+//! lasts a random while longer before the kill.
+//!
+//! Any application error while the server is alive fails the test at once: only a failure
+//! after the kill counts as the kill. After every restart, against a ledger of what was
+//! acknowledged (and what was sent but not acknowledged, which may or may not have landed):
+//! - each folder is listed whole: no phantom image (one nobody created), no id or name twice;
+//! - each image is compared whole: name, description, labels and its access bindings (roles
+//!   and subjects), or its absence;
+//! - each Operation acknowledged since the last check is done, with a response and not an
+//!   error (a create's names its image, an update's shows the update);
+//! - each keyed mutation acknowledged since the last check is replayed with its key, over gRPC
+//!   and REST in turn, and must return the same Operation.
+//!
+//! Prints `cycles=…, acknowledged writes=…, lost writes=…` and the count of each kind; lost
+//! must be 0.
+//!
+//! Its limit: SIGKILL ends the process but keeps the kernel's page cache, so a write that
+//! reached the page cache and was never fsynced survives it. This test cannot see a missing
+//! fsync; power loss is out of its reach (README, "Durability").
 //!
 //! `cargo test --test kill9` drives the debug binary; `cargo test --release --test kill9` the
 //! release one. `KILL9_CYCLES` and `KILL9_SEED` change the run.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::BufRead;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use compute_gateway::json::FieldMask;
 use compute_gateway::pb::yandex::cloud::access::{
@@ -21,13 +38,17 @@ use compute_gateway::pb::yandex::cloud::access::{
 };
 use compute_gateway::pb::yandex::cloud::compute::v1::image_service_client::ImageServiceClient;
 use compute_gateway::pb::yandex::cloud::compute::v1::{
-    CreateImageMetadata, CreateImageRequest, DeleteImageRequest, GetImageRequest,
+    CreateImageMetadata, CreateImageRequest, DeleteImageRequest, Image, ListImagesRequest,
     UpdateImageRequest, create_image_request,
 };
-use compute_gateway::pb::yandex::cloud::operation::GetOperationRequest;
 use compute_gateway::pb::yandex::cloud::operation::operation_service_client::OperationServiceClient;
+use compute_gateway::pb::yandex::cloud::operation::{GetOperationRequest, operation};
 use serde_json::{Value, json};
 use tonic::transport::Channel;
+
+const WORKERS: usize = 8;
+/// Each kind of mutation must be acknowledged this many times in a cycle before its kill.
+const MIN_PER_KIND: u64 = 3;
 
 /// A small deterministic generator, so a failing run can be replayed with its seed.
 struct Rng(AtomicU64);
@@ -79,42 +100,316 @@ fn start(dir: &std::path::Path) -> Server {
     }
 }
 
-/// What an image must look like: its description and binding roles, or gone.
+/// Everything a client controls of an image.
+#[derive(Clone, Debug, PartialEq)]
+struct Shape {
+    name: String,
+    description: String,
+    labels: BTreeMap<String, String>,
+    /// (role, subject id)
+    bindings: BTreeSet<(String, String)>,
+}
+
 #[derive(Clone, Debug, PartialEq)]
 enum State {
-    Exists {
-        description: String,
-        roles: BTreeSet<String>,
-    },
+    Exists(Shape),
     Gone,
 }
 
-#[derive(Default)]
-struct ImageTrack {
-    acked: Option<State>,
-    /// A mutation sent but not acknowledged when the process died: it may or may not have landed.
-    pending: Option<State>,
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum Kind {
+    Create,
+    Update,
+    Bind,
+    Delete,
 }
 
-/// A mutation retried after the restart with its idempotency key.
-#[derive(Clone)]
-enum Retry {
-    Update {
-        image_id: String,
-        description: String,
-    },
+/// One mutation, as it can be sent (and replayed) over either protocol.
+#[derive(Clone, Debug)]
+enum Mutation {
     Create {
         folder: String,
         name: String,
     },
+    Update {
+        image: String,
+        mask: Vec<&'static str>,
+        name: String,
+        description: String,
+        labels: BTreeMap<String, String>,
+    },
+    Bind {
+        image: String,
+        bindings: BTreeSet<(String, String)>,
+    },
+    Delete {
+        image: String,
+    },
+}
+
+impl Mutation {
+    fn kind(&self) -> Kind {
+        match self {
+            Self::Create { .. } => Kind::Create,
+            Self::Update { .. } => Kind::Update,
+            Self::Bind { .. } => Kind::Bind,
+            Self::Delete { .. } => Kind::Delete,
+        }
+    }
+
+    /// What the image looks like after this mutation, from what it looked like before.
+    fn apply(&self, before: Option<&Shape>) -> State {
+        match (self, before) {
+            (Self::Create { name, .. }, _) => State::Exists(Shape {
+                name: name.clone(),
+                description: "v0".into(),
+                labels: BTreeMap::new(),
+                bindings: BTreeSet::new(),
+            }),
+            (
+                Self::Update {
+                    mask,
+                    name,
+                    description,
+                    labels,
+                    ..
+                },
+                Some(b),
+            ) => {
+                let mut s = b.clone();
+                for field in mask {
+                    match *field {
+                        "name" => s.name = name.clone(),
+                        "description" => s.description = description.clone(),
+                        _ => s.labels = labels.clone(),
+                    }
+                }
+                State::Exists(s)
+            }
+            (Self::Bind { bindings, .. }, Some(b)) => State::Exists(Shape {
+                bindings: bindings.clone(),
+                ..b.clone()
+            }),
+            (Self::Delete { .. }, _) | (_, None) => State::Gone,
+        }
+    }
+
+    fn access_bindings(bindings: &BTreeSet<(String, String)>) -> Vec<AccessBinding> {
+        bindings
+            .iter()
+            .map(|(role, subject)| AccessBinding {
+                role_id: role.clone(),
+                subject: Some(Subject {
+                    id: subject.clone(),
+                    r#type: "userAccount".into(),
+                }),
+            })
+            .collect()
+    }
+
+    /// Sends it over REST; `Ok(Operation JSON)` or the error.
+    async fn rest(&self, c: &Clients, key: Option<&str>) -> Result<Value, Failure> {
+        let base = &c.rest;
+        let req = match self {
+            Self::Create { folder, name } => c
+                .http
+                .post(format!("{base}/compute/v1/images"))
+                .body(
+                    json!({"folderId": folder, "name": name, "diskId": "d", "description": "v0"})
+                        .to_string(),
+                ),
+            Self::Update {
+                image,
+                mask,
+                name,
+                description,
+                labels,
+            } => c.http.patch(format!("{base}/compute/v1/images/{image}")).body(
+                json!({"updateMask": mask.join(","), "name": name, "description": description,
+                       "labels": labels})
+                .to_string(),
+            ),
+            Self::Bind { image, bindings } => c
+                .http
+                .post(format!("{base}/compute/v1/images/{image}:setAccessBindings"))
+                .body(
+                    json!({"accessBindings": bindings.iter().map(|(r, s)| json!({"roleId": r, "subject": {"id": s, "type": "userAccount"}})).collect::<Vec<_>>()})
+                        .to_string(),
+                ),
+            Self::Delete { image } => c.http.delete(format!("{base}/compute/v1/images/{image}")),
+        };
+        let req = match key {
+            Some(k) => req.header("Idempotency-Key", k),
+            None => req,
+        };
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| Failure::Transport(e.to_string()))?;
+        let status = resp.status();
+        let body = resp
+            .text()
+            .await
+            .map_err(|e| Failure::Transport(e.to_string()))?;
+        let json: Value = serde_json::from_str(&body)
+            .map_err(|e| Failure::Transport(format!("{status}: {e}: {body:.200}")))?;
+        if status != 200 {
+            return Err(Failure::Refused(format!("{status} {json}")));
+        }
+        Ok(json)
+    }
+
+    /// Sends it over gRPC; `Ok(Operation id)` or the error.
+    async fn grpc(&self, c: &Clients, key: Option<&str>) -> Result<(String, String), Failure> {
+        fn keyed<T>(msg: T, key: Option<&str>) -> tonic::Request<T> {
+            let mut r = tonic::Request::new(msg);
+            if let Some(k) = key {
+                r.metadata_mut()
+                    .insert("idempotency-key", k.parse().expect("ascii key"));
+            }
+            r
+        }
+        let mut images = c.images.clone();
+        let reply = match self {
+            Self::Create { folder, name } => {
+                images
+                    .create(keyed(
+                        CreateImageRequest {
+                            folder_id: folder.clone(),
+                            name: name.clone(),
+                            description: "v0".into(),
+                            source: Some(create_image_request::Source::DiskId("d".into())),
+                            ..Default::default()
+                        },
+                        key,
+                    ))
+                    .await
+            }
+            Self::Update {
+                image,
+                mask,
+                name,
+                description,
+                labels,
+            } => {
+                images
+                    .update(keyed(
+                        UpdateImageRequest {
+                            image_id: image.clone(),
+                            update_mask: Some(FieldMask::new(mask.iter().copied())),
+                            name: name.clone(),
+                            description: description.clone(),
+                            labels: labels.clone(),
+                            ..Default::default()
+                        },
+                        key,
+                    ))
+                    .await
+            }
+            Self::Bind { image, bindings } => {
+                images
+                    .set_access_bindings(keyed(
+                        SetAccessBindingsRequest {
+                            resource_id: image.clone(),
+                            access_bindings: Self::access_bindings(bindings),
+                        },
+                        key,
+                    ))
+                    .await
+            }
+            Self::Delete { image } => {
+                images
+                    .delete(keyed(
+                        DeleteImageRequest {
+                            image_id: image.clone(),
+                        },
+                        key,
+                    ))
+                    .await
+            }
+        };
+        let op = reply
+            .map_err(|s| Failure::Refused(format!("{:?}: {}", s.code(), s.message())))?
+            .into_inner();
+        let image = match self {
+            Self::Create { .. } => {
+                let meta: CreateImageMetadata = op
+                    .metadata
+                    .as_ref()
+                    .and_then(|m| m.unpack().ok().flatten())
+                    .expect("create metadata");
+                meta.image_id
+            }
+            _ => String::new(),
+        };
+        Ok((op.id, image))
+    }
+
+    /// Sends it over `rest` or gRPC; the Operation id and, for a create, the new image's id.
+    async fn send(
+        &self,
+        c: &Clients,
+        rest: bool,
+        key: Option<&str>,
+    ) -> Result<(String, String), Failure> {
+        if !rest {
+            return self.grpc(c, key).await;
+        }
+        let op = self.rest(c, key).await?;
+        let id = op["id"].as_str().expect("an Operation id").to_string();
+        let image = op["metadata"]["imageId"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        Ok((id, image))
+    }
+}
+
+#[derive(Debug)]
+enum Failure {
+    /// No reply: the process died (or, before the kill, crashed).
+    Transport(String),
+    /// An error reply.
+    Refused(String),
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Transport(e) => write!(f, "no reply: {e}"),
+            Self::Refused(e) => write!(f, "refused: {e}"),
+        }
+    }
+}
+
+struct Acked {
+    op_id: String,
+    image: String,
+    mutation: Mutation,
+    key: Option<String>,
+}
+
+#[derive(Default)]
+struct Track {
+    acked: Option<State>,
+    /// Sent but not acknowledged when the process died: may or may not have landed.
+    pending: Option<State>,
+    owner: usize,
 }
 
 #[derive(Default)]
 struct Ledger {
-    images: HashMap<String, ImageTrack>,
-    acked_ops: Vec<String>,
-    keyed: Vec<(String, Retry, String)>,
-    acknowledged: u64,
+    images: HashMap<String, Track>,
+    /// Creates sent but not acknowledged: (folder, name) → owner. Names are unique per folder.
+    pending_creates: HashMap<(String, String), usize>,
+    /// Acknowledged since the last check.
+    fresh: Vec<Acked>,
+    /// Every acknowledged Operation, for the last check.
+    all_ops: Vec<(String, String, Mutation)>,
+    per_cycle: HashMap<Kind, u64>,
+    total: HashMap<Kind, u64>,
+    /// The first application error seen while the server was alive.
+    error: Option<String>,
 }
 
 struct Clients {
@@ -136,385 +431,367 @@ impl Clients {
     }
 }
 
-fn roles(bindings: &[AccessBinding]) -> BTreeSet<String> {
-    bindings.iter().map(|b| b.role_id.clone()).collect()
+fn folder(worker: usize) -> String {
+    format!("b1gw{worker}")
 }
 
-fn binding(role: &str) -> AccessBinding {
-    AccessBinding {
-        role_id: role.into(),
-        subject: Some(Subject {
-            id: "u1".into(),
-            r#type: "userAccount".into(),
-        }),
-    }
-}
-
-/// Sends a REST mutation, with its `Idempotency-Key` if any, and returns the JSON reply;
-/// `None` when the server did not answer (it may have been killed mid-request).
-async fn rest_operation(req: reqwest::RequestBuilder, key: Option<&str>) -> Option<Value> {
-    let req = match key {
-        Some(k) => req.header("Idempotency-Key", k),
-        None => req,
-    };
-    req.send().await.ok()?.json::<Value>().await.ok()
-}
-
-fn with_key<T>(msg: T, key: Option<&str>) -> tonic::Request<T> {
-    let mut r = tonic::Request::new(msg);
-    if let Some(k) = key {
-        r.metadata_mut()
-            .insert("idempotency-key", k.parse().expect("ascii key"));
-    }
-    r
-}
-
-/// One client's run of mutations on its own images until a request fails (the kill).
+/// One client's mutations on its own folder until a request fails after the kill.
 async fn worker(
-    id: usize,
+    w: usize,
     cycle: usize,
     c: Clients,
     rng: Arc<Rng>,
     ledger: Arc<Mutex<Ledger>>,
-    mut mine: Vec<String>,
-) -> Vec<String> {
-    let folder = format!("b1gw{id}");
+    killed: Arc<AtomicBool>,
+    progress: Arc<tokio::sync::Notify>,
+) {
+    const ROLES: [&str; 3] = ["viewer", "editor", "admin"];
+    const SUBJECTS: [&str; 2] = ["u1", "u2"];
     for step in 0usize.. {
-        let use_rest = rng.next(2) == 0;
-        let key =
-            (rng.next(2) == 0).then(|| format!("c{cycle}-w{id}-s{step}-{}", rng.next(1 << 30)));
-        let action = if mine.len() < 2 { 0 } else { rng.next(4) };
-        match action {
-            0 => {
-                let name = format!("w{id}-c{cycle}-s{step}");
-                let op_id = if use_rest {
-                    let req = c.http.post(format!("{}/compute/v1/images", c.rest)).body(json!({"folderId": folder, "name": name, "diskId": "d", "description": "v0"}).to_string());
-                    let Some(op) = rest_operation(req, key.as_deref()).await else {
-                        return mine;
-                    };
-                    let (Some(op_id), Some(image)) =
-                        (op["id"].as_str(), op["metadata"]["imageId"].as_str())
-                    else {
-                        return mine;
-                    };
-                    mine.push(image.to_string());
-                    op_id.to_string()
-                } else {
-                    let msg = CreateImageRequest {
-                        folder_id: folder.clone(),
-                        name: name.clone(),
-                        description: "v0".into(),
-                        source: Some(create_image_request::Source::DiskId("d".into())),
-                        ..Default::default()
-                    };
-                    let mut images = c.images.clone();
-                    let Ok(op) = images.create(with_key(msg, key.as_deref())).await else {
-                        return mine;
-                    };
-                    let op = op.into_inner();
-                    let meta: CreateImageMetadata = op
-                        .metadata
-                        .as_ref()
-                        .and_then(|m| m.unpack().ok().flatten())
-                        .expect("create metadata");
-                    mine.push(meta.image_id);
-                    op.id
-                };
-                let image = mine.last().expect("just pushed").clone();
-                let mut l = ledger.lock().expect("ledger");
-                l.images.entry(image).or_default().acked = Some(State::Exists {
-                    description: "v0".into(),
-                    roles: BTreeSet::new(),
-                });
-                l.acked_ops.push(op_id.clone());
-                l.acknowledged += 1;
-                if let Some(k) = key {
-                    l.keyed.push((
-                        k,
-                        Retry::Create {
-                            folder: folder.clone(),
-                            name,
-                        },
-                        op_id,
-                    ));
-                }
+        let rest = rng.next(2) == 0;
+        let key = (rng.next(2) == 0).then(|| format!("c{cycle}-w{w}-s{step}"));
+        // The images this worker owns that exist, as acknowledged.
+        let mine: Vec<(String, Shape)> = {
+            let l = ledger.lock().expect("ledger");
+            let mut v: Vec<_> = l
+                .images
+                .iter()
+                .filter(|(_, t)| t.owner == w)
+                .filter_map(|(id, t)| match &t.acked {
+                    Some(State::Exists(s)) => Some((id.clone(), s.clone())),
+                    _ => None,
+                })
+                .collect();
+            v.sort_by(|a, b| a.0.cmp(&b.0));
+            v
+        };
+        let pick = if mine.len() < 3 { 0 } else { rng.next(4) };
+        let unique = format!("w{w}-c{cycle}-s{step}");
+        let mutation = if pick == 0 {
+            Mutation::Create {
+                folder: folder(w),
+                name: unique.clone(),
             }
-            1 | 2 => {
-                let image = mine[rng.next(mine.len() as u64) as usize].clone();
-                let description = format!("c{cycle}-s{step}");
-                let target = {
-                    let mut l = ledger.lock().expect("ledger");
-                    let t = l.images.entry(image.clone()).or_default();
-                    let Some(State::Exists { roles, .. }) = t.acked.clone() else {
-                        continue;
-                    };
-                    let (target, roles) = if action == 1 {
-                        (
-                            State::Exists {
-                                description: description.clone(),
-                                roles: roles.clone(),
-                            },
-                            roles,
-                        )
-                    } else {
-                        let mut r = roles.clone();
-                        r.insert(format!("role-{step}"));
-                        (
-                            State::Exists {
-                                description: match &t.acked {
-                                    Some(State::Exists { description, .. }) => description.clone(),
-                                    _ => unreachable!(),
-                                },
-                                roles: r.clone(),
-                            },
-                            r,
-                        )
-                    };
-                    let _ = roles;
-                    t.pending = Some(target.clone());
-                    target
-                };
-                let State::Exists {
-                    roles: new_roles, ..
-                } = &target
-                else {
-                    unreachable!()
-                };
-                let result: Option<String> = if action == 1 {
-                    if use_rest {
-                        let req = c
-                            .http
-                            .patch(format!("{}/compute/v1/images/{image}", c.rest))
-                            .body(
-                                json!({"updateMask": "description", "description": description})
-                                    .to_string(),
-                            );
-                        rest_operation(req, key.as_deref())
-                            .await
-                            .and_then(|op| op["id"].as_str().map(str::to_owned))
-                    } else {
-                        let msg = UpdateImageRequest {
-                            image_id: image.clone(),
-                            update_mask: Some(FieldMask::new(["description"])),
-                            description: description.clone(),
-                            ..Default::default()
-                        };
-                        let mut images = c.images.clone();
-                        images
-                            .update(with_key(msg, key.as_deref()))
-                            .await
-                            .ok()
-                            .map(|op| op.into_inner().id)
-                    }
-                } else {
-                    let bindings: Vec<AccessBinding> =
-                        new_roles.iter().map(|r| binding(r)).collect();
-                    let msg = SetAccessBindingsRequest {
-                        resource_id: image.clone(),
-                        access_bindings: bindings,
-                    };
-                    let mut images = c.images.clone();
-                    images
-                        .set_access_bindings(with_key(msg, None))
-                        .await
-                        .ok()
-                        .map(|op| op.into_inner().id)
-                };
-                let Some(op_id) = result else { return mine };
-                let mut l = ledger.lock().expect("ledger");
-                let t = l.images.get_mut(&image).expect("tracked");
-                t.acked = t.pending.take();
-                l.acked_ops.push(op_id.clone());
-                l.acknowledged += 1;
-                if let (Some(k), 1) = (key, action) {
-                    l.keyed.push((
-                        k,
-                        Retry::Update {
-                            image_id: image.clone(),
-                            description,
-                        },
-                        op_id,
-                    ));
-                }
-            }
-            _ => {
-                let image = mine.swap_remove(rng.next(mine.len() as u64) as usize);
-                ledger
-                    .lock()
-                    .expect("ledger")
-                    .images
-                    .entry(image.clone())
-                    .or_default()
-                    .pending = Some(State::Gone);
-                let op_id = if use_rest {
-                    let req = c
-                        .http
-                        .delete(format!("{}/compute/v1/images/{image}", c.rest));
-                    rest_operation(req, None)
-                        .await
-                        .and_then(|op| op["id"].as_str().map(str::to_owned))
-                } else {
-                    let mut images = c.images.clone();
-                    images
-                        .delete(DeleteImageRequest {
-                            image_id: image.clone(),
+        } else {
+            let image = mine[rng.next(mine.len() as u64) as usize].0.clone();
+            match pick {
+                1 => Mutation::Update {
+                    image,
+                    mask: [
+                        vec!["description"],
+                        vec!["description", "labels"],
+                        vec!["name", "labels"],
+                    ][rng.next(3) as usize]
+                        .clone(),
+                    name: unique.clone(),
+                    description: format!("d-{unique}"),
+                    labels: BTreeMap::from([("step".to_string(), step.to_string())]),
+                },
+                2 => Mutation::Bind {
+                    image,
+                    bindings: (0..rng.next(4))
+                        .map(|_| {
+                            (
+                                ROLES[rng.next(3) as usize].to_string(),
+                                SUBJECTS[rng.next(2) as usize].to_string(),
+                            )
                         })
-                        .await
-                        .ok()
-                        .map(|op| op.into_inner().id)
-                };
-                let Some(op_id) = op_id else { return mine };
-                let mut l = ledger.lock().expect("ledger");
-                let t = l.images.get_mut(&image).expect("tracked");
-                t.acked = t.pending.take();
-                l.acked_ops.push(op_id);
-                l.acknowledged += 1;
+                        .collect(),
+                },
+                _ => Mutation::Delete { image },
+            }
+        };
+        // Record what may land before it is sent.
+        {
+            let mut l = ledger.lock().expect("ledger");
+            match &mutation {
+                Mutation::Create { folder, name } => {
+                    l.pending_creates.insert((folder.clone(), name.clone()), w);
+                }
+                Mutation::Update { image, .. }
+                | Mutation::Bind { image, .. }
+                | Mutation::Delete { image } => {
+                    let t = l.images.get_mut(image).expect("tracked");
+                    let before = match &t.acked {
+                        Some(State::Exists(s)) => Some(s.clone()),
+                        _ => None,
+                    };
+                    t.pending = Some(mutation.apply(before.as_ref()));
+                }
             }
         }
+        let result = mutation.send(&c, rest, key.as_deref()).await;
+        let mut l = ledger.lock().expect("ledger");
+        let (op_id, created) = match result {
+            Ok(ok) => ok,
+            Err(_) if killed.load(Ordering::SeqCst) => return,
+            Err(Failure::Refused(e))
+                if mutation.kind() == Kind::Delete && e.contains("still being created") =>
+            {
+                // Deleting an image whose create is running is refused by design: nothing
+                // changed. (The per-kind minimum keeps a server that refuses every delete
+                // from passing.)
+                if let Mutation::Delete { image } = &mutation {
+                    l.images.get_mut(image).expect("tracked").pending = None;
+                }
+                continue;
+            }
+            Err(e) => {
+                let over = if rest { "REST" } else { "gRPC" };
+                l.error
+                    .get_or_insert(format!("worker {w}, {mutation:?} over {over}: {e}"));
+                progress.notify_one();
+                return;
+            }
+        };
+        let image = match &mutation {
+            Mutation::Create { folder, name } => {
+                l.pending_creates.remove(&(folder.clone(), name.clone()));
+                let t = l.images.entry(created.clone()).or_default();
+                t.owner = w;
+                t.acked = Some(mutation.apply(None));
+                created
+            }
+            Mutation::Update { image, .. }
+            | Mutation::Bind { image, .. }
+            | Mutation::Delete { image } => {
+                let t = l.images.get_mut(image).expect("tracked");
+                t.acked = t.pending.take();
+                image.clone()
+            }
+        };
+        *l.per_cycle.entry(mutation.kind()).or_default() += 1;
+        *l.total.entry(mutation.kind()).or_default() += 1;
+        l.all_ops
+            .push((op_id.clone(), image.clone(), mutation.clone()));
+        l.fresh.push(Acked {
+            op_id,
+            image,
+            mutation,
+            key,
+        });
+        progress.notify_one();
     }
-    mine
 }
 
-async fn actual(images: &mut ImageServiceClient<Channel>, id: &str) -> State {
-    match images
-        .get(GetImageRequest {
-            image_id: id.into(),
+/// Every image of `folder`, paging through.
+async fn list_folder(images: &mut ImageServiceClient<Channel>, folder: &str) -> Vec<Image> {
+    let mut all = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = images
+            .list(ListImagesRequest {
+                folder_id: folder.into(),
+                page_size: 100,
+                page_token: token,
+                ..Default::default()
+            })
+            .await
+            .unwrap_or_else(|e| panic!("list {folder}: {e}"))
+            .into_inner();
+        all.extend(page.images);
+        token = page.next_page_token;
+        if token.is_empty() {
+            return all;
+        }
+    }
+}
+
+async fn shape_of(images: &mut ImageServiceClient<Channel>, img: &Image) -> Shape {
+    let b = images
+        .list_access_bindings(ListAccessBindingsRequest {
+            resource_id: img.id.clone(),
+            page_size: 1000,
+            page_token: String::new(),
         })
         .await
-    {
-        Err(s) if s.code() == tonic::Code::NotFound => State::Gone,
-        Err(s) => panic!("get {id}: {s}"),
-        Ok(img) => {
-            let b = images
-                .list_access_bindings(ListAccessBindingsRequest {
-                    resource_id: id.into(),
-                    page_size: 1000,
-                    page_token: String::new(),
-                })
-                .await
-                .expect("bindings")
-                .into_inner();
-            State::Exists {
-                description: img.into_inner().description,
-                roles: roles(&b.access_bindings),
-            }
-        }
+        .unwrap_or_else(|e| panic!("bindings of {}: {e}", img.id))
+        .into_inner();
+    Shape {
+        name: img.name.clone(),
+        description: img.description.clone(),
+        labels: img.labels.clone().into_iter().collect(),
+        bindings: b
+            .access_bindings
+            .iter()
+            .map(|a| {
+                (
+                    a.role_id.clone(),
+                    a.subject.as_ref().map(|s| s.id.clone()).unwrap_or_default(),
+                )
+            })
+            .collect(),
     }
 }
 
-/// Checks everything acknowledged so far against the restarted server; returns lost writes.
-async fn verify(s: &Server, ledger: &Mutex<Ledger>, rng: &Rng) -> u64 {
+/// Checks the restarted server against the ledger (see the module doc); returns the lost
+/// writes, each printed. `all_ops`: check every Operation ever acknowledged, not only the
+/// fresh ones.
+async fn verify(s: &Server, ledger: &Mutex<Ledger>, rng: &Rng, all_ops: bool) -> u64 {
     let channel = Channel::from_shared(format!("http://{}", s.grpc))
         .expect("url")
         .connect_lazy();
     let mut images = ImageServiceClient::new(channel.clone());
     let mut ops = OperationServiceClient::new(channel);
-    type Tracked = Vec<(String, Option<State>, Option<State>)>;
-    let (tracked, acked_ops, keyed) = {
-        let l = ledger.lock().expect("ledger");
-        let tracked: Tracked = l
-            .images
-            .iter()
-            .map(|(k, t)| (k.clone(), t.acked.clone(), t.pending.clone()))
-            .collect();
-        (tracked, l.acked_ops.clone(), l.keyed.clone())
-    };
     let mut lost = 0;
-    for (id, acked, pending) in tracked {
-        let now = actual(&mut images, &id).await;
-        let mut l = ledger.lock().expect("ledger");
-        let t = l.images.get_mut(&id).expect("tracked");
-        if pending.as_ref() == Some(&now) {
-            t.acked = Some(now); // the unacknowledged write landed; that is allowed
-        } else if acked.is_some() && acked != Some(now.clone()) {
-            eprintln!("LOST: image {id}: acknowledged {acked:?}, found {now:?}");
-            lost += 1;
+
+    // Images: each folder whole, against the ledger.
+    let mut seen = BTreeSet::new();
+    for w in 0..WORKERS {
+        let listed = list_folder(&mut images, &folder(w)).await;
+        let mut names = BTreeSet::new();
+        for img in &listed {
+            assert!(seen.insert(img.id.clone()), "image {} listed twice", img.id);
+            assert!(
+                names.insert(img.name.clone()),
+                "two images named {:?} in {}",
+                img.name,
+                folder(w)
+            );
         }
-        t.pending = None;
+        for img in listed {
+            let now = State::Exists(shape_of(&mut images, &img).await);
+            let mut l = ledger.lock().expect("ledger");
+            if !l.images.contains_key(&img.id) {
+                // Not acknowledged: it must be a create that was sent before the kill.
+                let Some(owner) = l.pending_creates.remove(&(folder(w), img.name.clone())) else {
+                    eprintln!(
+                        "PHANTOM: image {} ({:?}) in {}",
+                        img.id,
+                        img.name,
+                        folder(w)
+                    );
+                    lost += 1;
+                    continue;
+                };
+                l.images.insert(
+                    img.id.clone(),
+                    Track {
+                        acked: None,
+                        pending: Some(now.clone()),
+                        owner,
+                    },
+                );
+            }
+            let t = l.images.get_mut(&img.id).expect("tracked");
+            lost += settle(&img.id, t, now);
+        }
     }
-    for id in &acked_ops {
-        match ops
+    {
+        let mut l = ledger.lock().expect("ledger");
+        l.pending_creates.clear();
+        let unlisted: Vec<String> = l
+            .images
+            .keys()
+            .filter(|id| !seen.contains(*id))
+            .cloned()
+            .collect();
+        for id in unlisted {
+            let t = l.images.get_mut(&id).expect("tracked");
+            lost += settle(&id, t, State::Gone);
+        }
+        // Gone for good: no need to track them further.
+        l.images
+            .retain(|_, t| !matches!(t.acked, Some(State::Gone) | None));
+    }
+
+    // Operations.
+    let (fresh, checked): (Vec<Acked>, Vec<(String, String, Mutation)>) = {
+        let mut l = ledger.lock().expect("ledger");
+        let fresh = std::mem::take(&mut l.fresh);
+        let checked = if all_ops {
+            l.all_ops.clone()
+        } else {
+            fresh
+                .iter()
+                .map(|a| (a.op_id.clone(), a.image.clone(), a.mutation.clone()))
+                .collect()
+        };
+        (fresh, checked)
+    };
+    for (op_id, image, mutation) in &checked {
+        let op = match ops
             .get(GetOperationRequest {
-                operation_id: id.clone(),
+                operation_id: op_id.clone(),
             })
             .await
         {
-            Ok(op) => assert!(
-                op.into_inner().done,
-                "operation {id} still running after a restart"
-            ),
+            Ok(op) => op.into_inner(),
             Err(e) => {
-                eprintln!("LOST: operation {id}: {e}");
+                eprintln!("LOST: operation {op_id} ({mutation:?}): {e}");
                 lost += 1;
-            }
-        }
-    }
-    // Retry a sample of keyed mutations, over gRPC and REST alternately: same Operation back.
-    let http = reqwest::Client::new();
-    for _ in 0..keyed.len().min(6) {
-        let (key, retry, op_id) = &keyed[rng.next(keyed.len() as u64) as usize];
-        let got = match (retry, rng.next(2)) {
-            (
-                Retry::Update {
-                    image_id,
-                    description,
-                },
-                0,
-            ) => {
-                let msg = UpdateImageRequest {
-                    image_id: image_id.clone(),
-                    update_mask: Some(FieldMask::new(["description"])),
-                    description: description.clone(),
-                    ..Default::default()
-                };
-                images
-                    .update(with_key(msg, Some(key)))
-                    .await
-                    .map(|o| o.into_inner().id)
-                    .map_err(|e| e.to_string())
-            }
-            (
-                Retry::Update {
-                    image_id,
-                    description,
-                },
-                _,
-            ) => {
-                let resp = http
-                    .patch(format!("http://{}/compute/v1/images/{image_id}", s.http))
-                    .header("Idempotency-Key", key)
-                    .body(
-                        json!({"updateMask": "description", "description": description})
-                            .to_string(),
-                    )
-                    .send()
-                    .await
-                    .expect("REST retry");
-                let op: Value = resp.json().await.expect("JSON");
-                Ok(op["id"].as_str().unwrap_or_default().to_string())
-            }
-            (Retry::Create { folder, name }, _) => {
-                let msg = CreateImageRequest {
-                    folder_id: folder.clone(),
-                    name: name.clone(),
-                    description: "v0".into(),
-                    source: Some(create_image_request::Source::DiskId("d".into())),
-                    ..Default::default()
-                };
-                images
-                    .create(with_key(msg, Some(key)))
-                    .await
-                    .map(|o| o.into_inner().id)
-                    .map_err(|e| e.to_string())
+                continue;
             }
         };
-        assert_eq!(
-            got.as_deref(),
-            Ok(op_id.as_str()),
-            "retry with idempotency key {key}"
-        );
+        assert!(op.done, "operation {op_id} still running after a restart");
+        let Some(operation::Result::Response(response)) = &op.result else {
+            panic!("operation {op_id} ({mutation:?}) ended in {:?}", op.result);
+        };
+        match mutation {
+            Mutation::Create { name, .. } => {
+                let img: Image = response.unpack().ok().flatten().expect("an Image");
+                assert_eq!(&img.id, image, "operation {op_id}: the create's image");
+                let _ = name; // later updates may have renamed it before the create finished
+            }
+            Mutation::Update {
+                mask,
+                name,
+                description,
+                ..
+            } => {
+                let img: Image = response.unpack().ok().flatten().expect("an Image");
+                assert_eq!(&img.id, image);
+                if mask.contains(&"description") {
+                    assert_eq!(&img.description, description, "operation {op_id}");
+                }
+                if mask.contains(&"name") {
+                    assert_eq!(&img.name, name, "operation {op_id}");
+                }
+            }
+            Mutation::Bind { .. } | Mutation::Delete { .. } => {}
+        }
     }
+
+    // Replays: every keyed mutation acknowledged since the last check, same Operation back.
+    let c = Clients::new(s);
+    let mut replayed = 0;
+    for a in fresh.iter().filter(|a| a.key.is_some()) {
+        let rest = rng.next(2) == 0;
+        let got = a.mutation.send(&c, rest, a.key.as_deref()).await;
+        match got {
+            Ok((op_id, _)) => assert_eq!(
+                op_id,
+                a.op_id,
+                "replay of {:?} with key {:?} over {}",
+                a.mutation,
+                a.key,
+                if rest { "REST" } else { "gRPC" }
+            ),
+            Err(e) => panic!("replay of {:?} with key {:?}: {e}", a.mutation, a.key),
+        }
+        replayed += 1;
+    }
+    eprintln!(
+        "kill9: checked {} operations, replayed {replayed} keyed mutations",
+        checked.len()
+    );
     lost
+}
+
+/// Compares what is there now with what was acknowledged (or sent, unacknowledged) for one
+/// image; 1 if an acknowledged write was lost.
+fn settle(id: &str, t: &mut Track, now: State) -> u64 {
+    let pending = t.pending.take();
+    if pending.as_ref() == Some(&now) || t.acked.as_ref() == Some(&now) {
+        t.acked = Some(now); // an unacknowledged write that landed is allowed
+        return 0;
+    }
+    eprintln!(
+        "LOST: image {id}: acknowledged {:?}, in flight {pending:?}, found {now:?}",
+        t.acked
+    );
+    t.acked = Some(now);
+    1
 }
 
 #[test]
@@ -538,58 +815,79 @@ fn acknowledged_writes_survive_sigkill() {
     let ledger = Arc::new(Mutex::new(Ledger::default()));
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let mut lost = 0;
-    let mut owned: Vec<Vec<String>> = vec![Vec::new(); 8];
     for cycle in 0..cycles {
         let mut server = start(dir.path());
         rt.block_on(async {
             if cycle > 0 {
-                lost += verify(&server, &ledger, &rng).await;
+                lost += verify(&server, &ledger, &rng, false).await;
             }
-            // Each worker goes on with the images it owns that (now) exist.
-            let handles: Vec<_> = owned
-                .iter()
-                .enumerate()
-                .map(|(w, mine)| {
-                    let mine: Vec<String> = {
-                        let l = ledger.lock().expect("ledger");
-                        mine.iter()
-                            .filter(|id| {
-                                matches!(
-                                    l.images.get(*id).and_then(|t| t.acked.clone()),
-                                    Some(State::Exists { .. })
-                                )
-                            })
-                            .cloned()
-                            .collect()
-                    };
+            ledger.lock().expect("ledger").per_cycle.clear();
+            let killed = Arc::new(AtomicBool::new(false));
+            let progress = Arc::new(tokio::sync::Notify::new());
+            let handles: Vec<_> = (0..WORKERS)
+                .map(|w| {
                     tokio::spawn(worker(
                         w,
                         cycle,
                         Clients::new(&server),
                         rng.clone(),
                         ledger.clone(),
-                        mine,
+                        killed.clone(),
+                        progress.clone(),
                     ))
                 })
                 .collect();
-            tokio::time::sleep(Duration::from_millis(100 + rng.next(300))).await;
+            // Until each kind has been acknowledged enough (a hang guard of 60 s), then a
+            // random while longer.
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                {
+                    let l = ledger.lock().expect("ledger");
+                    if let Some(e) = &l.error {
+                        panic!("an application error while the server was up: {e} (seed {seed})");
+                    }
+                    let enough = [Kind::Create, Kind::Update, Kind::Bind, Kind::Delete]
+                        .iter()
+                        .all(|k| l.per_cycle.get(k).copied().unwrap_or(0) >= MIN_PER_KIND);
+                    if enough {
+                        break;
+                    }
+                    assert!(
+                        Instant::now() < deadline,
+                        "cycle {cycle}: too little acknowledged in 60 s: {:?} (seed {seed})",
+                        l.per_cycle
+                    );
+                }
+                // Woken by the next acknowledgement or error (or, at the latest, for the
+                // deadline check).
+                let _ = tokio::time::timeout(Duration::from_secs(1), progress.notified()).await;
+            }
+            tokio::time::sleep(Duration::from_millis(rng.next(250))).await;
+            killed.store(true, Ordering::SeqCst);
             server.child.kill().expect("SIGKILL");
             server.child.wait().expect("reaped");
-            for (w, h) in handles.into_iter().enumerate() {
-                owned[w] = h.await.expect("worker");
+            for h in handles {
+                h.await.expect("worker");
+            }
+            let l = ledger.lock().expect("ledger");
+            if let Some(e) = &l.error {
+                panic!("an application error while the server was up: {e} (seed {seed})");
             }
         });
     }
-    let server = start(dir.path());
-    rt.block_on(async { lost += verify(&server, &ledger, &rng).await });
-    let mut server = server;
+    let mut server = start(dir.path());
+    rt.block_on(async { lost += verify(&server, &ledger, &rng, true).await });
     server.child.kill().expect("kill");
     server.child.wait().expect("reaped");
-    let acknowledged = ledger.lock().expect("ledger").acknowledged;
-    println!("cycles={cycles}, acknowledged writes={acknowledged}, lost writes={lost}");
-    assert!(
-        acknowledged > cycles as u64,
-        "the load did too little to mean anything: {acknowledged}"
+    let l = ledger.lock().expect("ledger");
+    let acknowledged: u64 = l.total.values().sum();
+    let kinds: BTreeMap<_, _> = l
+        .total
+        .iter()
+        .map(|(k, v)| (format!("{k:?}"), *v))
+        .collect();
+    println!(
+        "cycles={cycles}, acknowledged writes={acknowledged}, lost writes={lost}, by kind {kinds:?}"
     );
     assert_eq!(lost, 0, "acknowledged writes were lost (seed {seed})");
 }
