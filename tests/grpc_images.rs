@@ -123,7 +123,40 @@ async fn create_from_an_image_copies_it_and_a_missing_source_is_not_found() {
         (base.size, base.storage_size, base.min_disk_size)
     );
     assert_eq!(img.os, base.os);
+    assert_eq!(
+        base.os.as_ref().map(|o| o.r#type),
+        Some(os::Type::Windows as i32),
+        "the request's os is kept"
+    );
     assert_eq!(img.product_ids, base.product_ids);
+
+    // A clone's own min_disk_size and os win over the source's; its size is the source's. A
+    // clone of that clone inherits the clone's min_disk_size, not its size.
+    let mut bigger = create_req("b1g", "bigger");
+    bigger.source = Some(create_image_request::Source::ImageId(base.id.clone()));
+    bigger.min_disk_size = 20 << 30;
+    bigger.os = Some(Os {
+        r#type: os::Type::Linux as i32,
+        nvidia: None,
+    });
+    let bigger = create_ready(&s, bigger).await;
+    assert_eq!(
+        (bigger.size, bigger.min_disk_size),
+        (10 << 30, 20 << 30),
+        "own min_disk_size, source's size"
+    );
+    assert_eq!(
+        bigger.os.as_ref().map(|o| o.r#type),
+        Some(os::Type::Linux as i32)
+    );
+    let mut again = create_req("b1g", "again");
+    again.source = Some(create_image_request::Source::ImageId(bigger.id.clone()));
+    let again = create_ready(&s, again).await;
+    assert_eq!(
+        (again.size, again.min_disk_size),
+        (10 << 30, 20 << 30),
+        "min_disk_size inherited from the source, not made its size"
+    );
 
     let mut missing = create_req("b1g", "x");
     missing.source = Some(create_image_request::Source::ImageId("fd8nothere".into()));
@@ -589,6 +622,7 @@ async fn list_paginates_filters_and_orders() {
 
     let mut seen = Vec::new();
     let mut token = String::new();
+    let mut pages = 0;
     loop {
         let page = s
             .images()
@@ -601,6 +635,7 @@ async fn list_paginates_filters_and_orders() {
             .await
             .expect("list")
             .into_inner();
+        pages += 1;
         assert!(page.images.len() <= 3);
         seen.extend(page.images.into_iter().map(|i| i.id));
         if page.next_page_token.is_empty() {
@@ -612,6 +647,20 @@ async fn list_paginates_filters_and_orders() {
         seen, ids,
         "id asc by default; no duplicates, no gaps, only the folder's images"
     );
+    assert_eq!(pages, 3, "7 images in pages of 3: no empty page at the end");
+    // A page that holds the rest exactly has no next page.
+    let whole = s
+        .images()
+        .list(ListImagesRequest {
+            folder_id: "b1g".into(),
+            page_size: 7,
+            ..Default::default()
+        })
+        .await
+        .expect("list")
+        .into_inner();
+    assert_eq!(whole.images.len(), 7);
+    assert_eq!(whole.next_page_token, "", "nothing after the last image");
 
     let newest = s
         .images()
