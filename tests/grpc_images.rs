@@ -1033,6 +1033,68 @@ async fn an_idempotency_key_reused_for_another_method_is_refused() {
         .expect("the image was not deleted");
 }
 
+/// `created_by` is a stable opaque subject derived from the bearer token (FNV-1a 64, whose
+/// published vector for "a" is af63dc4c8601ec8c), never the token; `anonymous` without one.
+/// An idempotency key is 1 to 128 characters.
+#[tokio::test]
+async fn operations_name_their_creator_and_keys_are_bounded() {
+    let s = TestServer::start().await;
+    let img = create_ready(&s, create_req("b1g", "who")).await;
+    let update = |auth: Option<&str>, key: Option<String>| {
+        let mut r = Request::new(UpdateImageRequest {
+            image_id: img.id.clone(),
+            update_mask: Some(FieldMask::new(["description"])),
+            description: "by someone".into(),
+            ..Default::default()
+        });
+        if let Some(a) = auth {
+            r.metadata_mut()
+                .insert("authorization", a.parse().expect("ascii"));
+        }
+        if let Some(k) = key {
+            r.metadata_mut()
+                .insert("idempotency-key", k.parse().expect("ascii"));
+        }
+        r
+    };
+    let by = |op: Operation| op.created_by;
+    let op = s
+        .images()
+        .update(update(None, None))
+        .await
+        .expect("anonymous");
+    assert_eq!(by(op.into_inner()), "anonymous");
+    let op = s.images().update(update(Some("a"), None)).await.expect("a");
+    assert_eq!(by(op.into_inner()), "ajeaf63dc4c8601ec8c");
+    let one = s.images().update(update(Some("Bearer t1"), None)).await;
+    let two = s.images().update(update(Some("Bearer t2"), None)).await;
+    let (one, two) = (
+        by(one.expect("t1").into_inner()),
+        by(two.expect("t2").into_inner()),
+    );
+    assert_ne!(one, two, "two tokens, two subjects");
+    assert!(!one.contains("t1"), "{one}");
+
+    let longest = "k".repeat(128);
+    s.images()
+        .update(update(None, Some(longest)))
+        .await
+        .expect("a 128-character key");
+    for bad in [String::new(), "k".repeat(129)] {
+        let err = s
+            .images()
+            .update(update(None, Some(bad.clone())))
+            .await
+            .expect_err("a bad key");
+        assert_eq!(err.code(), Code::InvalidArgument, "{} chars", bad.len());
+        assert!(
+            err.message().contains("idempotency-key"),
+            "{}",
+            err.message()
+        );
+    }
+}
+
 fn binding(role: &str, user: &str) -> AccessBinding {
     AccessBinding {
         role_id: role.into(),
