@@ -440,5 +440,80 @@ mod tests {
                 .message()
                 .contains("at most 64")
         );
+        // The bounds themselves are allowed.
+        assert!(check(&refs[..64]).is_ok(), "64 entries");
+        let (k63, v63, v64) = ("k".repeat(63), "v".repeat(63), "v".repeat(64));
+        assert!(check(&[(&k63, &v63)]).is_ok(), "63-character key and value");
+        let err = check(&[("k", &v64)]).expect_err("64-character value");
+        assert!(err.message().contains("at most 63"), "{}", err.message());
+    }
+
+    #[test]
+    fn lengths_are_inclusive_bounds() {
+        let check = |n: usize| {
+            let mut v = Violations::default();
+            v.max_len("description", &"é".repeat(n), 256);
+            v.check()
+        };
+        assert!(check(256).is_ok(), "256 characters (512 bytes)");
+        let err = check(257).expect_err("257 characters");
+        assert!(
+            err.message()
+                .contains("at most 256 characters long, got 257"),
+            "{}",
+            err.message()
+        );
+    }
+
+    fn binding(role: &str, subject: Option<&str>) -> AccessBinding {
+        AccessBinding {
+            role_id: role.into(),
+            subject: subject.map(|id| crate::pb::yandex::cloud::access::Subject {
+                id: id.into(),
+                r#type: "userAccount".into(),
+            }),
+        }
+    }
+
+    fn fields(r: Result<(), Status>) -> Vec<String> {
+        let err = r.expect_err("rejected");
+        assert_eq!(err.code(), Code::InvalidArgument);
+        let status = rpc::Status::decode(err.details()).expect("google.rpc.Status details");
+        let bad: BadRequest = status.details[0]
+            .unpack()
+            .ok()
+            .flatten()
+            .expect("BadRequest");
+        bad.field_violations.into_iter().map(|v| v.field).collect()
+    }
+
+    #[test]
+    fn access_binding_rules() {
+        let set = |id: &str, bindings: Vec<AccessBinding>| {
+            validate_set_bindings(&SetAccessBindingsRequest {
+                resource_id: id.into(),
+                access_bindings: bindings,
+            })
+        };
+        let ok = binding("viewer", Some("u1"));
+        assert!(set("fd8x", vec![ok.clone(); 1000]).is_ok(), "1000 bindings");
+        assert_eq!(
+            fields(set("fd8x", vec![ok.clone(); 1001])),
+            ["access_bindings"]
+        );
+        assert!(set("fd8x", vec![]).is_ok(), "no bindings: clears them");
+        assert_eq!(fields(set("", vec![ok.clone()])), ["resource_id"]);
+        assert_eq!(
+            fields(set("fd8x", vec![ok, binding("", None)])),
+            ["access_bindings[1].role_id", "access_bindings[1].subject"]
+        );
+
+        assert!(validate_list_bindings("fd8x", 0, "").is_ok());
+        assert_eq!(fields(validate_list_bindings("", 0, "")), ["resource_id"]);
+        assert_eq!(
+            fields(validate_list_bindings("fd8x", 0, &"t".repeat(2001))),
+            ["page_token"]
+        );
+        assert!(validate_list_bindings("fd8x", 0, &"t".repeat(2000)).is_ok());
     }
 }
