@@ -4,6 +4,8 @@
 # a mutant no test fails is "missed". Results: target/mutants/<group>/mutants.out, and a
 # table per file (caught / missed / unviable / timeout) from summary.py.
 #   bash tests/mutants/run.sh [GROUP...]      groups: transcoding backend store (default all)
+#   ITERATE=1 bash tests/mutants/run.sh backend  (after new tests: only the mutants missed
+#                                                 last time, against the current HEAD)
 # It mutates copies of a clone of HEAD (target/mutants/work), JOBS (default 2) at a time, so
 # the checkout you work in is never touched. Debug info is off: it halves the link time, and
 # a mutant's build is most of its cost.
@@ -28,7 +30,7 @@ files_store=(src/store/embedded/writer.rs src/store/embedded/overlay.rs
   src/store/embedded/layout.rs src/store/embedded/mod.rs)
 tests_store=(--lib --test grpc_images --test concurrency --test faults)
 
-work=target/mutants/work
+work=target/mutants/work${ITERATE:+-iterate}
 rm -rf "$work"
 git clone --quiet --no-hardlinks . "$work"
 export CARGO_PROFILE_DEV_DEBUG=0 CARGO_PROFILE_TEST_DEBUG=0
@@ -38,9 +40,14 @@ for group in "${groups[@]}"; do
   args=()
   for f in "${!files_var}"; do args+=(--file "$f"); done
   out="$root/target/mutants/$group"
-  rm -rf "$out"
+  iterate=()
+  if [ -n "${ITERATE:-}" ]; then
+    iterate=(--iterate)
+  else
+    rm -rf "$out"
+  fi
   mkdir -p "$out"
-  (cd "$work" && nice cargo mutants --jobs "${JOBS:-2}" --no-shuffle \
+  (cd "$work" && nice cargo mutants --jobs "${JOBS:-2}" --no-shuffle "${iterate[@]}" \
      --minimum-test-timeout 60 --output "$out" "${args[@]}" -- "${!tests_var}") || true
   python3 "$root/tests/mutants/summary.py" "$out/mutants.out/outcomes.json"
 done

@@ -12,7 +12,7 @@ for o in outcomes:
     scenario = o["scenario"]
     if not isinstance(scenario, dict) or "Mutant" not in scenario:
         continue  # the baseline
-    table[scenario["Mutant"]["source_file"]][KINDS.get(o["summary"], o["summary"])] += 1
+    table[scenario["Mutant"]["file"]][KINDS.get(o["summary"], o["summary"])] += 1
 print(f"{'file':40} {'caught':>6} {'missed':>6} {'unviable':>8} {'timeout':>7} {'score':>6}")
 total = collections.Counter()
 for file, c in sorted(table.items()):
