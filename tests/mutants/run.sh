@@ -21,14 +21,14 @@ groups=("$@")
 files_transcoding=(src/json/any.rs src/json/field_mask.rs src/json/timestamp.rs
   src/gateway/template.rs src/gateway/matcher.rs src/gateway/query.rs
   src/gateway/request.rs src/gateway/response.rs src/gateway/error.rs src/gateway/value.rs)
-tests_transcoding=(--lib --test json_golden --test rest_golden --test rest_bad_input
-  --test rest_update --test properties --test hostile)
+tests_transcoding=(--lib --test=json_golden --test=rest_golden --test=rest_bad_input
+  --test=rest_update --test=properties --test=hostile)
 files_backend=(src/backend/images.rs src/backend/state.rs src/backend/validate.rs
   src/backend/access.rs src/backend/operations.rs src/backend/page.rs src/backend/filter.rs)
-tests_backend=(--lib --test grpc_images --test concurrency --test rest_update --test rest_golden)
+tests_backend=(--lib --test=grpc_images --test=concurrency --test=rest_update --test=rest_golden)
 files_store=(src/store/embedded/writer.rs src/store/embedded/overlay.rs
   src/store/embedded/layout.rs src/store/embedded/mod.rs)
-tests_store=(--lib --test grpc_images --test concurrency --test faults)
+tests_store=(--lib --test=grpc_images --test=concurrency --test=faults)
 
 work=target/mutants/work${ITERATE:+-iterate}
 rm -rf "$work"
@@ -39,6 +39,8 @@ for group in "${groups[@]}"; do
   tests_var="tests_${group}[@]"
   args=()
   for f in "${!files_var}"; do args+=(--file "$f"); done
+  # The test targets go to every cargo call, so that a mutant's build makes only them.
+  for t in "${!tests_var}"; do args+=("--cargo-arg=$t"); done
   out="$root/target/mutants/$group"
   iterate=()
   if [ -n "${ITERATE:-}" ]; then
@@ -48,6 +50,6 @@ for group in "${groups[@]}"; do
   fi
   mkdir -p "$out"
   (cd "$work" && nice cargo mutants --jobs "${JOBS:-2}" --no-shuffle "${iterate[@]}" \
-     --minimum-test-timeout 60 --output "$out" "${args[@]}" -- "${!tests_var}") || true
+     --minimum-test-timeout 60 --output "$out" "${args[@]}") || true
   python3 "$root/tests/mutants/summary.py" "$out/mutants.out/outcomes.json" || true
 done
