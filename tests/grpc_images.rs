@@ -1033,6 +1033,54 @@ async fn an_idempotency_key_reused_for_another_method_is_refused() {
         .expect("the image was not deleted");
 }
 
+/// A name is held by one image of a folder at a time: a rename takes the new name and frees
+/// the old one, and a delete frees its name.
+#[tokio::test]
+async fn renames_and_deletes_free_the_names_they_leave() {
+    let s = TestServer::start().await;
+    let img = create_ready(&s, create_req("b1g", "first")).await;
+    let rename = |name: &str| UpdateImageRequest {
+        image_id: img.id.clone(),
+        update_mask: Some(FieldMask::new(["name"])),
+        name: name.into(),
+        ..Default::default()
+    };
+    update(&s, rename("second")).await.expect("rename");
+    let err = s
+        .images()
+        .create(create_req("b1g", "second"))
+        .await
+        .expect_err("the new name is taken");
+    assert_eq!(err.code(), Code::AlreadyExists);
+    let again = create_ready(&s, create_req("b1g", "first")).await;
+    assert_ne!(again.id, img.id, "the old name is free again");
+    s.images()
+        .delete(DeleteImageRequest {
+            image_id: again.id.clone(),
+        })
+        .await
+        .expect("delete");
+    let third = create_ready(&s, create_req("b1g", "first")).await;
+    assert_eq!(third.name, "first", "a deleted image's name is free");
+    // A description-only update keeps the name taken.
+    update(
+        &s,
+        UpdateImageRequest {
+            update_mask: Some(FieldMask::new(["description"])),
+            description: "same name".into(),
+            ..rename("ignored")
+        },
+    )
+    .await
+    .expect("describe");
+    let err = s
+        .images()
+        .create(create_req("b1g", "second"))
+        .await
+        .expect_err("still taken");
+    assert_eq!(err.code(), Code::AlreadyExists);
+}
+
 /// `created_by` is a stable opaque subject derived from the bearer token (FNV-1a 64, whose
 /// published vector for "a" is af63dc4c8601ec8c), never the token; `anonymous` without one.
 /// An idempotency key is 1 to 128 characters.

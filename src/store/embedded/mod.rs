@@ -269,6 +269,20 @@ mod tests {
         });
         assert!(setup.recv().expect("done").1.is_ok());
         let check = submit(&store, move |tx| {
+            let page_of = |tx: &mut dyn TxMut, before: Option<&str>, limit| {
+                let cursor = before.map(|id| crate::store::OperationCursor {
+                    created_nanos: u128::from(id[1..].parse::<u8>().expect("oN")) * 1_000_000_000,
+                    operation_id: id.into(),
+                });
+                Ok::<_, StoreError>(
+                    tx.image_operations_page("img", cursor.as_ref(), limit)?
+                        .into_iter()
+                        .map(|(c, _)| c.operation_id)
+                        .collect::<Vec<_>>(),
+                )
+            };
+            // Nothing staged in the range yet: the committed keys alone.
+            assert_eq!(page_of(tx, None, 2)?, ["o4", "o3"]);
             tx.delete_image("x")?;
             tx.put_image(&image("z", "f", "three"))?;
             let ids: Vec<_> = tx.folder_images("f")?.into_iter().map(|i| i.id).collect();
@@ -281,6 +295,13 @@ mod tests {
                 .map(|(c, _)| c.operation_id)
                 .collect();
             assert_eq!(page, ["o5", "o4"]);
+            // Another image's staged operation stays out; more staged than the page holds;
+            // a page before a staged operation starts below it.
+            tx.put_operation(&op("o9", 20), "other")?;
+            tx.put_operation(&op("o6", 6), "img")?;
+            assert_eq!(page_of(tx, None, 1)?, ["o5"]);
+            assert_eq!(page_of(tx, None, 3)?, ["o5", "o6", "o4"]);
+            assert_eq!(page_of(tx, Some("o6"), 2)?, ["o4", "o3"]);
             Ok(false)
         });
         let (ran, committed) = check.recv().expect("done");
