@@ -245,6 +245,44 @@ mod tests {
         );
     }
 
+    /// Jobs queued behind a busy writer make one transaction of at most `MAX_BATCH` jobs:
+    /// inside it, a read transaction does not see the first job's write yet (nothing of the
+    /// batch is committed); the job after the batch does (the batch committed first).
+    #[test]
+    fn queued_jobs_share_one_transaction_up_to_the_batch_limit() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = EmbeddedStore::open(dir.path()).expect("open");
+        let committed = |db: &Arc<Database>, id: &str| {
+            let read = db.begin_read().expect("read");
+            read.image(id).expect("image").is_some()
+        };
+        let (release, gate) = channel::<()>();
+        let first = submit(&store, move |tx| {
+            gate.recv().expect("released");
+            tx.put_image(&image("a", "f", "alpha"))?;
+            Ok(true)
+        });
+        let mut reports = vec![first];
+        for n in 1..=writer::MAX_BATCH {
+            let db = store.db.clone();
+            reports.push(submit(&store, move |tx| {
+                let in_first_batch = n < writer::MAX_BATCH;
+                assert_eq!(
+                    committed(&db, "a"),
+                    !in_first_batch,
+                    "job {n}: the first job's write is committed only after its batch"
+                );
+                tx.put_image(&image(&format!("i{n}"), "f", &format!("n{n}")))?;
+                Ok(true)
+            }));
+        }
+        release.send(()).expect("gate");
+        for report in reports {
+            let (ran, result) = report.recv().expect("finished");
+            assert!(ran && result.is_ok(), "{result:?}");
+        }
+    }
+
     /// Prefix scans and reverse pages inside a job merge its staged writes with the
     /// committed keys: staged inserts show up and staged removals do not.
     #[test]

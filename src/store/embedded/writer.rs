@@ -18,7 +18,7 @@ use super::overlay::{OpenTables, Staged};
 use crate::store::{Commit, StoreError, WriteJob};
 
 /// The most jobs one transaction takes: bounds the work a commit holds back from its first job.
-const MAX_BATCH: usize = 256;
+pub(super) const MAX_BATCH: usize = 256;
 
 /// When the writer began its current batch: nanoseconds after `origin`, plus one; 0 between
 /// batches. What the health probe reads to see a commit stuck on a hung disk.
