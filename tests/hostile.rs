@@ -412,17 +412,8 @@ fn unread_body_exchange(addr: std::net::SocketAddr, head: &str, sent: usize) -> 
         .expect("timeout");
     conn.write_all(head.as_bytes()).expect("head");
     conn.write_all(&vec![b' '; sent]).expect("part of the body");
-    let mut reply = Vec::new();
-    let mut buf = [0u8; 4096];
-    let closed = loop {
-        match conn.read(&mut buf) {
-            Ok(0) => break true,
-            Ok(n) => reply.extend_from_slice(&buf[..n]),
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break true,
-            Err(_) => break false, // still open after 5 s
-        }
-    };
-    let text = String::from_utf8_lossy(&reply).to_lowercase();
+    let (reply, closed) = read_until_closed(&mut conn);
+    let text = reply.to_lowercase();
     let head = text
         .split("\r\n\r\n")
         .next()
@@ -538,6 +529,12 @@ fn exchange(addr: std::net::SocketAddr, bytes: &[u8], half_close: bool) -> (Stri
     if half_close {
         let _ = conn.shutdown(std::net::Shutdown::Write);
     }
+    read_until_closed(&mut conn)
+}
+
+/// Everything `conn` receives until the server closes it (or resets it), and whether it did
+/// so before the read timeout.
+fn read_until_closed(conn: &mut TcpStream) -> (String, bool) {
     let mut out = Vec::new();
     let mut buf = [0u8; 4096];
     let closed = loop {
@@ -545,7 +542,7 @@ fn exchange(addr: std::net::SocketAddr, bytes: &[u8], half_close: bool) -> (Stri
             Ok(0) => break true,
             Ok(n) => out.extend_from_slice(&buf[..n]),
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break true,
-            Err(_) => break false,
+            Err(_) => break false, // still open at the read timeout
         }
     };
     (String::from_utf8_lossy(&out).into_owned(), closed)
