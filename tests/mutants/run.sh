@@ -6,6 +6,8 @@
 #   bash tests/mutants/run.sh [GROUP...]      groups: transcoding backend store (default all)
 #   ITERATE=1 bash tests/mutants/run.sh backend  (after new tests: only the mutants missed
 #                                                 last time, against the current HEAD)
+#   FILES="src/json/timestamp.rs src/gateway/query.rs" bash tests/mutants/run.sh transcoding
+#                                                (only these files of the group)
 # It mutates copies of a clone of HEAD (target/mutants/work), JOBS (default 2) at a time, so
 # the checkout you work in is never touched. Debug info is off: it halves the link time, and
 # a mutant's build is most of its cost.
@@ -38,7 +40,9 @@ for group in "${groups[@]}"; do
   files_var="files_${group}[@]"
   tests_var="tests_${group}[@]"
   args=()
-  for f in "${!files_var}"; do args+=(--file "$f"); done
+  files=("${!files_var}")
+  [ -z "${FILES:-}" ] || read -ra files <<<"$FILES"
+  for f in "${files[@]}"; do args+=(--file "$f"); done
   # The test targets go to every cargo call, so that a mutant's build makes only them.
   for t in "${!tests_var}"; do args+=("--cargo-arg=$t"); done
   out="$root/target/mutants/$group"
