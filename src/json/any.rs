@@ -401,6 +401,46 @@ mod tests {
     }
 
     #[test]
+    fn an_any_packs_into_an_any_under_its_own_type_url() {
+        let inner = Any::pack(&UpdateImageMetadata {
+            image_id: "fd8abc".into(),
+        });
+        let outer = Any::pack(&inner);
+        assert_eq!(outer.type_url, "type.googleapis.com/google.protobuf.Any");
+        assert_eq!(outer.unpack::<Any>().expect("decodes"), Some(inner.clone()));
+        assert_eq!(inner.unpack::<Any>().expect("another type"), None);
+    }
+
+    /// A message whose JSON is built as a map, one key and one value at a time (the way
+    /// `serialize_entry`'s default does it), still renders with `@type` first.
+    #[test]
+    fn a_map_shaped_message_renders_type_first() {
+        use serde::Serialize as _;
+        struct Pairs;
+        impl serde::Serialize for Pairs {
+            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                let mut map = serializer.serialize_map(Some(2))?;
+                map.serialize_key("a")?;
+                map.serialize_value(&1)?;
+                map.serialize_key("b")?;
+                map.serialize_value("two")?;
+                map.end()
+            }
+        }
+        let mut out = Vec::new();
+        Pairs
+            .serialize(TypeFirst {
+                type_url: "type.googleapis.com/x.Pairs",
+                inner: &mut serde_json::Serializer::new(&mut out),
+            })
+            .expect("renders");
+        assert_eq!(
+            String::from_utf8(out).expect("utf-8"),
+            r#"{"@type":"type.googleapis.com/x.Pairs","a":1,"b":"two"}"#
+        );
+    }
+
+    #[test]
     fn unknown_types_fall_back_and_bad_input_is_rejected() {
         let any = Any {
             type_url: "type.googleapis.com/x.Unknown".into(),

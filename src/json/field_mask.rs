@@ -182,7 +182,9 @@ mod tests {
 
     #[test]
     fn refuses_to_render_paths_without_a_camel_form() {
-        for bad in ["Name", "a__b", "a_", "_a", "a_1", "a-b", ""] {
+        // A digit after `_` has no camel form (`a_1b` would render `a1B` and parse back as
+        // `a1_b`), nor does a leading digit.
+        for bad in ["Name", "a__b", "a_", "_a", "a_1", "a_1b", "1a", "a-b", ""] {
             let mask = FieldMask::new([bad]);
             assert!(mask.to_json_string().is_err(), "{bad:?} should not render");
         }
@@ -198,5 +200,11 @@ mod tests {
         );
         assert!(serde_json::from_str::<FieldMask>(r#"{"paths":["name"]}"#).is_err());
         assert!(serde_json::from_str::<FieldMask>("[\"name\"]").is_err());
+        let err = serde_json::from_str::<FieldMask>("7").expect_err("not a string");
+        assert!(
+            err.to_string()
+                .contains("expected a field mask string such as \"name,minDiskSize\""),
+            "{err}"
+        );
     }
 }
