@@ -256,13 +256,21 @@ mod tests {
             let read = db.begin_read().expect("read");
             read.image(id).expect("image").is_some()
         };
+        // A job that holds the writer until every job below is queued, so that the batches
+        // after it are formed from a full queue, whatever the threads' timing.
+        let (started, running) = channel::<()>();
         let (release, gate) = channel::<()>();
-        let first = submit(&store, move |tx| {
+        let blocker = submit(&store, move |_| {
+            started.send(()).expect("the test waits");
             gate.recv().expect("released");
+            Ok(true)
+        });
+        running.recv().expect("the blocker runs");
+        let first = submit(&store, move |tx| {
             tx.put_image(&image("a", "f", "alpha"))?;
             Ok(true)
         });
-        let mut reports = vec![first];
+        let mut reports = vec![blocker, first];
         for n in 1..=writer::MAX_BATCH {
             let db = store.db.clone();
             reports.push(submit(&store, move |tx| {
