@@ -11,6 +11,34 @@ use tower::{Layer, Service};
 
 use crate::telemetry;
 
+/// Whether `path` is `/<service>/<method>` of a method served here: the embedded services,
+/// health's and reflection's.
+fn served(path: &str) -> bool {
+    static PATHS: std::sync::LazyLock<std::collections::HashSet<String>> =
+        std::sync::LazyLock::new(|| {
+            let mut paths: std::collections::HashSet<String> = crate::pb::descriptor_pool()
+                .services()
+                .flat_map(|s| s.methods().collect::<Vec<_>>())
+                .map(|m| format!("/{}/{}", m.parent_service().full_name(), m.name()))
+                .collect();
+            for (service, methods) in [
+                ("grpc.health.v1.Health", &["Check", "Watch"][..]),
+                (
+                    "grpc.reflection.v1.ServerReflection",
+                    &["ServerReflectionInfo"][..],
+                ),
+                (
+                    "grpc.reflection.v1alpha.ServerReflection",
+                    &["ServerReflectionInfo"][..],
+                ),
+            ] {
+                paths.extend(methods.iter().map(|m| format!("/{service}/{m}")));
+            }
+            paths
+        });
+    PATHS.contains(path)
+}
+
 /// Adds [`Observe`] to a service.
 #[derive(Clone, Copy, Debug, Default)]
 pub(super) struct ObserveLayer;
@@ -60,12 +88,12 @@ where
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0);
             let code = tonic::Code::from_i32(code);
-            // Unknown methods are UNIMPLEMENTED; their paths are the client's invention and
-            // must not become label values.
-            let method = if code == tonic::Code::Unimplemented {
-                "unknown".to_string()
-            } else {
+            // A path is the client's invention until it names a method served here; only
+            // those become label values (see `telemetry::method_label`).
+            let method = if served(&path) {
                 path
+            } else {
+                "unknown".to_string()
             };
             let elapsed = started.elapsed().as_secs_f64();
             let code = telemetry::grpc_code_label(code);
