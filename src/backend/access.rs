@@ -1,6 +1,8 @@
 //! Access bindings of an image (ImageService's List/Set/UpdateAccessBindings): stored with the
 //! image and removed with it; listed in (role, subject type, subject id) order.
 
+use std::collections::{HashMap, HashSet};
+
 use prost::Message;
 use tonic::Status;
 use tonic::metadata::MetadataMap;
@@ -16,7 +18,12 @@ use crate::pb::yandex::cloud::access::{
 use crate::pb::yandex::cloud::operation::{Operation, operation};
 use crate::store::Tx;
 
-/// Where a binding sorts: role, subject type, subject id.
+/// The most access bindings an image holds: the most one SetAccessBindings may set, and a
+/// total that UpdateAccessBindings cannot grow past. Each change rewrites the whole list on
+/// the store's one writer, so the list's size bounds how long one request holds every write.
+pub(super) const MAX_BINDINGS: usize = 1000;
+
+/// Where a binding sorts, and what tells two bindings apart: role, subject type, subject id.
 fn binding_key(b: &AccessBinding) -> (String, String, String) {
     let (id, ty) = b
         .subject
@@ -82,24 +89,25 @@ pub(super) async fn set(
         .mutate(md, "SetAccessBindings", bytes, move |tx, ctx| {
             image_exists(tx, &r.resource_id)?;
             let old = tx.bindings(&r.resource_id)?;
-            let mut new: Vec<AccessBinding> = Vec::new();
-            for b in r.access_bindings {
-                if !new.contains(&b) {
-                    new.push(b);
-                }
-            }
+            let mut seen = HashSet::new();
+            let new: Vec<AccessBinding> = r
+                .access_bindings
+                .into_iter()
+                .filter(|b| seen.insert(binding_key(b)))
+                .collect();
+            let old_keys: HashSet<_> = old.iter().map(binding_key).collect();
             let delta = |action: AccessBindingAction, b: &AccessBinding| AccessBindingDelta {
                 action: action as i32,
                 access_binding: Some(b.clone()),
             };
             let mut effective: Vec<AccessBindingDelta> = old
                 .iter()
-                .filter(|b| !new.contains(b))
+                .filter(|b| !seen.contains(&binding_key(b)))
                 .map(|b| delta(AccessBindingAction::Remove, b))
                 .collect();
             effective.extend(
                 new.iter()
-                    .filter(|b| !old.contains(b))
+                    .filter(|b| !old_keys.contains(&binding_key(b)))
                     .map(|b| delta(AccessBindingAction::Add, b)),
             );
             tx.put_bindings(&r.resource_id, &new)?;
@@ -124,24 +132,42 @@ pub(super) async fn update(
     backend
         .mutate(md, "UpdateAccessBindings", bytes, move |tx, ctx| {
             image_exists(tx, &r.resource_id)?;
-            let mut bindings = tx.bindings(&r.resource_id)?;
+            // In place, by slot: a removed binding's slot empties, an added one goes last.
+            let mut slots: Vec<Option<AccessBinding>> =
+                tx.bindings(&r.resource_id)?.into_iter().map(Some).collect();
+            let mut index: HashMap<_, usize> = slots
+                .iter()
+                .enumerate()
+                .filter_map(|(i, b)| Some((binding_key(b.as_ref()?), i)))
+                .collect();
             let mut effective = Vec::new();
             for d in r.access_binding_deltas {
-                let Some(b) = d.access_binding.clone() else {
+                let Some(b) = &d.access_binding else {
                     continue;
                 };
-                let present = bindings.iter().position(|x| *x == b);
-                match (AccessBindingAction::try_from(d.action), present) {
-                    (Ok(AccessBindingAction::Add), None) => {
-                        bindings.push(b);
+                let key = binding_key(b);
+                match AccessBindingAction::try_from(d.action) {
+                    Ok(AccessBindingAction::Add) if !index.contains_key(&key) => {
+                        index.insert(key, slots.len());
+                        slots.push(Some(b.clone()));
                         effective.push(d);
                     }
-                    (Ok(AccessBindingAction::Remove), Some(i)) => {
-                        bindings.remove(i);
-                        effective.push(d);
+                    Ok(AccessBindingAction::Remove) => {
+                        if let Some(i) = index.remove(&key) {
+                            slots[i] = None;
+                            effective.push(d);
+                        }
                     }
                     _ => {}
                 }
+            }
+            let bindings: Vec<AccessBinding> = slots.into_iter().flatten().collect();
+            if bindings.len() > MAX_BINDINGS {
+                return Err(Status::failed_precondition(format!(
+                    "image {} would have {} access bindings; an image has at most {MAX_BINDINGS}",
+                    r.resource_id,
+                    bindings.len()
+                )));
             }
             tx.put_bindings(&r.resource_id, &bindings)?;
             let op = ctx.operation(
