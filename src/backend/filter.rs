@@ -256,13 +256,17 @@ impl Order {
         Ok(Self { field, desc })
     }
 
-    /// A tag naming this order, kept in page tokens so a token is used with its own order.
-    pub(super) fn tag(&self) -> String {
-        format!(
-            "{:?}:{}",
-            self.field,
-            if self.desc { "desc" } else { "asc" }
-        )
+    /// A one-letter tag naming this order, kept in page tokens so a token is used with its
+    /// own order: the field's initial, upper case for descending.
+    pub(super) fn tag(&self) -> &'static str {
+        match (self.field, self.desc) {
+            (OrderField::Id, false) => "i",
+            (OrderField::Id, true) => "I",
+            (OrderField::Name, false) => "n",
+            (OrderField::Name, true) => "N",
+            (OrderField::CreatedAt, false) => "c",
+            (OrderField::CreatedAt, true) => "C",
+        }
     }
 
     /// The sort key of an image: (primary key, id), compared as strings.

@@ -183,7 +183,7 @@ impl ImageService for Images {
         validate::validate_list(&r)?;
         let filter = Filter::parse(&r.filter).map_err(|e| invalid("filter", e))?;
         let order = Order::parse(&r.order_by).map_err(|e| invalid("order_by", e))?;
-        let after = match page::decode("page_token", &r.page_token, 3)? {
+        let after = match page::decode_short("page_token", &r.page_token, 3)? {
             Some(p) if p[0] != order.tag() => {
                 return Err(invalid("page_token", "was issued for another order_by"));
             }
@@ -199,9 +199,10 @@ impl ImageService for Images {
                     .filter(|i| filter.matches(i))
                     .map(|i| (order.key(&i), i))
                     .collect();
-                let (images, more) = page::after(keyed, after.as_ref(), order.desc, size);
+                let (mut images, mut more) = page::after(keyed, after.as_ref(), order.desc, size);
+                more |= page::fit(&mut images, |(_, i)| i.encoded_len());
                 let next_page_token = match images.last() {
-                    Some(((k, id), _)) if more => page::encode(&[&order.tag(), k, id]),
+                    Some(((k, id), _)) if more => page::encode_short(&[order.tag(), k, id]),
                     _ => String::new(),
                 };
                 Ok(ListImagesResponse {
@@ -307,7 +308,7 @@ impl ImageService for Images {
     ) -> Result<Response<ListImageOperationsResponse>, Status> {
         let r = req.into_inner();
         validate::validate_list_operations(&r)?;
-        let after = page::decode("page_token", &r.page_token, 2)?
+        let after = page::decode_short("page_token", &r.page_token, 2)?
             .map(|parts| {
                 let created_nanos = parts[0].parse().map_err(|_| {
                     invalid("page_token", "is not a page token returned by this service")
@@ -324,11 +325,12 @@ impl ImageService for Images {
                 image_in(tx, &r.image_id)?;
                 // Newest first, straight from the index; one extra tells whether a page follows.
                 let mut ops = tx.image_operations_page(&r.image_id, after.as_ref(), size + 1)?;
-                let more = ops.len() > size;
+                let mut more = ops.len() > size;
                 ops.truncate(size);
+                more |= page::fit(&mut ops, |(_, o)| o.encoded_len());
                 let next_page_token = match ops.last() {
                     Some((c, _)) if more => {
-                        page::encode(&[&c.created_nanos.to_string(), &c.operation_id])
+                        page::encode_short(&[&c.created_nanos.to_string(), &c.operation_id])
                     }
                     _ => String::new(),
                 };
