@@ -994,43 +994,91 @@ async fn idempotency_key_returns_the_same_operation() {
     assert_eq!(page.images.len(), 1);
 }
 
-/// The key is bound to the method as well as to the request bytes: an Update and a Delete
-/// of one image encode to the same bytes (only `image_id` set), and the Delete must not be
-/// answered with the Update's Operation.
+/// An idempotency key belongs to its caller and method: the same key on another method, or
+/// from another caller, is a request of its own (it acts, and never answers with the first
+/// request's Operation); on the same method by the same caller it replays, or is refused when
+/// the request differs.
 #[tokio::test]
-async fn an_idempotency_key_reused_for_another_method_is_refused() {
+async fn an_idempotency_key_is_scoped_to_its_caller_and_method() {
     let s = TestServer::start().await;
     let img = create_ready(&s, create_req("b1g", "keyed")).await;
-    fn keyed<T>(msg: T) -> Request<T> {
+    let other = create_ready(&s, create_req("b1g", "other-callers")).await;
+    fn keyed<T>(msg: T, token: &str) -> Request<T> {
         let mut r = Request::new(msg);
         r.metadata_mut()
             .insert("idempotency-key", "same-key".parse().expect("ascii"));
+        r.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {token}").parse().expect("ascii"),
+        );
         r
     }
+    let describe = |id: &str, description: &str| UpdateImageRequest {
+        image_id: id.into(),
+        update_mask: Some(FieldMask::new(["description"])),
+        description: description.into(),
+        ..Default::default()
+    };
     let first = s
         .images()
-        .update(keyed(UpdateImageRequest {
-            image_id: img.id.clone(),
-            ..Default::default()
-        }))
+        .update(keyed(describe(&img.id, "first"), "alice"))
         .await
         .expect("update")
         .into_inner();
     assert!(first.done);
-    let err = s
+
+    // Another caller's key of the same name is theirs.
+    let theirs = s
         .images()
-        .delete(keyed(DeleteImageRequest {
-            image_id: img.id.clone(),
-        }))
+        .update(keyed(describe(&other.id, "theirs"), "bob"))
         .await
-        .expect_err("the key belongs to the Update");
-    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
-    s.images()
+        .expect("another caller's update")
+        .into_inner();
+    assert_ne!(theirs.id, first.id);
+    assert_eq!(response::<Image>(&theirs).description, "theirs");
+
+    // The same caller's key on another method: a Delete that deletes.
+    let deleted = s
+        .images()
+        .delete(keyed(
+            DeleteImageRequest {
+                image_id: img.id.clone(),
+            },
+            "alice",
+        ))
+        .await
+        .expect("delete")
+        .into_inner();
+    assert_ne!(deleted.id, first.id);
+    let meta = deleted.metadata.as_ref().expect("metadata");
+    assert_eq!(
+        meta.type_url,
+        "type.googleapis.com/yandex.cloud.compute.v1.DeleteImageMetadata"
+    );
+    let gone = s
+        .images()
         .get(GetImageRequest {
             image_id: img.id.clone(),
         })
         .await
-        .expect("the image was not deleted");
+        .expect_err("the image was deleted");
+    assert_eq!(gone.code(), Code::NotFound);
+
+    // The same caller and method: a replay, or a refusal for another request.
+    let replay = s
+        .images()
+        .update(keyed(describe(&img.id, "first"), "alice"))
+        .await
+        .expect("replay")
+        .into_inner();
+    assert_eq!(replay.id, first.id);
+    let err = s
+        .images()
+        .update(keyed(describe(&img.id, "second"), "alice"))
+        .await
+        .expect_err("another request under a used key");
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert!(err.message().contains("same-key"), "{}", err.message());
 }
 
 /// A name is held by one image of a folder at a time: a rename takes the new name and frees

@@ -90,10 +90,14 @@ impl Backend {
         storage::write(&*self.inner.store, f).await
     }
 
-    /// Runs a mutation that returns an Operation, honouring `idempotency-key`: a retry with the
-    /// same key and request returns the first Operation (as it is now) and changes nothing; the
-    /// same key with another request is FAILED_PRECONDITION. Key, mutation and Operation commit
-    /// together. `f` returns the new Operation and the id of the image it is recorded against.
+    /// Runs a mutation that returns an Operation, honouring `idempotency-key`. A key belongs to
+    /// its caller and method (as Stripe's belong to an account): another caller, or the same
+    /// caller's call of another method, with the same key is a request of its own, and never
+    /// sees this one's Operation. A retry with the same key and request returns the first
+    /// Operation (as it is now) and changes nothing; the same key with another request is
+    /// FAILED_PRECONDITION. The record keeps a SHA-256 of the request, not the request. Key,
+    /// mutation and Operation commit together. `f` returns the new Operation and the id of the
+    /// image it is recorded against.
     pub(super) async fn mutate<F>(
         &self,
         md: &MetadataMap,
@@ -106,16 +110,19 @@ impl Backend {
             + Send
             + 'static,
     {
-        let key = idempotency_key(md)?;
         let ctx = OpContext {
             created_by: created_by(md),
         };
-        let mut fingerprint = method.as_bytes().to_vec();
-        fingerprint.push(0);
-        fingerprint.extend_from_slice(&request);
+        let key = idempotency_key(md)?.map(|key| {
+            let scoped = format!("{}\0{method}\0{key}", ctx.created_by);
+            (key, scoped)
+        });
+        let fingerprint = ring::digest::digest(&ring::digest::SHA256, &request)
+            .as_ref()
+            .to_vec();
         self.write(move |tx| {
-            if let Some(key) = &key
-                && let Some(record) = tx.idempotency(key)?
+            if let Some((key, scoped)) = &key
+                && let Some(record) = tx.idempotency(scoped)?
             {
                 if record.fingerprint != fingerprint {
                     return Err(Status::failed_precondition(format!(
@@ -128,12 +135,12 @@ impl Backend {
             }
             let (op, image_id) = f(tx, ctx)?;
             tx.put_operation(&op, &image_id)?;
-            if let Some(key) = &key {
+            if let Some((_, scoped)) = &key {
                 let record = IdempotencyRecord {
                     fingerprint,
                     operation_id: op.id.clone(),
                 };
-                tx.put_idempotency(key, &record)?;
+                tx.put_idempotency(scoped, &record)?;
             }
             Ok(op)
         })

@@ -87,10 +87,11 @@ pub trait WriteJob: Send {
     fn finish(self: Box<Self>, committed: Result<(), StoreError>);
 }
 
-/// What an `Idempotency-Key` was first used for.
+/// What an `Idempotency-Key` was first used for. Its key in the store is the caller's subject,
+/// the method and the client's key, NUL-separated.
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct IdempotencyRecord {
-    /// The gRPC method path and the encoded request: a retry must match both.
+    /// The SHA-256 of the encoded request: a retry must match it.
     #[prost(bytes = "vec", tag = "1")]
     pub fingerprint: Vec<u8>,
     /// The Operation the first request returned.
