@@ -99,6 +99,9 @@ struct HttpArgs {
     /// Largest request body in bytes; larger is 413.
     #[arg(long, env = "CG_MAX_BODY_BYTES", default_value_t = 1 << 20)]
     max_body_bytes: usize,
+    /// Largest backend reply message in bytes; larger is answered 500 (the gateway's limit).
+    #[arg(long, env = "CG_MAX_REPLY_BYTES", default_value_t = 4 << 20)]
+    max_reply_bytes: usize,
     /// Deadline of each backend call in milliseconds; past it the reply is 504.
     #[arg(long, env = "CG_REQUEST_TIMEOUT_MS", default_value_t = 30_000)]
     request_timeout_ms: u64,
@@ -190,6 +193,7 @@ fn backend_config(args: &BackendArgs, addr: SocketAddr) -> BackendConfig {
 fn gateway_config(args: &HttpArgs, backend_tls: Option<BackendTls>) -> GatewayConfig {
     GatewayConfig {
         max_body_bytes: args.max_body_bytes,
+        max_reply_bytes: args.max_reply_bytes,
         request_timeout: Duration::from_millis(args.request_timeout_ms),
         body_read_timeout: Duration::from_millis(args.body_read_timeout_ms),
         render: RenderOptions {

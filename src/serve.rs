@@ -13,7 +13,7 @@ use tokio::net::TcpListener;
 
 use crate::backend::{self, Backend, BackendConfig};
 use crate::gateway::{self, Gateway, GatewayConfig, ListenerOptions, StartError};
-use crate::net::{self, Incoming, Shutdown, Tls, Upstream, UpstreamOptions};
+use crate::net::{self, Incoming, Shutdown, Tls, Upstream};
 use crate::store::{Store, StoreError};
 
 /// Settings of `serve` mode.
@@ -77,7 +77,7 @@ impl Server {
         }
         let (dialer, local) = net::pipe();
         let origin = http::Uri::from_static("http://in-process.invalid/");
-        let upstream = Upstream::new(origin, dialer, UpstreamOptions::default());
+        let upstream = Upstream::new(origin, dialer, config.gateway.upstream_options());
         let gateway = Gateway::with_upstream(upstream, config.gateway.clone())
             .map_err(ServeError::Gateway)?;
         Ok(Self {

@@ -28,6 +28,12 @@ pub enum GatewayError {
         /// The limit in bytes.
         limit: usize,
     },
+    /// The headers the gateway would forward to the backend as metadata are larger than the
+    /// limit.
+    MetadataTooLarge {
+        /// The limit in bytes, counted as HTTP/2 counts a header list.
+        limit: usize,
+    },
     /// The gateway is shutting down and takes no new work.
     Draining,
     /// The client did not send the whole body in time.
@@ -91,6 +97,13 @@ impl GatewayError {
             Self::PayloadTooLarge { limit } => (
                 Code::ResourceExhausted,
                 format!("request body is larger than the limit of {limit} bytes"),
+                vec![],
+            ),
+            Self::MetadataTooLarge { limit } => (
+                Code::ResourceExhausted,
+                format!(
+                    "the headers forwarded to the backend (Authorization, Idempotency-Key, X-Request-Id, X-Client-Request-Id, Grpc-Metadata-*) are larger than the limit of {limit} bytes"
+                ),
                 vec![],
             ),
             Self::RequestTimeout => (
@@ -172,6 +185,7 @@ impl IntoResponse for GatewayError {
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::MetadataTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             _ => http_status(code),
         };

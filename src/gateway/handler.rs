@@ -30,6 +30,9 @@ use crate::telemetry;
 pub struct GatewayConfig {
     /// Largest request body accepted; larger is 413.
     pub max_body_bytes: usize,
+    /// Largest backend reply message taken; a larger one is answered 500, naming this limit
+    /// (it is the gateway's limit, not the client's mistake).
+    pub max_reply_bytes: usize,
     /// Deadline of each backend call (sent as `grpc-timeout`); past it the reply is 504.
     pub request_timeout: Duration,
     /// The whole body must arrive within this time; past it the reply is 408.
@@ -40,10 +43,21 @@ pub struct GatewayConfig {
     pub backend_tls: Option<BackendTls>,
 }
 
+impl GatewayConfig {
+    /// The limits of the gateway's connection to its backend.
+    pub(crate) fn upstream_options(&self) -> UpstreamOptions {
+        UpstreamOptions {
+            max_reply_bytes: self.max_reply_bytes,
+            ..UpstreamOptions::default()
+        }
+    }
+}
+
 impl Default for GatewayConfig {
     fn default() -> Self {
         Self {
             max_body_bytes: 1 << 20,
+            max_reply_bytes: UpstreamOptions::default().max_reply_bytes,
             request_timeout: Duration::from_secs(30),
             body_read_timeout: Duration::from_secs(10),
             render: RenderOptions::default(),
@@ -89,7 +103,7 @@ impl Gateway {
     /// failures; a bad route table or URL fails here.
     pub fn new(url: &str, config: GatewayConfig) -> Result<Self, StartError> {
         let upstream =
-            Upstream::from_url(url, config.backend_tls.as_ref(), UpstreamOptions::default())
+            Upstream::from_url(url, config.backend_tls.as_ref(), config.upstream_options())
                 .map_err(StartError::Url)?;
         Self::with_upstream(upstream, config)
     }
@@ -237,6 +251,7 @@ async fn transcode(
     let m = gw.matcher.find(&parts.method, parts.uri.path())?;
     outcome.route = Some(m.route.label().clone());
     outcome.rpc = Some(m.route.rpc().label().clone());
+    let metadata = forward_metadata(&parts.headers, request_id)?;
     let limit = gw.config.max_body_bytes;
     let declared = parts
         .headers
@@ -265,31 +280,54 @@ async fn transcode(
     let json = request::build(&m, parts.uri.query(), &body)?;
     let transcoded = Transcoded {
         json,
-        metadata: forward_metadata(&parts.headers, request_id),
+        metadata,
         response_body: m.route.response_body().cloned(),
     };
     m.route.rpc().call(&gw.client, transcoded).await
 }
 
+/// The most bytes of metadata forwarded with one call, counted as HTTP/2 counts a header list
+/// (name, value and 32 bytes per entry). Backends commonly refuse header lists over 16 KiB
+/// (hyper's and so tonic's default), and one that is refused can take the whole shared
+/// connection down with it, failing other clients' calls; past this the request is answered
+/// 431 and nothing is sent.
+pub(crate) const MAX_FORWARDED_METADATA_BYTES: usize = 8 * 1024;
+
 /// HTTP headers that reach the backend as gRPC metadata: `Authorization`, `Idempotency-Key`,
 /// `X-Request-Id` (the one the reply carries), `X-Client-Request-Id`, and every
-/// `Grpc-Metadata-<name>` as `<name>`.
+/// `Grpc-Metadata-<name>` as `<name>`; at most [`MAX_FORWARDED_METADATA_BYTES`] of them.
 ///
 /// These values change with every request (or are secrets), so they are marked sensitive: HPACK
 /// sends them as never-indexed literals instead of churning the connection's header table,
 /// where they would evict the headers that repeat on every call.
-fn forward_metadata(headers: &HeaderMap, request_id: &HeaderValue) -> MetadataMap {
+fn forward_metadata(
+    headers: &HeaderMap,
+    request_id: &HeaderValue,
+) -> Result<MetadataMap, GatewayError> {
     let mut md = MetadataMap::new();
+    let mut bytes = 0;
+    let mut count = |name: &str, value: &[u8]| {
+        bytes += name.len() + value.len() + 32;
+        if bytes > MAX_FORWARDED_METADATA_BYTES {
+            Err(GatewayError::MetadataTooLarge {
+                limit: MAX_FORWARDED_METADATA_BYTES,
+            })
+        } else {
+            Ok(())
+        }
+    };
     for name in ["authorization", "idempotency-key", "x-client-request-id"] {
         if let Some(mut v) = headers
             .get(name)
             .and_then(|v| AsciiMetadataValue::try_from(v.as_bytes()).ok())
         {
+            count(name, v.as_encoded_bytes())?;
             v.set_sensitive(true);
             md.insert(name, v);
         }
     }
     if let Ok(mut v) = AsciiMetadataValue::try_from(request_id.as_bytes()) {
+        count("x-request-id", v.as_encoded_bytes())?;
         v.set_sensitive(true);
         md.insert("x-request-id", v);
     }
@@ -301,8 +339,9 @@ fn forward_metadata(headers: &HeaderMap, request_id: &HeaderValue) -> MetadataMa
             AsciiMetadataKey::from_bytes(rest.as_bytes()),
             AsciiMetadataValue::try_from(value.as_bytes()),
         ) {
+            count(rest, value.as_bytes())?;
             md.append(k, v);
         }
     }
-    md
+    Ok(md)
 }
