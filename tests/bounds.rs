@@ -1,0 +1,421 @@
+//! Bounded under hostile use: each test replays, at a small scale, one attack that once took
+//! the server down (issue 15's findings), and asserts the bound that now holds. Counts and
+//! outcomes only; the timings of these attacks are in `bench/`.
+
+mod common;
+
+use common::TestServer;
+use compute_gateway::pb::google::rpc::{self, BadRequest};
+use compute_gateway::pb::yandex::cloud::access::*;
+use compute_gateway::pb::yandex::cloud::compute::v1::*;
+use prost::Message;
+use reqwest::Method;
+use serde_json::Value;
+use tonic::Code;
+
+/// The Prometheus text of the process (every test server of this binary records into it).
+async fn scrape(s: &TestServer) -> String {
+    reqwest::get(format!("{}/metrics", s.http()))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text")
+}
+
+/// Finding 1: a label value the client chooses (an HTTP method, a gRPC path) would be a new
+/// series for the life of the process. Made-up methods and paths all land in closed sets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn made_up_methods_and_paths_do_not_grow_the_metrics() {
+    compute_gateway::telemetry::metrics();
+    let s = TestServer::start().await;
+    let http = reqwest::Client::new();
+    let long = format!("M{}", "X".repeat(8 * 1024));
+    for i in 0..40 {
+        let method = if i == 0 {
+            long.clone()
+        } else {
+            format!("INVENTED{i}")
+        };
+        let r = http
+            .request(
+                Method::from_bytes(method.as_bytes()).expect("a token"),
+                format!("{}/compute/v1/images/fd8x{i}", s.http()),
+            )
+            .send()
+            .await
+            .expect("reply");
+        assert_eq!(r.status(), 405, "{method:.20}");
+        let r = http
+            .request(
+                Method::from_bytes(format!("PROBE{i}").as_bytes()).expect("a token"),
+                format!("{}/made/up/path{i}", s.http()),
+            )
+            .send()
+            .await
+            .expect("reply");
+        assert_eq!(r.status(), 404);
+    }
+    let mut grpc = tonic::client::Grpc::new(s.channel());
+    for i in 0..40 {
+        grpc.ready().await.expect("ready");
+        let path = format!("/made.up.Service{i}/Method{i}");
+        let status = grpc
+            .unary::<(), (), _>(
+                tonic::Request::new(()),
+                path.parse().expect("a path"),
+                tonic_prost::ProstCodec::default(),
+            )
+            .await
+            .expect_err("no such method");
+        assert_eq!(status.code(), tonic::Code::Unimplemented);
+    }
+
+    let text = scrape(&s).await;
+    for invented in ["INVENTED", "PROBE", "XXXXXXXX", "made.up", "/made/up"] {
+        assert!(
+            !text.contains(invented),
+            "{invented} became a label value:\n{text:.2000}"
+        );
+    }
+    let sample = |series: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no sample of {series} in:\n{text}"))
+    };
+    assert!(
+        sample(r#"http_requests_total{route="unmatched",method="OTHER",status="405"}"#) >= 40.0
+    );
+    assert!(
+        sample(r#"http_requests_total{route="unmatched",method="OTHER",status="404"}"#) >= 40.0
+    );
+    assert!(sample(r#"grpc_server_requests_total{method="unknown",code="Unimplemented"}"#) >= 40.0);
+    assert!(text.len() < 64 * 1024, "{} bytes of metrics", text.len());
+}
+
+fn create_req(folder: &str, name: &str) -> CreateImageRequest {
+    CreateImageRequest {
+        folder_id: folder.into(),
+        name: name.into(),
+        source: Some(create_image_request::Source::DiskId("disk1".into())),
+        ..Default::default()
+    }
+}
+
+fn binding(role: &str, subject: &str) -> AccessBinding {
+    AccessBinding {
+        role_id: role.into(),
+        subject: Some(Subject {
+            id: subject.into(),
+            r#type: "userAccount".into(),
+        }),
+    }
+}
+
+fn delta(action: AccessBindingAction, b: AccessBinding) -> AccessBindingDelta {
+    AccessBindingDelta {
+        action: action as i32,
+        access_binding: Some(b),
+    }
+}
+
+/// Finding 2: an image's bindings had no total cap, and each change rewrites the whole list
+/// on the one writer. UpdateAccessBindings cannot grow a list past 1000 (the most one
+/// SetAccessBindings may set); a request that stays within it still works.
+#[tokio::test]
+async fn access_bindings_have_a_total_cap() {
+    let s = TestServer::start().await;
+    let op = s
+        .images()
+        .create(create_req("b1g", "bound"))
+        .await
+        .expect("create")
+        .into_inner();
+    let id = common::response::<Image>(&common::wait_done(&mut s.operations(), &op.id).await).id;
+    let update = |deltas: Vec<AccessBindingDelta>| UpdateAccessBindingsRequest {
+        resource_id: id.clone(),
+        access_binding_deltas: deltas,
+    };
+    let add = |from: usize, to: usize| -> Vec<AccessBindingDelta> {
+        (from..to)
+            .map(|i| {
+                delta(
+                    AccessBindingAction::Add,
+                    binding("viewer", &format!("u{i}")),
+                )
+            })
+            .collect()
+    };
+    s.images()
+        .update_access_bindings(update(add(0, 600)))
+        .await
+        .expect("600 bindings");
+    s.images()
+        .update_access_bindings(update(add(600, 1000)))
+        .await
+        .expect("1000 bindings in all");
+    let err = s
+        .images()
+        .update_access_bindings(update(add(1000, 1001)))
+        .await
+        .expect_err("a 1001st binding");
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert!(err.message().contains("at most 1000"), "{}", err.message());
+    // Remove one and add one in one request: the total stays 1000.
+    let mut swap = add(1000, 1001);
+    swap.insert(
+        0,
+        delta(AccessBindingAction::Remove, binding("viewer", "u0")),
+    );
+    s.images()
+        .update_access_bindings(update(swap))
+        .await
+        .expect("a swap within the cap");
+    let mut listed = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = s
+            .images()
+            .list_access_bindings(ListAccessBindingsRequest {
+                resource_id: id.clone(),
+                page_size: 1000,
+                page_token: token,
+            })
+            .await
+            .expect("list")
+            .into_inner();
+        listed.extend(page.access_bindings);
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    assert_eq!(listed.len(), 1000);
+    assert!(listed.contains(&binding("viewer", "u1000")));
+    assert!(!listed.contains(&binding("viewer", "u0")));
+}
+
+/// Finding 3: an image of 300,000 license ids made a List reply larger than any client
+/// reads. Product ids are capped, and a List page is cut to its byte budget (with a token for
+/// the rest), so every page of the largest images can be read, over gRPC and REST.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn images_are_bounded_and_every_list_page_can_be_read() {
+    let s = TestServer::start().await;
+    let mut too_many = create_req("b1g", "too-many");
+    too_many.product_ids = (0..101).map(|i| format!("p{i}")).collect();
+    let err = s
+        .images()
+        .create(too_many)
+        .await
+        .expect_err("101 product ids");
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(
+        err.message()
+            .contains("product_ids: must have at most 100 elements, got 101"),
+        "{}",
+        err.message()
+    );
+
+    // The largest image the rules allow: 100 product ids of 50 characters, 64 labels of 63.
+    let largest = |i: usize| {
+        let mut r = create_req("b1g", &format!("large-{i:03}"));
+        r.product_ids = (0..100).map(|p| format!("{p:0>50}")).collect();
+        r.labels = (0..64)
+            .map(|l| (format!("k{l:0>62}"), format!("{i:0>63}")))
+            .collect();
+        r.description = "d".repeat(256);
+        r
+    };
+    const N: usize = 90;
+    for i in 0..N {
+        s.images()
+            .create(largest(i))
+            .await
+            .expect("the largest image");
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    let mut pages = 0;
+    let mut token = String::new();
+    loop {
+        let page = s
+            .images()
+            .list(ListImagesRequest {
+                folder_id: "b1g".into(),
+                page_size: 1000,
+                page_token: token,
+                ..Default::default()
+            })
+            .await
+            .expect("every page can be read")
+            .into_inner();
+        assert!(
+            page.encoded_len() <= 2 << 20,
+            "{} bytes",
+            page.encoded_len()
+        );
+        pages += 1;
+        for img in page.images {
+            assert!(seen.insert(img.name), "no image twice");
+        }
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    assert_eq!(seen.len(), N);
+    assert!(
+        pages >= 2,
+        "{N} of the largest images are more than one page"
+    );
+
+    let r = reqwest::get(format!(
+        "{}/compute/v1/images?folderId=b1g&pageSize=1000",
+        s.http()
+    ))
+    .await
+    .expect("reply");
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.expect("json");
+    let listed = body["images"].as_array().expect("images").len();
+    assert!(0 < listed && listed < N, "{listed}");
+    assert!(
+        body["nextPageToken"]
+            .as_str()
+            .is_some_and(|t| !t.is_empty())
+    );
+}
+
+/// Finding 8: one client's oversized `Grpc-Metadata-*` headers once made the backend drop the
+/// gateway's one shared connection, failing other clients' calls. They are refused with 431
+/// before anything is sent, and every other client's call succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_forwarded_metadata_fails_only_its_own_request() {
+    let s = TestServer::start().await;
+    let http = reqwest::Client::new();
+    let op: Value = http
+        .post(format!("{}/compute/v1/images", s.http()))
+        .body(r#"{"folderId":"b1g","name":"shared","diskId":"d"}"#)
+        .send()
+        .await
+        .expect("create")
+        .json()
+        .await
+        .expect("json");
+    let id = op["metadata"]["imageId"].as_str().expect("id").to_string();
+    let get = format!("{}/compute/v1/images/{id}", s.http());
+    let big = "v".repeat(3 * 1024);
+    let attacker = {
+        let (http, get, big) = (http.clone(), get.clone(), big.clone());
+        tokio::spawn(async move {
+            let mut refused = 0;
+            for _ in 0..50 {
+                let r = http
+                    .get(&get)
+                    .header("Grpc-Metadata-A", &big)
+                    .header("Grpc-Metadata-B", &big)
+                    .header("Grpc-Metadata-C", &big)
+                    .send()
+                    .await
+                    .expect("a reply");
+                assert_eq!(r.status(), 431);
+                let body: Value = r.json().await.expect("json");
+                assert_eq!(body["code"], 8, "{body}");
+                refused += 1;
+            }
+            refused
+        })
+    };
+    let mut ok = 0;
+    for _ in 0..200 {
+        let r = http.get(&get).send().await.expect("a reply");
+        assert_eq!(r.status(), 200);
+        ok += 1;
+    }
+    assert_eq!(attacker.await.expect("attacker"), 50);
+    assert_eq!(ok, 200);
+    // Within the limit, metadata still reaches the backend.
+    let r = http
+        .get(&get)
+        .header("Grpc-Metadata-A", "v".repeat(2 * 1024))
+        .send()
+        .await
+        .expect("a reply");
+    assert_eq!(r.status(), 200);
+}
+
+/// Finding 10: a name-ordered page token once outgrew the API's own 100-character limit on
+/// page tokens. Tokens of the longest names fit, and work.
+#[tokio::test]
+async fn page_tokens_of_the_longest_names_fit_the_limit() {
+    let s = TestServer::start().await;
+    let long = |c: char| format!("a{}", c.to_string().repeat(62));
+    for c in ['x', 'y', 'z'] {
+        s.images()
+            .create(create_req("b1g", &long(c)))
+            .await
+            .expect("create");
+    }
+    for order_by in ["name", "name desc", "createdAt", "id desc"] {
+        let mut names = Vec::new();
+        let mut token = String::new();
+        loop {
+            let page = s
+                .images()
+                .list(ListImagesRequest {
+                    folder_id: "b1g".into(),
+                    page_size: 1,
+                    page_token: token,
+                    order_by: order_by.into(),
+                    ..Default::default()
+                })
+                .await
+                .unwrap_or_else(|e| panic!("{order_by}: {e:?}"))
+                .into_inner();
+            names.extend(page.images.into_iter().map(|i| i.name));
+            if page.next_page_token.is_empty() {
+                break;
+            }
+            assert!(
+                page.next_page_token.len() <= 100,
+                "{order_by}: {}",
+                page.next_page_token
+            );
+            token = page.next_page_token;
+        }
+        assert_eq!(names.len(), 3, "{order_by}");
+        if order_by == "name" {
+            assert_eq!(names, [long('x'), long('y'), long('z')]);
+        }
+    }
+}
+
+/// Finding 12: an error naming 40,000 field violations was too large for a client to read.
+/// An error names the first 20 and counts the rest.
+#[tokio::test]
+async fn an_error_names_at_most_20_violations_and_counts_the_rest() {
+    let s = TestServer::start().await;
+    let err = s
+        .images()
+        .set_access_bindings(SetAccessBindingsRequest {
+            resource_id: "fd8x".into(),
+            access_bindings: vec![binding("", ""); 1000],
+        })
+        .await
+        .expect_err("1000 bad bindings");
+    assert_eq!(err.code(), Code::InvalidArgument);
+    let status = rpc::Status::decode(err.details()).expect("a google.rpc.Status");
+    let bad = status.details[0]
+        .unpack::<BadRequest>()
+        .expect("decodes")
+        .expect("BadRequest");
+    assert_eq!(bad.field_violations.len(), 20);
+    assert_eq!(bad.field_violations[0].field, "access_bindings[0].role_id");
+    // Each binding breaks two rules (role and subject id): 2,000 in all.
+    assert!(
+        err.message().ends_with("; and 1980 more"),
+        "{}",
+        err.message()
+    );
+    assert!(err.message().len() < 2048, "{}", err.message().len());
+}
