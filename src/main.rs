@@ -9,7 +9,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use compute_gateway::backend::{self, Backend, BackendConfig};
 use compute_gateway::gateway::{self, Gateway, GatewayConfig, ListenerOptions, RenderOptions};
-use compute_gateway::net::{self, BackendTls, Shutdown, Tls};
+use compute_gateway::net::{self, BackendTls, ConnOptions, Shutdown, Tls};
 use compute_gateway::serve::{ServeConfig, Server};
 use compute_gateway::store::EmbeddedStore;
 use compute_gateway::telemetry::LogFormat;
@@ -68,8 +68,40 @@ struct BackendArgs {
     /// again to send the HTTP/2 preface, before it is closed.
     #[arg(long, env = "CG_HANDSHAKE_TIMEOUT_MS", default_value_t = 10_000)]
     handshake_timeout_ms: u64,
+    /// Milliseconds a gRPC call may take, its request body's arrival included; past it the
+    /// call is CANCELLED (a client's shorter grpc-timeout wins).
+    #[arg(long, env = "CG_CALL_TIMEOUT_MS", default_value_t = 30_000)]
+    call_timeout_ms: u64,
     #[command(flatten)]
     tls: TlsArgs,
+    #[command(flatten)]
+    conn: ConnArgs,
+}
+
+#[derive(Args, Clone, Debug)]
+struct ConnArgs {
+    /// Most connections open at once on each listener; one more is closed as it is accepted
+    /// (default: half of the open-file limit, raised to its hard limit at start, less 128;
+    /// at most 10000).
+    #[arg(long, env = "CG_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
+    /// Milliseconds a write may wait for a peer that does not read; past it the connection is
+    /// closed and what it held freed.
+    #[arg(long, env = "CG_WRITE_TIMEOUT_MS", default_value_t = 30_000)]
+    write_timeout_ms: u64,
+}
+
+impl ConnArgs {
+    fn options(&self, name: &'static str, handshake_timeout: Duration) -> ConnOptions {
+        ConnOptions {
+            name,
+            handshake_timeout,
+            max_connections: self
+                .max_connections
+                .unwrap_or_else(net::default_max_connections),
+            write_timeout: Duration::from_millis(self.write_timeout_ms),
+        }
+    }
 }
 
 #[derive(Args, Clone, Debug)]
@@ -148,6 +180,8 @@ struct GatewayArgs {
     backend_ca: Option<PathBuf>,
     #[command(flatten)]
     tls: TlsArgs,
+    #[command(flatten)]
+    conn: ConnArgs,
 }
 
 type AnyError = Box<dyn std::error::Error + Send + Sync>;
@@ -187,6 +221,7 @@ fn backend_config(args: &BackendArgs, addr: SocketAddr) -> BackendConfig {
             .clone()
             .unwrap_or_else(|| addr.to_string()),
         health: Default::default(),
+        call_timeout: Duration::from_millis(args.call_timeout_ms),
     }
 }
 
@@ -203,10 +238,14 @@ fn gateway_config(args: &HttpArgs, backend_tls: Option<BackendTls>) -> GatewayCo
     }
 }
 
-fn listener_options(args: &HttpArgs) -> ListenerOptions {
+fn listener_options(args: &HttpArgs, conn: &ConnArgs) -> ListenerOptions {
+    let header_read_timeout = Duration::from_millis(args.header_read_timeout_ms);
+    let connections = conn.options("http", header_read_timeout);
     ListenerOptions {
-        header_read_timeout: Duration::from_millis(args.header_read_timeout_ms),
+        header_read_timeout,
         max_concurrent_streams: args.max_concurrent_streams,
+        max_connections: connections.max_connections,
+        write_timeout: connections.write_timeout,
         ..ListenerOptions::default()
     }
 }
@@ -255,8 +294,11 @@ async fn serve(args: ServeArgs) -> Result<(), AnyError> {
     let config = ServeConfig {
         backend: backend_config(&args.backend, grpc_addr),
         gateway: gateway_config(&args.http, None),
-        listener: listener_options(&args.http),
-        grpc_handshake_timeout: Duration::from_millis(args.backend.handshake_timeout_ms),
+        listener: listener_options(&args.http, &args.backend.conn),
+        grpc_connections: args.backend.conn.options(
+            "grpc",
+            Duration::from_millis(args.backend.handshake_timeout_ms),
+        ),
         tls,
     };
     let server = Server::new(Arc::new(store), config).await?;
@@ -290,7 +332,8 @@ async fn run_backend(args: BackendArgs) -> Result<(), AnyError> {
     let incoming = net::incoming(
         grpc,
         tls.as_ref().map(Tls::grpc_server),
-        Duration::from_millis(args.handshake_timeout_ms),
+        args.conn
+            .options("grpc", Duration::from_millis(args.handshake_timeout_ms)),
         shutdown.clone(),
     );
     tracing::info!(grpc = %addr, tls = tls.is_some(), data_dir = %args.data_dir.display(), "serving");
@@ -319,11 +362,11 @@ async fn run_gateway(args: GatewayArgs) -> Result<(), AnyError> {
         gateway_config(&args.http, backend_tls),
     )?);
     let shutdown = Shutdown::on_signals();
-    let options = listener_options(&args.http);
+    let options = listener_options(&args.http, &args.conn);
     let incoming = net::incoming(
         http,
         tls.as_ref().map(Tls::rest_server),
-        options.header_read_timeout,
+        options.connections(),
         shutdown.clone(),
     );
     tracing::info!(http = %http_addr, backend = %args.backend, tls = tls.is_some(), "serving");

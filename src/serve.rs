@@ -7,13 +7,12 @@
 //! letting its own calls in flight finish.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::net::TcpListener;
 
 use crate::backend::{self, Backend, BackendConfig};
 use crate::gateway::{self, Gateway, GatewayConfig, ListenerOptions, StartError};
-use crate::net::{self, Incoming, Shutdown, Tls, Upstream};
+use crate::net::{self, ConnOptions, Incoming, Shutdown, Tls, Upstream};
 use crate::store::{Store, StoreError};
 
 /// Settings of `serve` mode.
@@ -25,11 +24,12 @@ pub struct ServeConfig {
     pub gateway: GatewayConfig,
     /// The REST listener's settings.
     pub listener: ListenerOptions,
-    /// A new gRPC connection is closed unless it finishes its TLS handshake, if any, and then
-    /// sends the HTTP/2 preface and SETTINGS, each within this time. grpc-go bounds the same
-    /// stretch with its `ConnectionTimeout`, 120 s by default; `serve` uses 10 s, like the REST
-    /// listener's header-read timeout.
-    pub grpc_handshake_timeout: Duration,
+    /// How the gRPC listener's connections are bounded. Its handshake timeout: a new
+    /// connection is closed unless it finishes its TLS handshake, if any, and then sends the
+    /// HTTP/2 preface and SETTINGS, each within this time. grpc-go bounds the same stretch with
+    /// its `ConnectionTimeout`, 120 s by default; `serve` uses 10 s, like the REST listener's
+    /// header-read timeout.
+    pub grpc_connections: ConnOptions,
     /// TLS on both listeners, when set.
     pub tls: Option<Tls>,
 }
@@ -99,14 +99,14 @@ impl Server {
         let grpc = net::incoming(
             grpc,
             tls.map(Tls::grpc_server),
-            self.config.grpc_handshake_timeout,
+            self.config.grpc_connections.clone(),
             shutdown.clone(),
         )
         .merge(self.local);
         let http = net::incoming(
             http,
             tls.map(Tls::rest_server),
-            self.config.listener.header_read_timeout,
+            self.config.listener.connections(),
             shutdown.clone(),
         );
         // The backend outlives the gateway's drain: it stops on a signal of its own, given

@@ -20,6 +20,10 @@ pub(crate) const GRPC_REQUESTS: &str = "grpc_server_requests_total";
 pub(crate) const GRPC_DURATION: &str = "grpc_server_request_duration_seconds";
 /// Store write-transaction latency: running a batch of jobs and its durable commit (the fsync).
 pub(crate) const STORE_COMMIT: &str = "store_commit_duration_seconds";
+/// Connections open, by listener (`grpc`, `http`).
+pub(crate) const CONNECTIONS_OPEN: &str = "net_connections_open";
+/// Connections closed on accept because their listener was at its cap, by listener.
+pub(crate) const CONNECTIONS_REFUSED: &str = "net_connections_refused_total";
 /// Jobs per store write transaction (group commit).
 pub(crate) const STORE_BATCH: &str = "store_commit_batch_jobs";
 
@@ -394,7 +398,11 @@ pub(crate) mod tests {
         }
         assert_eq!(&*method_label(&http::Method::PATCH), "PATCH");
         let custom = http::Method::from_bytes(b"PURGE").expect("valid method");
-        assert_eq!(&*method_label(&custom), "OTHER", "a client's method is no label value");
+        assert_eq!(
+            &*method_label(&custom),
+            "OTHER",
+            "a client's method is no label value"
+        );
         for n in 0..17 {
             let code = tonic::Code::from_i32(n);
             assert_eq!(grpc_code_label(code), format!("{code:?}"));

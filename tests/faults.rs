@@ -361,10 +361,19 @@ async fn start_backend_with(
             create_delay: Duration::from_millis(10),
             advertise_address: addr,
             health,
+            call_timeout: BackendConfig::DEFAULT_CALL_TIMEOUT,
         },
     );
     let stop = Shutdown::new();
-    let incoming = net::incoming(listener, tls, handshake_timeout, stop.clone());
+    let incoming = net::incoming(
+        listener,
+        tls,
+        net::ConnOptions {
+            handshake_timeout,
+            ..net::ConnOptions::named("grpc")
+        },
+        stop.clone(),
+    );
     let serving = stop.clone();
     let task = tokio::spawn(async move {
         backend::serve(incoming, be, serving)

@@ -26,6 +26,16 @@ pub struct BackendConfig {
     pub advertise_address: String,
     /// How the store's health is checked.
     pub health: HealthProbe,
+    /// Longest a unary call may take, its request body's arrival included: a client that
+    /// opens a stream and never sends the body has the call ended (CANCELLED, "Timeout
+    /// expired", as tonic ends it) instead of holding the stream. A client's shorter `grpc-timeout` still wins. Streaming calls (health's Watch,
+    /// reflection) are bounded only until their reply starts.
+    pub call_timeout: Duration,
+}
+
+impl BackendConfig {
+    /// No call of these services takes long (the store's stall limit is 10 s).
+    pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 }
 
 /// The shared state of every service: a cheap-to-clone handle.

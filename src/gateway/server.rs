@@ -17,7 +17,7 @@ use tokio_stream::StreamExt as _;
 
 use super::admin;
 use super::handler::{Gateway, handle};
-use crate::net::{Incoming, Shutdown};
+use crate::net::{ConnOptions, Incoming, Shutdown};
 
 /// How long shutdown waits for the requests in flight.
 const DRAIN: Duration = Duration::from_secs(10);
@@ -32,14 +32,34 @@ pub struct ListenerOptions {
     pub max_concurrent_streams: u32,
     /// Largest header block in bytes.
     pub max_header_bytes: usize,
+    /// Most connections open at once.
+    pub max_connections: usize,
+    /// Longest a write may wait for a client that does not read.
+    pub write_timeout: Duration,
+}
+
+impl ListenerOptions {
+    /// How the listener's connections are bounded: the header-read timeout also bounds a
+    /// TLS handshake and the first bytes.
+    pub fn connections(&self) -> ConnOptions {
+        ConnOptions {
+            name: "http",
+            handshake_timeout: self.header_read_timeout,
+            max_connections: self.max_connections,
+            write_timeout: self.write_timeout,
+        }
+    }
 }
 
 impl Default for ListenerOptions {
     fn default() -> Self {
+        let connections = ConnOptions::named("http");
         Self {
             header_read_timeout: Duration::from_secs(10),
             max_concurrent_streams: 256,
             max_header_bytes: 64 * 1024,
+            max_connections: connections.max_connections,
+            write_timeout: connections.write_timeout,
         }
     }
 }

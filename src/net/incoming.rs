@@ -4,7 +4,9 @@
 //!
 //! Each TCP connection is bounded in time before its first request: its TLS handshake, if any,
 //! and then its first bytes ([`FirstBytes`]) each get `handshake_timeout`. Handshakes run in
-//! tasks of their own, so a slow one never holds up the accept loop.
+//! tasks of their own, so a slow one never holds up the accept loop. A listener holds at most
+//! `max_connections`, and a write that waits too long on its peer ends its connection (see
+//! `limits.rs`).
 
 use std::io;
 use std::net::SocketAddr;
@@ -15,7 +17,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, DuplexStream, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::ServerConfig;
 use tokio_rustls::server::TlsStream;
@@ -23,6 +25,7 @@ use tokio_stream::Stream;
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
 use super::first_bytes::FirstBytes;
+use super::limits::{ConnOptions, WriteDeadline};
 use super::shutdown::Shutdown;
 use super::tls::handshake;
 
@@ -33,18 +36,44 @@ const BACKLOG: usize = 64;
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
 /// One accepted connection: plain TCP, TLS over TCP (handshake done), or the in-process pipe
-/// of `serve` (`pipe.rs`, the gateway's own connection).
-pub struct Conn(Transport);
+/// of `serve` (`pipe.rs`, the gateway's own connection). A TCP connection holds its place
+/// under its listener's cap until it is dropped.
+pub struct Conn {
+    transport: Transport,
+    _slot: Option<Slot>,
+}
 
 enum Transport {
-    Tcp(FirstBytes<TcpStream>),
-    Tls(Box<FirstBytes<TlsStream<TcpStream>>>),
+    Tcp(WriteDeadline<FirstBytes<TcpStream>>),
+    Tls(Box<WriteDeadline<FirstBytes<TlsStream<TcpStream>>>>),
     Pipe(DuplexStream),
+}
+
+/// A connection's place under its listener's cap, counted in `net_connections_open`.
+struct Slot {
+    _permit: OwnedSemaphorePermit,
+    open: metrics::Gauge,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.open.decrement(1.0);
+    }
 }
 
 impl Conn {
     pub(super) fn pipe(stream: DuplexStream) -> Self {
-        Self(Transport::Pipe(stream))
+        Self {
+            transport: Transport::Pipe(stream),
+            _slot: None,
+        }
+    }
+
+    fn tcp(transport: Transport, slot: Slot) -> Self {
+        Self {
+            transport,
+            _slot: Some(slot),
+        }
     }
 
     /// The peer's address (none for the in-process pipe).
@@ -53,7 +82,7 @@ impl Conn {
     }
 
     fn io(self: Pin<&mut Self>) -> Pin<&mut (dyn Io + '_)> {
-        match &mut self.get_mut().0 {
+        match &mut self.get_mut().transport {
             Transport::Tcp(s) => Pin::new(s as &mut dyn Io),
             Transport::Tls(s) => Pin::new(&mut **s as &mut dyn Io),
             Transport::Pipe(s) => Pin::new(s as &mut dyn Io),
@@ -69,9 +98,9 @@ impl Connected for Conn {
     type ConnectInfo = TcpConnectInfo;
 
     fn connect_info(&self) -> TcpConnectInfo {
-        match &self.0 {
-            Transport::Tcp(s) => s.get_ref().connect_info(),
-            Transport::Tls(s) => s.get_ref().get_ref().0.connect_info(),
+        match &self.transport {
+            Transport::Tcp(s) => s.get_ref().get_ref().connect_info(),
+            Transport::Tls(s) => s.get_ref().get_ref().get_ref().0.connect_info(),
             Transport::Pipe(_) => TcpConnectInfo {
                 local_addr: None,
                 remote_addr: None,
@@ -108,7 +137,7 @@ impl AsyncWrite for Conn {
     }
 
     fn is_write_vectored(&self) -> bool {
-        match &self.0 {
+        match &self.transport {
             Transport::Tcp(s) => s.is_write_vectored(),
             Transport::Tls(s) => s.is_write_vectored(),
             Transport::Pipe(s) => s.is_write_vectored(),
@@ -148,30 +177,62 @@ impl Stream for Incoming {
     }
 }
 
-/// The connections made on `listener` until `shutdown`, over TLS when `tls` is set; each has
-/// `handshake_timeout` for its handshake and again for its first bytes. The listener is closed
-/// once shutdown begins (or the stream is dropped), so new connections are refused from then on.
+/// The connections made on `listener` until `shutdown`, over TLS when `tls` is set, bounded
+/// as `options` says: each has its handshake timeout for its handshake and again for its first
+/// bytes, and at most `max_connections` are open at once. The listener is closed once shutdown
+/// begins (or the stream is dropped), so new connections are refused from then on.
 pub fn incoming(
     listener: TcpListener,
     tls: Option<Arc<ServerConfig>>,
-    handshake_timeout: Duration,
+    options: ConnOptions,
     shutdown: Shutdown,
 ) -> Incoming {
     let (accepted, receiver) = mpsc::channel(BACKLOG);
     let acceptor = tls.map(TlsAcceptor::from);
+    let slots = Arc::new(Semaphore::new(options.max_connections));
+    let open = metrics::gauge!(crate::telemetry::CONNECTIONS_OPEN, "listener" => options.name);
+    let refused =
+        metrics::counter!(crate::telemetry::CONNECTIONS_REFUSED, "listener" => options.name);
     tokio::spawn(async move {
         let stop = shutdown.requested();
         tokio::pin!(stop);
+        let mut full = false;
         loop {
             let tcp = tokio::select! {
                 tcp = accept(&listener) => tcp,
                 () = &mut stop => break,
                 () = accepted.closed() => break,
             };
+            let Ok(permit) = slots.clone().try_acquire_owned() else {
+                // Over the cap: closed at once. Logged when the listener fills, not per peer.
+                refused.increment(1);
+                if !full {
+                    tracing::warn!(
+                        listener = options.name,
+                        max_connections = options.max_connections,
+                        "connection limit reached; closing new connections until some end"
+                    );
+                }
+                full = true;
+                continue;
+            };
+            full = false;
+            open.increment(1.0);
+            let slot = Slot {
+                _permit: permit,
+                open: open.clone(),
+            };
+            let (handshake_timeout, write_timeout) =
+                (options.handshake_timeout, options.write_timeout);
             match &acceptor {
                 None => {
-                    let conn = Conn(Transport::Tcp(FirstBytes::new(tcp, handshake_timeout)));
-                    if accepted.send(conn).await.is_err() {
+                    let io =
+                        WriteDeadline::new(FirstBytes::new(tcp, handshake_timeout), write_timeout);
+                    if accepted
+                        .send(Conn::tcp(Transport::Tcp(io), slot))
+                        .await
+                        .is_err()
+                    {
                         break;
                     }
                 }
@@ -180,7 +241,8 @@ pub fn incoming(
                     tokio::spawn(async move {
                         // A failed or slow handshake just drops the connection.
                         if let Some(tls) = handshake(&acceptor, tcp, handshake_timeout).await {
-                            let _ = accepted.send(Conn(Transport::Tls(Box::new(tls)))).await;
+                            let io = Box::new(WriteDeadline::new(tls, write_timeout));
+                            let _ = accepted.send(Conn::tcp(Transport::Tls(io), slot)).await;
                         }
                     });
                 }
@@ -218,7 +280,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let shutdown = Shutdown::new();
-        let mut conns = incoming(listener, None, Duration::from_secs(10), shutdown.clone());
+        let mut conns = incoming(listener, None, ConnOptions::named("test"), shutdown.clone());
         let mut client = TcpStream::connect(addr).await.expect("connect");
         let mut conn = conns.next().await.expect("a connection").expect("ok");
         assert_eq!(

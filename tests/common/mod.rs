@@ -37,6 +37,8 @@ pub(crate) struct TestServer {
 #[derive(Clone)]
 pub(crate) struct Options {
     pub(crate) create_delay: Duration,
+    /// The backend's limit on one gRPC call.
+    pub(crate) call_timeout: Duration,
     pub(crate) gateway: GatewayConfig,
     pub(crate) listener: ListenerOptions,
     /// Serve REST from a gateway of its own (the `gateway` command's wiring) in front of the
@@ -48,6 +50,7 @@ impl Default for Options {
     fn default() -> Self {
         Self {
             create_delay: Duration::from_millis(50),
+            call_timeout: BackendConfig::DEFAULT_CALL_TIMEOUT,
             gateway: GatewayConfig::default(),
             listener: ListenerOptions::default(),
             gateway_over_tcp: false,
@@ -81,10 +84,15 @@ impl TestServer {
                 create_delay: options.create_delay,
                 advertise_address: grpc_addr.to_string(),
                 health: Default::default(),
+                call_timeout: options.call_timeout,
             },
             gateway: options.gateway.clone(),
             listener: options.listener.clone(),
-            grpc_handshake_timeout: options.listener.header_read_timeout,
+            // Both listeners are bounded alike.
+            grpc_connections: net::ConnOptions {
+                name: "grpc",
+                ..options.listener.connections()
+            },
             tls: None,
         };
         let server = Server::new(Arc::new(store), config)
@@ -233,12 +241,7 @@ async fn spawn_gateway(
     let gw = Arc::new(Gateway::new(backend_url, config).expect("gateway"));
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
-    let incoming = net::incoming(
-        listener,
-        None,
-        options.header_read_timeout,
-        shutdown.clone(),
-    );
+    let incoming = net::incoming(listener, None, options.connections(), shutdown.clone());
     let task = tokio::spawn(gateway::serve(incoming, gw, options, shutdown));
     (addr, task)
 }
