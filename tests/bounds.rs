@@ -419,3 +419,178 @@ async fn an_error_names_at_most_20_violations_and_counts_the_rest() {
     );
     assert!(err.message().len() < 2048, "{}", err.message().len());
 }
+
+/// Reads until the peer closes or resets; how many bytes came.
+async fn read_to_close(conn: &mut tokio::net::TcpStream) -> usize {
+    use tokio::io::AsyncReadExt;
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut total = 0;
+    loop {
+        match conn.read(&mut buf).await {
+            Ok(0) | Err(_) => return total,
+            Ok(n) => total += n,
+        }
+    }
+}
+
+/// Finding 6: 1,100 idle connections to the gRPC port once used up every file descriptor,
+/// and the REST port stopped answering too. Each listener has its own cap: past it a new
+/// connection is closed at once, the other port keeps answering, and a freed place is taken
+/// again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_listener_has_its_own_connection_cap() {
+    use tokio::net::TcpStream;
+    compute_gateway::telemetry::metrics();
+    let s = TestServer::start_with(common::Options {
+        listener: compute_gateway::gateway::ListenerOptions {
+            max_connections: 8,
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+    .await;
+    let mut idle = Vec::new();
+    for _ in 0..8 {
+        idle.push(TcpStream::connect(s.grpc_addr).await.expect("connect"));
+    }
+    // The ninth is accepted and closed: the peer hears of it at once.
+    let mut ninth = TcpStream::connect(s.grpc_addr).await.expect("connect");
+    assert_eq!(read_to_close(&mut ninth).await, 0);
+    // The REST port is not touched by the gRPC port's flood.
+    let r = reqwest::get(format!("{}/compute/v1/images?folderId=b1g", s.http()))
+        .await
+        .expect("REST answers");
+    assert_eq!(r.status(), 200);
+    // A freed place is taken again.
+    drop(idle);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let mut images = s.images();
+        match images
+            .list(ListImagesRequest {
+                folder_id: "b1g".into(),
+                ..Default::default()
+            })
+            .await
+        {
+            Ok(_) => break,
+            Err(e) => {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "no place freed: {e:?}"
+                );
+                tokio::task::yield_now().await;
+            }
+        }
+    }
+    let text = scrape(&s).await;
+    assert!(
+        text.lines().any(|l| l
+            .strip_prefix(r#"net_connections_refused_total{listener="grpc"} "#)
+            .and_then(|v| v.parse::<f64>().ok())
+            .is_some_and(|n| n >= 1.0)),
+        "{text}"
+    );
+}
+
+/// Finding 6: a gRPC stream that never sends its request body once held its stream for ever,
+/// and one connection could open 40,000 streams. The call ends DEADLINE_EXCEEDED at the
+/// backend's call timeout (CANCELLED, as tonic ends it), and the server announces its stream
+/// limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_streams_are_limited_and_a_stalled_body_times_out() {
+    let s = TestServer::start_with(common::Options {
+        call_timeout: std::time::Duration::from_millis(300),
+        ..Default::default()
+    })
+    .await;
+    let tcp = tokio::net::TcpStream::connect(s.grpc_addr)
+        .await
+        .expect("connect");
+    let (client, conn) = h2::client::handshake(tcp).await.expect("h2");
+    tokio::spawn(conn);
+    let mut client = client.ready().await.expect("ready");
+    let request = http::Request::post(format!(
+        "http://{}/yandex.cloud.compute.v1.ImageService/Get",
+        s.grpc_addr
+    ))
+    .header("content-type", "application/grpc")
+    .header("te", "trailers")
+    .body(())
+    .expect("request");
+    // Headers only: the body never comes.
+    let (reply, _body) = client.send_request(request, false).expect("stream");
+    let reply = reply.await.expect("a reply");
+    let status = reply
+        .headers()
+        .get("grpc-status")
+        .map(|v| v.to_str().expect("ascii").to_string());
+    let status = match status {
+        Some(s) => s,
+        None => {
+            let mut body = reply.into_body();
+            while body.data().await.is_some() {}
+            let trailers = body.trailers().await.expect("trailers").expect("some");
+            trailers["grpc-status"].to_str().expect("ascii").to_string()
+        }
+    };
+    // tonic ends a call past its server-side timeout as CANCELLED ("Timeout expired").
+    assert_eq!(status, (Code::Cancelled as i32).to_string());
+    // The server's SETTINGS have come by now.
+    assert_eq!(client.current_max_send_streams(), 256);
+}
+
+/// Finding 7: clients that asked for large replies and never read them held their memory
+/// and connections for as long as they liked. A write that waits on the client longer than
+/// the write timeout ends the connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_does_not_read_its_replies_is_disconnected() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = TestServer::start_with(common::Options {
+        listener: compute_gateway::gateway::ListenerOptions {
+            write_timeout: std::time::Duration::from_millis(500),
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+    .await;
+    let mut big = create_req("b1g", "");
+    big.product_ids = (0..100).map(|p| format!("{p:0>50}")).collect();
+    for i in 0..20 {
+        big.name = format!("big-{i}");
+        s.images().create(big.clone()).await.expect("create");
+    }
+    // One reply's size, read whole by a client that reads.
+    let one = reqwest::get(format!("{}/compute/v1/images?folderId=b1g", s.http()))
+        .await
+        .expect("reply")
+        .bytes()
+        .await
+        .expect("body")
+        .len();
+    assert!(one > 100_000, "{one}");
+    // Enough pipelined requests that their replies overflow every socket buffer on the way.
+    let requests = (32 << 20) / one + 1;
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(4096).expect("small buffer");
+    let mut conn = socket.connect(s.http_addr).await.expect("connect");
+    let get = "GET /compute/v1/images?folderId=b1g HTTP/1.1\r\nHost: x\r\n\r\n";
+    conn.write_all(get.repeat(requests).as_bytes())
+        .await
+        .expect("requests sent");
+    // Not reading: the server's writes wait, then time out. (This wait is the client
+    // misbehaving, not a wait for the server.)
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let mut received = 0;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match conn.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => received += n,
+        }
+    }
+    assert!(
+        received < requests * one,
+        "{received} bytes of {requests} replies of {one}: the connection was not closed"
+    );
+}
