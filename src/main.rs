@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use compute_gateway::backend::{self, Backend, BackendConfig};
+use compute_gateway::backend::{self, Backend, BackendConfig, Retention};
 use compute_gateway::gateway::{self, Gateway, GatewayConfig, ListenerOptions, RenderOptions};
 use compute_gateway::net::{self, BackendTls, ConnOptions, Shutdown, Tls};
 use compute_gateway::serve::{ServeConfig, Server};
@@ -72,6 +72,13 @@ struct BackendArgs {
     /// call is CANCELLED (a client's shorter grpc-timeout wins).
     #[arg(long, env = "CG_CALL_TIMEOUT_MS", default_value_t = 30_000)]
     call_timeout_ms: u64,
+    /// How long done Operations are kept (then purged, with their place in their image's
+    /// history): a number and a unit, s, m, h or d.
+    #[arg(long, env = "CG_OPERATION_RETENTION", default_value = "30d", value_parser = parse_duration)]
+    operation_retention: Duration,
+    /// How long an idempotency key is remembered; a retry after it is a new request.
+    #[arg(long, env = "CG_IDEMPOTENCY_KEY_RETENTION", default_value = "24h", value_parser = parse_duration)]
+    idempotency_key_retention: Duration,
     #[command(flatten)]
     tls: TlsArgs,
     #[command(flatten)]
@@ -186,6 +193,27 @@ struct GatewayArgs {
 
 type AnyError = Box<dyn std::error::Error + Send + Sync>;
 
+/// `90s`, `15m`, `24h`, `30d`: a whole number and a unit.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?}: expected a number and a unit (s, m, h or d)"))?;
+    let seconds = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 60 * 60,
+        "d" => 24 * 60 * 60,
+        _ => return Err(format!("{text:?}: the unit must be s, m, h or d")),
+    };
+    n.checked_mul(seconds)
+        .map(Duration::from_secs)
+        .ok_or_else(|| format!("{text:?} is too long"))
+}
+
 #[tokio::main]
 async fn main() {
     let cli = Cli::parse();
@@ -222,6 +250,11 @@ fn backend_config(args: &BackendArgs, addr: SocketAddr) -> BackendConfig {
             .unwrap_or_else(|| addr.to_string()),
         health: Default::default(),
         call_timeout: Duration::from_millis(args.call_timeout_ms),
+        retention: Retention {
+            operations: args.operation_retention,
+            idempotency_keys: args.idempotency_key_retention,
+            ..Retention::default()
+        },
     }
 }
 

@@ -362,6 +362,7 @@ async fn start_backend_with(
             advertise_address: addr,
             health,
             call_timeout: BackendConfig::DEFAULT_CALL_TIMEOUT,
+            retention: Default::default(),
         },
     );
     let stop = Shutdown::new();

@@ -18,6 +18,7 @@ mod images;
 mod observe;
 mod operations;
 mod page;
+mod retention;
 mod runner;
 mod server;
 mod state;
@@ -25,6 +26,7 @@ mod storage;
 mod validate;
 
 pub use health::HealthProbe;
+pub use retention::Retention;
 pub use server::serve;
 pub use state::{Backend, BackendConfig};
 

@@ -13,6 +13,7 @@ use super::health;
 use super::images::Images;
 use super::observe::ObserveLayer;
 use super::operations::Operations;
+use super::retention;
 use super::state::Backend;
 
 /// An HTTP/2 PING after this long without a frame, and this long for its answer, so that a
@@ -34,6 +35,11 @@ pub async fn serve(
     let call_timeout = backend.config().call_timeout;
     let (health, health_service) = tonic_health::server::health_reporter();
     health::set_all(&health, tonic_health::ServingStatus::Serving).await;
+    tokio::spawn(retention::run(
+        backend.store().clone(),
+        backend.config().retention,
+        shutdown.clone(),
+    ));
     tokio::spawn(health::follow_store(
         backend.store().clone(),
         backend.config().health,

@@ -11,6 +11,7 @@ use tonic::metadata::MetadataMap;
 
 use super::health::HealthProbe;
 use super::ids::{OPERATION_ID_PREFIX, new_id};
+use super::retention::Retention;
 use super::runner::OperationRunner;
 use super::storage;
 use crate::json::{Any, Timestamp};
@@ -26,6 +27,8 @@ pub struct BackendConfig {
     pub advertise_address: String,
     /// How the store's health is checked.
     pub health: HealthProbe,
+    /// How long done Operations and idempotency records are kept.
+    pub retention: Retention,
     /// Longest a unary call may take, its request body's arrival included: a client that
     /// opens a stream and never sends the body has the call ended (CANCELLED, "Timeout
     /// expired", as tonic ends it) instead of holding the stream. A client's shorter `grpc-timeout` still wins. Streaming calls (health's Watch,
@@ -139,9 +142,11 @@ impl Backend {
                         "idempotency-key {key:?} was already used for a different request"
                     )));
                 }
-                return tx.operation(&record.operation_id)?.ok_or_else(|| {
-                    Status::internal("idempotency record points at a missing operation")
-                });
+                // An Operation purged before its key (a retention shorter than the key's) is
+                // gone for the retry too: the key starts afresh below.
+                if let Some(op) = tx.operation(&record.operation_id)? {
+                    return Ok(op);
+                }
             }
             let (op, image_id) = f(tx, ctx)?;
             tx.put_operation(&op, &image_id)?;

@@ -177,6 +177,28 @@ pub trait TxMut: Tx {
     fn put_running_create(&mut self, running: &RunningCreate) -> Result<(), StoreError>;
     /// Marks a create as finished.
     fn clear_running_create(&mut self, operation_id: &str) -> Result<(), StoreError>;
+    /// Removes up to `limit` done operations and up to `limit` idempotency records from before
+    /// their cutoffs (the oldest are not necessarily first); returns how many it removed. An
+    /// operation leaves its image's history with it; a running create stays.
+    fn purge(&mut self, cutoffs: Cutoffs, limit: usize) -> Result<usize, StoreError>;
+}
+
+/// What [`TxMut::purge`] removes: records from before these times, in nanoseconds since the
+/// epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cutoffs {
+    /// Done operations created before this.
+    pub operations: u128,
+    /// Idempotency records made before this.
+    pub idempotency_keys: u128,
+}
+
+/// Now, in nanoseconds since the epoch (0 before it).
+pub(crate) fn now_nanos() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default()
 }
 
 /// A transactional store. Writes are serialised: a read-modify-write inside a [`WriteJob`]

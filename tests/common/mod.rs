@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use compute_gateway::backend::BackendConfig;
+use compute_gateway::backend::{BackendConfig, Retention};
 use compute_gateway::gateway::{self, Gateway, GatewayConfig, ListenerOptions};
 use compute_gateway::json::Any;
 use compute_gateway::net::{self, Shutdown};
@@ -39,6 +39,8 @@ pub(crate) struct Options {
     pub(crate) create_delay: Duration,
     /// The backend's limit on one gRPC call.
     pub(crate) call_timeout: Duration,
+    /// How long done Operations and idempotency keys are kept.
+    pub(crate) retention: Retention,
     pub(crate) gateway: GatewayConfig,
     pub(crate) listener: ListenerOptions,
     /// Serve REST from a gateway of its own (the `gateway` command's wiring) in front of the
@@ -51,6 +53,7 @@ impl Default for Options {
         Self {
             create_delay: Duration::from_millis(50),
             call_timeout: BackendConfig::DEFAULT_CALL_TIMEOUT,
+            retention: Default::default(),
             gateway: GatewayConfig::default(),
             listener: ListenerOptions::default(),
             gateway_over_tcp: false,
@@ -85,6 +88,7 @@ impl TestServer {
                 advertise_address: grpc_addr.to_string(),
                 health: Default::default(),
                 call_timeout: options.call_timeout,
+                retention: options.retention,
             },
             gateway: options.gateway.clone(),
             listener: options.listener.clone(),

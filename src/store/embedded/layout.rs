@@ -38,8 +38,14 @@ pub(super) const IMAGE_OPERATIONS: Table = table(4, "image_operations");
 pub(super) const BINDINGS: Table = table(5, "bindings");
 pub(super) const IDEMPOTENCY: Table = table(6, "idempotency");
 pub(super) const RUNNING: Table = table(7, "running_creates");
+/// `created_at nanos (zero-padded) \0 operation_id \0 image_id` -> empty: operations oldest
+/// first, for retention.
+pub(super) const OPERATIONS_BY_TIME: Table = table(8, "operations_by_time");
+/// `recorded nanos (zero-padded) \0 idempotency key` -> empty: keys oldest first, for
+/// retention.
+pub(super) const IDEMPOTENCY_BY_TIME: Table = table(9, "idempotency_by_time");
 
-pub(super) const ALL_TABLES: [Table; 8] = [
+pub(super) const ALL_TABLES: [Table; 10] = [
     IMAGES,
     FOLDER_IMAGES,
     FOLDER_NAMES,
@@ -48,6 +54,8 @@ pub(super) const ALL_TABLES: [Table; 8] = [
     BINDINGS,
     IDEMPOTENCY,
     RUNNING,
+    OPERATIONS_BY_TIME,
+    IDEMPOTENCY_BY_TIME,
 ];
 
 /// An engine failure.
@@ -61,6 +69,37 @@ pub(super) fn key(parent: &str, child: &str) -> String {
     format!("{parent}\0{child}")
 }
 
+/// Builds the time indexes of a store written before they existed: every operation by its
+/// creation time, every idempotency record as made now (so it expires a retention period
+/// from now). A no-op once they are built.
+pub(super) fn backfill(tx: &redb::WriteTransaction) -> Result<(), StoreError> {
+    let mut by_time = tx.open_table(OPERATIONS_BY_TIME.def).map_err(err)?;
+    if by_time.first().map_err(err)?.is_none() {
+        let history = tx.open_table(IMAGE_OPERATIONS.def).map_err(err)?;
+        for item in history.iter().map_err(err)? {
+            let (k, _) = item.map_err(err)?;
+            let mut parts = k.value().splitn(3, '\0');
+            if let (Some(image_id), Some(nanos), Some(op_id)) =
+                (parts.next(), parts.next(), parts.next())
+            {
+                let index = format!("{nanos}\0{op_id}\0{image_id}");
+                by_time.insert(index.as_str(), &[][..]).map_err(err)?;
+            }
+        }
+    }
+    let mut keys_by_time = tx.open_table(IDEMPOTENCY_BY_TIME.def).map_err(err)?;
+    if keys_by_time.first().map_err(err)?.is_none() {
+        let now = crate::store::now_nanos();
+        let keys = tx.open_table(IDEMPOTENCY.def).map_err(err)?;
+        for item in keys.iter().map_err(err)? {
+            let (k, _) = item.map_err(err)?;
+            let index = format!("{now:020}\0{}", k.value());
+            keys_by_time.insert(index.as_str(), &[][..]).map_err(err)?;
+        }
+    }
+    Ok(())
+}
+
 pub(super) fn decode<M: Message + Default>(bytes: &[u8]) -> Result<M, StoreError> {
     M::decode(bytes).map_err(StoreError::Corrupt)
 }
@@ -68,6 +107,17 @@ pub(super) fn decode<M: Message + Default>(bytes: &[u8]) -> Result<M, StoreError
 pub(super) fn op_index_key(image_id: &str, op: &Operation) -> String {
     let nanos = OperationCursor::created_nanos_of(op);
     format!("{image_id}\0{nanos:020}\0{}", op.id)
+}
+
+/// The [`OPERATIONS_BY_TIME`] key of an operation.
+pub(super) fn op_time_key(image_id: &str, op: &Operation) -> String {
+    let nanos = OperationCursor::created_nanos_of(op);
+    format!("{nanos:020}\0{}\0{image_id}", op.id)
+}
+
+/// The keys of a time index (`nanos \0 ...`) from before `before` nanoseconds since the epoch.
+pub(super) fn before(before: u128) -> std::ops::Range<String> {
+    String::new()..format!("{before:020}")
 }
 
 /// The fields of a stored Image that its index entries are made of: decoding only these

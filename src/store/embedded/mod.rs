@@ -54,6 +54,7 @@ impl EmbeddedStore {
         for table in ALL_TABLES {
             tx.open_table(table.def).map_err(err)?;
         }
+        layout::backfill(&tx)?;
         tx.commit().map_err(err)?;
         let db = Arc::new(db);
         let (jobs, queue) = mpsc::channel();
@@ -243,6 +244,106 @@ mod tests {
             read(&store, |tx| tx.image_named("f", "gamma").expect("name")),
             None
         );
+    }
+
+    /// A purge removes the done operations and idempotency records from before their cutoffs
+    /// (and their index entries) and keeps a running create, whatever its age; a store written
+    /// before the time indexes existed has them built when it opens.
+    #[test]
+    fn purge_removes_what_expired_and_an_older_store_is_indexed_on_open() {
+        use super::layout::{IDEMPOTENCY, IMAGE_OPERATIONS, OPERATIONS, op_index_key};
+        use crate::store::{Cutoffs, IdempotencyRecord, now_nanos};
+        use prost::Message;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let op = |id: &str, secs: i64, done: bool| Operation {
+            id: id.into(),
+            created_at: Some(crate::json::Timestamp {
+                seconds: secs,
+                nanos: 0,
+            }),
+            done,
+            ..Default::default()
+        };
+        let ops = [
+            op("old", 10, true),
+            op("running", 20, false),
+            op("new", 1000, true),
+        ];
+        {
+            // Written as a store before the time indexes did: straight into the tables.
+            let store = EmbeddedStore::open(dir.path()).expect("open");
+            let tx = store.db.begin_write().expect("write");
+            {
+                let mut table = tx.open_table(OPERATIONS.def).expect("operations");
+                let mut history = tx.open_table(IMAGE_OPERATIONS.def).expect("history");
+                for o in &ops {
+                    table
+                        .insert(o.id.as_str(), o.encode_to_vec().as_slice())
+                        .expect("insert");
+                    history
+                        .insert(op_index_key("img", o).as_str(), &[][..])
+                        .expect("insert");
+                }
+                let record = IdempotencyRecord {
+                    fingerprint: vec![1],
+                    operation_id: "new".into(),
+                };
+                tx.open_table(IDEMPOTENCY.def)
+                    .expect("keys")
+                    .insert("k", record.encode_to_vec().as_slice())
+                    .expect("insert");
+            }
+            tx.commit().expect("commit");
+        }
+        let store = EmbeddedStore::open(dir.path()).expect("reopen");
+        let purge = |cutoffs: Cutoffs| {
+            let (done, report) = channel();
+            let job = submit(&store, move |tx| {
+                done.send(tx.purge(cutoffs, 100)?).expect("test listens");
+                Ok(true)
+            });
+            assert!(job.recv().expect("finished").1.is_ok());
+            report.recv().expect("purged")
+        };
+        let history = || {
+            read(&store, |tx| {
+                tx.image_operations_page("img", None, 10)
+                    .expect("history")
+                    .into_iter()
+                    .map(|(c, _)| c.operation_id)
+                    .collect::<Vec<_>>()
+            })
+        };
+        let second = 1_000_000_000u128;
+        assert_eq!(
+            purge(Cutoffs {
+                operations: 100 * second,
+                idempotency_keys: 0,
+            }),
+            1,
+            "the old done operation; the running create is kept"
+        );
+        assert_eq!(history(), ["new", "running"]);
+        assert!(read(&store, |tx| tx.operation("old").expect("read")).is_none());
+        assert!(read(&store, |tx| tx.idempotency("k").expect("read")).is_some());
+        assert_eq!(
+            purge(Cutoffs {
+                operations: 100 * second,
+                idempotency_keys: now_nanos() + second,
+            }),
+            1,
+            "the key, indexed when the store opened"
+        );
+        assert!(read(&store, |tx| tx.idempotency("k").expect("read")).is_none());
+        assert_eq!(
+            purge(Cutoffs {
+                operations: 100 * second,
+                idempotency_keys: now_nanos() + second,
+            }),
+            0,
+            "nothing is left to purge"
+        );
+        assert_eq!(history(), ["new", "running"]);
     }
 
     /// Jobs queued behind a busy writer make one transaction of at most `MAX_BATCH` jobs:

@@ -10,13 +10,14 @@ use std::ops::Range;
 use prost::Message;
 
 use super::layout::{
-    BINDINGS, FOLDER_IMAGES, FOLDER_NAMES, IDEMPOTENCY, IMAGE_OPERATIONS, IMAGES, IndexedFields,
-    OPERATIONS, RUNNING, Source, Table, TableReads, Tables, decode, err, key, op_index_key,
+    BINDINGS, FOLDER_IMAGES, FOLDER_NAMES, IDEMPOTENCY, IDEMPOTENCY_BY_TIME, IMAGE_OPERATIONS,
+    IMAGES, IndexedFields, OPERATIONS, OPERATIONS_BY_TIME, RUNNING, Source, Table, TableReads,
+    Tables, before, decode, err, key, op_index_key, op_time_key,
 };
 use crate::pb::yandex::cloud::access::{AccessBinding, ListAccessBindingsResponse};
 use crate::pb::yandex::cloud::compute::v1::Image;
 use crate::pb::yandex::cloud::operation::Operation;
-use crate::store::{IdempotencyRecord, RunningCreate, StoreError, Tx, TxMut};
+use crate::store::{Cutoffs, IdempotencyRecord, RunningCreate, StoreError, Tx, TxMut, now_nanos};
 
 /// The tables of a write transaction, open for one batch, indexed by [`Table::id`].
 pub(super) struct OpenTables<'t>(Vec<redb::Table<'t, &'static str, &'static [u8]>>);
@@ -187,6 +188,7 @@ impl TxMut for Staged<'_, '_> {
     }
     fn put_operation(&mut self, op: &Operation, image_id: &str) -> Result<(), StoreError> {
         self.put(OPERATIONS, &op.id, op.encode_to_vec())?;
+        self.put(OPERATIONS_BY_TIME, &op_time_key(image_id, op), Vec::new())?;
         self.put(IMAGE_OPERATIONS, &op_index_key(image_id, op), Vec::new())
     }
     fn put_bindings(
@@ -201,7 +203,50 @@ impl TxMut for Staged<'_, '_> {
         self.put(BINDINGS, image_id, record.encode_to_vec())
     }
     fn put_idempotency(&mut self, key: &str, record: &IdempotencyRecord) -> Result<(), StoreError> {
+        if self.get(IDEMPOTENCY, key)?.is_none() {
+            let index = format!("{:020}\0{key}", now_nanos());
+            self.put(IDEMPOTENCY_BY_TIME, &index, Vec::new())?;
+        }
         self.put(IDEMPOTENCY, key, record.encode_to_vec())
+    }
+    fn purge(&mut self, cutoffs: Cutoffs, limit: usize) -> Result<usize, StoreError> {
+        let mut purged = 0;
+        let range = before(cutoffs.operations);
+        for index in self.keys_rev(
+            OPERATIONS_BY_TIME,
+            range.start.as_str()..range.end.as_str(),
+            limit,
+        )? {
+            let mut parts = index.splitn(3, '\0');
+            let (Some(_), Some(op_id), Some(image_id)) = (parts.next(), parts.next(), parts.next())
+            else {
+                continue;
+            };
+            match self.operation(op_id)? {
+                // A create still running is not done: it stays, whatever its age.
+                Some(op) if !op.done => continue,
+                Some(op) => {
+                    self.remove(IMAGE_OPERATIONS, &op_index_key(image_id, &op))?;
+                    self.remove(OPERATIONS, op_id)?;
+                }
+                None => {}
+            }
+            self.remove(OPERATIONS_BY_TIME, &index)?;
+            purged += 1;
+        }
+        let range = before(cutoffs.idempotency_keys);
+        for index in self.keys_rev(
+            IDEMPOTENCY_BY_TIME,
+            range.start.as_str()..range.end.as_str(),
+            limit,
+        )? {
+            if let Some((_, key)) = index.split_once('\0') {
+                self.remove(IDEMPOTENCY, key)?;
+            }
+            self.remove(IDEMPOTENCY_BY_TIME, &index)?;
+            purged += 1;
+        }
+        Ok(purged)
     }
     fn put_running_create(&mut self, running: &RunningCreate) -> Result<(), StoreError> {
         self.put(RUNNING, &running.operation_id, running.encode_to_vec())
