@@ -594,3 +594,124 @@ async fn a_client_that_does_not_read_its_replies_is_disconnected() {
         "{received} bytes of {requests} replies of {one}: the connection was not closed"
     );
 }
+
+/// Finding 4: nothing was ever purged, about 1.35 GB per million mutations. Done Operations
+/// and idempotency keys past their retention are purged in the background: they are gone from
+/// Get and from their image's history, a retry with an expired key is a new request, a create
+/// still running stays, and the data file of a steady workload stops growing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_operations_and_keys_are_purged_and_the_file_stops_growing() {
+    use compute_gateway::pb::yandex::cloud::operation::GetOperationRequest;
+    let s = TestServer::start_with(common::Options {
+        retention: compute_gateway::backend::Retention {
+            operations: std::time::Duration::ZERO,
+            idempotency_keys: std::time::Duration::ZERO,
+            interval: std::time::Duration::from_millis(20),
+        },
+        // Long enough that a create is still running when the purges come.
+        create_delay: std::time::Duration::from_secs(30),
+        ..Default::default()
+    })
+    .await;
+    let keyed = |r: UpdateImageRequest, key: &str| {
+        let mut r = tonic::Request::new(r);
+        r.metadata_mut()
+            .insert("idempotency-key", key.parse().expect("ascii"));
+        r
+    };
+    let running = s
+        .images()
+        .create(create_req("b1g", "running"))
+        .await
+        .expect("create")
+        .into_inner();
+    let image_id = running.metadata.as_ref().map(|m| {
+        m.unpack::<CreateImageMetadata>()
+            .expect("decodes")
+            .expect("create metadata")
+            .image_id
+    });
+    let image_id = image_id.expect("an image id");
+    let update = UpdateImageRequest {
+        image_id: image_id.clone(),
+        update_mask: Some(compute_gateway::json::FieldMask::new(["description"])),
+        description: "once".into(),
+        ..Default::default()
+    };
+    let first = s
+        .images()
+        .update(keyed(update.clone(), "k1"))
+        .await
+        .expect("update")
+        .into_inner();
+    // Polls until the update's Operation is purged.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let got = s
+            .operations()
+            .get(GetOperationRequest {
+                operation_id: first.id.clone(),
+            })
+            .await;
+        match got {
+            Err(e) if e.code() == Code::NotFound => break,
+            _ => {
+                assert!(tokio::time::Instant::now() < deadline, "never purged");
+                tokio::task::yield_now().await;
+            }
+        }
+    }
+    let history = s
+        .images()
+        .list_operations(ListImageOperationsRequest {
+            image_id: image_id.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("history")
+        .into_inner();
+    let ids: Vec<&str> = history.operations.iter().map(|o| o.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        [running.id.as_str()],
+        "only the running create is left"
+    );
+    let again = s
+        .images()
+        .update(keyed(update, "k1"))
+        .await
+        .expect("a retry after the key expired")
+        .into_inner();
+    assert_ne!(again.id, first.id, "an expired key is a new request");
+
+    // A steady workload: the data file stops growing.
+    let file = s.data_dir.join("compute.redb");
+    let size = || std::fs::metadata(&file).expect("data file").len();
+    let update_round = |i: usize| {
+        let s = &s;
+        let image_id = image_id.clone();
+        async move {
+            let mut r = tonic::Request::new(UpdateImageRequest {
+                image_id,
+                update_mask: Some(compute_gateway::json::FieldMask::new(["description"])),
+                description: format!("round {i}"),
+                ..Default::default()
+            });
+            r.metadata_mut()
+                .insert("idempotency-key", format!("u{i}").parse().expect("ascii"));
+            s.images().update(r).await.expect("update");
+        }
+    };
+    for i in 0..500 {
+        update_round(i).await;
+    }
+    let warm = size();
+    for i in 500..2000 {
+        update_round(i).await;
+    }
+    let end = size();
+    assert!(
+        end <= warm + warm / 10,
+        "the data file grew from {warm} to {end} bytes over 1,500 more keyed updates"
+    );
+}
