@@ -5,6 +5,7 @@
 //! `createdAt`; `id asc` by default.
 
 use crate::pb::yandex::cloud::compute::v1::{Image, image};
+use crate::store::{ImageCursor, ImageOrder};
 
 /// A parsed filter: every condition must hold.
 #[derive(Debug, Default, PartialEq)]
@@ -208,19 +209,12 @@ impl Parser<'_> {
     }
 }
 
-/// A sort order for List.
+/// A sort order for List: a field with an index in the store, and a direction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Order {
-    field: OrderField,
+    pub(super) field: ImageOrder,
     /// Descending.
     pub(super) desc: bool,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum OrderField {
-    Id,
-    Name,
-    CreatedAt,
 }
 
 impl Order {
@@ -230,13 +224,13 @@ impl Order {
         let field = match words.next() {
             None => {
                 return Ok(Self {
-                    field: OrderField::Id,
+                    field: ImageOrder::Id,
                     desc: false,
                 });
             }
-            Some("id") => OrderField::Id,
-            Some("name") => OrderField::Name,
-            Some("createdAt" | "created_at") => OrderField::CreatedAt,
+            Some("id") => ImageOrder::Id,
+            Some("name") => ImageOrder::Name,
+            Some("createdAt" | "created_at") => ImageOrder::CreatedAt,
             Some(other) => {
                 return Err(format!(
                     "cannot order by {other:?}; use id, name or createdAt"
@@ -260,27 +254,18 @@ impl Order {
     /// own order: the field's initial, upper case for descending.
     pub(super) fn tag(&self) -> &'static str {
         match (self.field, self.desc) {
-            (OrderField::Id, false) => "i",
-            (OrderField::Id, true) => "I",
-            (OrderField::Name, false) => "n",
-            (OrderField::Name, true) => "N",
-            (OrderField::CreatedAt, false) => "c",
-            (OrderField::CreatedAt, true) => "C",
+            (ImageOrder::Id, false) => "i",
+            (ImageOrder::Id, true) => "I",
+            (ImageOrder::Name, false) => "n",
+            (ImageOrder::Name, true) => "N",
+            (ImageOrder::CreatedAt, false) => "c",
+            (ImageOrder::CreatedAt, true) => "C",
         }
     }
 
-    /// The sort key of an image: (primary key, id), compared as strings.
-    pub(super) fn key(&self, img: &Image) -> (String, String) {
-        let primary = match self.field {
-            OrderField::Id => String::new(),
-            OrderField::Name => img.name.clone(),
-            OrderField::CreatedAt => {
-                let nanos = img.created_at.map(|t| t.as_nanos()).unwrap_or_default();
-                // Offset so every representable timestamp sorts as a fixed-width number.
-                format!("{:024}", nanos + 100_000_000_000_000_000_000)
-            }
-        };
-        (primary, img.id.clone())
+    /// The place of an image in this order.
+    pub(super) fn key(&self, img: &Image) -> ImageCursor {
+        ImageCursor::of(self.field, img)
     }
 }
 

@@ -35,7 +35,7 @@ use crate::pb::yandex::cloud::compute::v1::{
     UpdateImageRequest, create_image_request, image, os,
 };
 use crate::pb::yandex::cloud::operation::{Operation, operation};
-use crate::store::{OperationCursor, RunningCreate, Tx};
+use crate::store::{ImageCursor, ImageOrder, OperationCursor, RunningCreate, Tx};
 
 /// The ImageService implementation.
 pub(super) struct Images(pub(super) Backend);
@@ -160,16 +160,21 @@ impl ImageService for Images {
         validate::validate_latest_by_family(&r)?;
         self.0
             .read(move |tx| {
-                tx.folder_images(&r.folder_id)?
-                    .into_iter()
-                    .filter(|i| i.family == r.family && i.status == image::Status::Ready as i32)
-                    .max_by_key(|i| (i.created_at.map(|t| t.as_nanos()), i.id.clone()))
-                    .ok_or_else(|| {
-                        Status::not_found(format!(
-                            "no READY image of family {:?} in folder {}",
-                            r.family, r.folder_id
-                        ))
-                    })
+                // Newest first, straight from the index, up to the first that qualifies.
+                let mut latest = None;
+                tx.folder_scan(&r.folder_id, ImageOrder::CreatedAt, true, None, &mut |i| {
+                    if i.family == r.family && i.status == image::Status::Ready as i32 {
+                        latest = Some(i);
+                        return false;
+                    }
+                    true
+                })?;
+                latest.ok_or_else(|| {
+                    Status::not_found(format!(
+                        "no READY image of family {:?} in folder {}",
+                        r.family, r.folder_id
+                    ))
+                })
             })
             .await
             .map(Response::new)
@@ -187,26 +192,46 @@ impl ImageService for Images {
             Some(p) if p[0] != order.tag() => {
                 return Err(invalid("page_token", "was issued for another order_by"));
             }
-            Some(p) => Some((p[1].clone(), p[2].clone())),
+            Some(p) => Some(ImageCursor {
+                primary: p[1].clone(),
+                id: p[2].clone(),
+            }),
             None => None,
         };
         let size = page::size(r.page_size);
         self.0
             .read(move |tx| {
-                let keyed = tx
-                    .folder_images(&r.folder_id)?
-                    .into_iter()
-                    .filter(|i| filter.matches(i))
-                    .map(|i| (order.key(&i), i))
-                    .collect();
-                let (mut images, mut more) = page::after(keyed, after.as_ref(), order.desc, size);
-                more |= page::fit(&mut images, |(_, i)| i.encoded_len());
+                // In order from the index, filtered as they come: a page reads about what it
+                // returns (and a filter that matches little, as far as its matches).
+                let mut images = Vec::new();
+                let mut more = false;
+                tx.folder_scan(
+                    &r.folder_id,
+                    order.field,
+                    order.desc,
+                    after.as_ref(),
+                    &mut |i| {
+                        if !filter.matches(&i) {
+                            return true;
+                        }
+                        if images.len() == size {
+                            more = true;
+                            return false;
+                        }
+                        images.push(i);
+                        true
+                    },
+                )?;
+                more |= page::fit(&mut images, Message::encoded_len);
                 let next_page_token = match images.last() {
-                    Some(((k, id), _)) if more => page::encode_short(&[order.tag(), k, id]),
+                    Some(last) if more => {
+                        let k = order.key(last);
+                        page::encode_short(&[order.tag(), &k.primary, &k.id])
+                    }
                     _ => String::new(),
                 };
                 Ok(ListImagesResponse {
-                    images: images.into_iter().map(|(_, i)| i).collect(),
+                    images,
                     next_page_token,
                 })
             })

@@ -118,6 +118,55 @@ impl OperationCursor {
     }
 }
 
+/// An order of a folder's images; each is kept by an index, so a page costs what it returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImageOrder {
+    /// By id.
+    Id,
+    /// By name, then id (unnamed images first).
+    Name,
+    /// By creation time, then id.
+    CreatedAt,
+}
+
+/// Where an image sits in an [`ImageOrder`]: its primary key (empty by id; the name; the
+/// creation time as 24 digits that sort as numbers) and its id. Neither contains a NUL.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ImageCursor {
+    /// The key of the order.
+    pub primary: String,
+    /// The image's id, which breaks ties.
+    pub id: String,
+}
+
+impl ImageCursor {
+    /// The place of `image` in `order`.
+    pub fn of(order: ImageOrder, image: &Image) -> Self {
+        Self::from_fields(order, &image.id, &image.name, image.created_at.as_ref())
+    }
+
+    pub(crate) fn from_fields(
+        order: ImageOrder,
+        id: &str,
+        name: &str,
+        created_at: Option<&crate::json::Timestamp>,
+    ) -> Self {
+        let primary = match order {
+            ImageOrder::Id => String::new(),
+            ImageOrder::Name => name.to_string(),
+            ImageOrder::CreatedAt => {
+                let nanos = created_at.map(|t| t.as_nanos()).unwrap_or_default();
+                // Offset so every representable time is a non-negative number of 24 digits.
+                format!("{:024}", nanos + 100_000_000_000_000_000_000)
+            }
+        };
+        Self {
+            primary,
+            id: id.to_string(),
+        }
+    }
+}
+
 /// A create whose Operation is not done yet.
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct RunningCreate {
@@ -135,6 +184,17 @@ pub trait Tx {
     fn image(&self, id: &str) -> Result<Option<Image>, StoreError>;
     /// Every image of a folder, in id order.
     fn folder_images(&self, folder_id: &str) -> Result<Vec<Image>, StoreError>;
+    /// The images of a folder in `order` (from the last when `descending`), starting after
+    /// `after` (exclusive), each handed to `visit` until it returns false: a page reads the
+    /// images it looks at, not the folder.
+    fn folder_scan(
+        &self,
+        folder_id: &str,
+        order: ImageOrder,
+        descending: bool,
+        after: Option<&ImageCursor>,
+        visit: &mut dyn FnMut(Image) -> bool,
+    ) -> Result<(), StoreError>;
     /// One operation.
     fn operation(&self, id: &str) -> Result<Option<Operation>, StoreError>;
     /// The image of a folder with this (non-empty) name, if any.

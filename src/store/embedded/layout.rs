@@ -3,7 +3,7 @@
 //! encodings of the API messages. Reads of these tables are written once ([`Source`] and the
 //! [`Tx`] it gives), for committed snapshots and for a write job's view alike.
 
-use std::ops::Range;
+use std::ops::{Bound, Range};
 
 use prost::Message;
 use redb::{ReadableTable, TableDefinition};
@@ -11,7 +11,9 @@ use redb::{ReadableTable, TableDefinition};
 use crate::pb::yandex::cloud::access::{AccessBinding, ListAccessBindingsResponse};
 use crate::pb::yandex::cloud::compute::v1::Image;
 use crate::pb::yandex::cloud::operation::Operation;
-use crate::store::{IdempotencyRecord, OperationCursor, RunningCreate, StoreError, Tx};
+use crate::store::{
+    IdempotencyRecord, ImageCursor, ImageOrder, OperationCursor, RunningCreate, StoreError, Tx,
+};
 
 /// A table: its redb definition and a small id that batches index their open tables by.
 #[derive(Clone, Copy)]
@@ -44,8 +46,12 @@ pub(super) const OPERATIONS_BY_TIME: Table = table(8, "operations_by_time");
 /// `recorded nanos (zero-padded) \0 idempotency key` -> empty: keys oldest first, for
 /// retention.
 pub(super) const IDEMPOTENCY_BY_TIME: Table = table(9, "idempotency_by_time");
+/// `folder_id \0 name \0 image_id` -> empty: a folder's images by name.
+pub(super) const FOLDER_BY_NAME: Table = table(10, "folder_images_by_name");
+/// `folder_id \0 created_at (24 digits) \0 image_id` -> empty: a folder's images by age.
+pub(super) const FOLDER_BY_CREATED: Table = table(11, "folder_images_by_created");
 
-pub(super) const ALL_TABLES: [Table; 10] = [
+pub(super) const ALL_TABLES: [Table; 12] = [
     IMAGES,
     FOLDER_IMAGES,
     FOLDER_NAMES,
@@ -56,7 +62,26 @@ pub(super) const ALL_TABLES: [Table; 10] = [
     RUNNING,
     OPERATIONS_BY_TIME,
     IDEMPOTENCY_BY_TIME,
+    FOLDER_BY_NAME,
+    FOLDER_BY_CREATED,
 ];
+
+/// The index of an order, and the key of a place in it.
+pub(super) fn order_index(order: ImageOrder) -> Table {
+    match order {
+        ImageOrder::Id => FOLDER_IMAGES,
+        ImageOrder::Name => FOLDER_BY_NAME,
+        ImageOrder::CreatedAt => FOLDER_BY_CREATED,
+    }
+}
+
+/// The key of `cursor` in the index of `order`.
+pub(super) fn order_key(order: ImageOrder, folder_id: &str, cursor: &ImageCursor) -> String {
+    match order {
+        ImageOrder::Id => key(folder_id, &cursor.id),
+        _ => format!("{folder_id}\0{}\0{}", cursor.primary, cursor.id),
+    }
+}
 
 /// An engine failure.
 pub(super) fn err<E: std::error::Error + Send + Sync + 'static>(e: E) -> StoreError {
@@ -69,9 +94,9 @@ pub(super) fn key(parent: &str, child: &str) -> String {
     format!("{parent}\0{child}")
 }
 
-/// Builds the time indexes of a store written before they existed: every operation by its
-/// creation time, every idempotency record as made now (so it expires a retention period
-/// from now). A no-op once they are built.
+/// Builds the indexes of a store written before they existed: a folder's images by name and
+/// by age; every operation by its creation time; every idempotency record as made now (so it
+/// expires a retention period from now). A no-op once they are built.
 pub(super) fn backfill(tx: &redb::WriteTransaction) -> Result<(), StoreError> {
     let mut by_time = tx.open_table(OPERATIONS_BY_TIME.def).map_err(err)?;
     if by_time.first().map_err(err)?.is_none() {
@@ -84,6 +109,22 @@ pub(super) fn backfill(tx: &redb::WriteTransaction) -> Result<(), StoreError> {
             {
                 let index = format!("{nanos}\0{op_id}\0{image_id}");
                 by_time.insert(index.as_str(), &[][..]).map_err(err)?;
+            }
+        }
+    }
+    let mut by_name = tx.open_table(FOLDER_BY_NAME.def).map_err(err)?;
+    let mut by_created = tx.open_table(FOLDER_BY_CREATED.def).map_err(err)?;
+    if by_name.first().map_err(err)?.is_none() && by_created.first().map_err(err)?.is_none() {
+        let images = tx.open_table(IMAGES.def).map_err(err)?;
+        for item in images.iter().map_err(err)? {
+            let (id, bytes) = item.map_err(err)?;
+            let fields: IndexedFields = decode(bytes.value())?;
+            for (order, table) in [
+                (ImageOrder::Name, &mut by_name),
+                (ImageOrder::CreatedAt, &mut by_created),
+            ] {
+                let index = order_key(order, &fields.folder_id, &fields.cursor(order, id.value()));
+                table.insert(index.as_str(), &[][..]).map_err(err)?;
             }
         }
     }
@@ -128,6 +169,15 @@ pub(super) struct IndexedFields {
     pub(super) folder_id: String,
     #[prost(string, tag = "4")]
     pub(super) name: String,
+    #[prost(message, optional, tag = "3")]
+    pub(super) created_at: Option<crate::json::Timestamp>,
+}
+
+impl IndexedFields {
+    /// The place of image `id`, with these fields, in `order`.
+    pub(super) fn cursor(&self, order: ImageOrder, id: &str) -> ImageCursor {
+        ImageCursor::from_fields(order, id, &self.name, self.created_at.as_ref())
+    }
 }
 
 /// The reads the store makes of its tables, for committed snapshots and a write job's view
@@ -142,6 +192,15 @@ pub(super) trait Source {
         range: Range<&str>,
         limit: usize,
     ) -> Result<Vec<String>, StoreError>;
+    /// Keys between the bounds, in order (from the highest when `descending`), each handed to
+    /// `visit` until it returns false.
+    fn scan(
+        &self,
+        table: Table,
+        bounds: (Bound<&str>, Bound<&str>),
+        descending: bool,
+        visit: &mut dyn FnMut(&str) -> Result<bool, StoreError>,
+    ) -> Result<(), StoreError>;
 }
 
 /// Where reads find their tables: a read transaction opens each as it is read; a write batch
@@ -180,6 +239,15 @@ impl<T: Tables> Source for T {
     ) -> Result<Vec<String>, StoreError> {
         self.with(table, |t| t.keys_rev(range, limit))
     }
+    fn scan(
+        &self,
+        table: Table,
+        bounds: (Bound<&str>, Bound<&str>),
+        descending: bool,
+        visit: &mut dyn FnMut(&str) -> Result<bool, StoreError>,
+    ) -> Result<(), StoreError> {
+        self.with(table, |t| t.scan(bounds, descending, visit))
+    }
 }
 
 /// The reads of one open table, however it was opened.
@@ -187,6 +255,12 @@ pub(super) trait TableReads {
     fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
     fn prefix(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
     fn keys_rev(&self, range: Range<&str>, limit: usize) -> Result<Vec<String>, StoreError>;
+    fn scan(
+        &self,
+        bounds: (Bound<&str>, Bound<&str>),
+        descending: bool,
+        visit: &mut dyn FnMut(&str) -> Result<bool, StoreError>,
+    ) -> Result<(), StoreError>;
 }
 
 impl<T: ReadableTable<&'static str, &'static [u8]>> TableReads for T {
@@ -216,6 +290,34 @@ impl<T: ReadableTable<&'static str, &'static [u8]>> TableReads for T {
         }
         Ok(out)
     }
+
+    fn scan(
+        &self,
+        bounds: (Bound<&str>, Bound<&str>),
+        descending: bool,
+        visit: &mut dyn FnMut(&str) -> Result<bool, StoreError>,
+    ) -> Result<(), StoreError> {
+        let range = self.range::<&str>((bounds.0, bounds.1)).map_err(err)?;
+        let mut each =
+            |item: Result<(redb::AccessGuard<'_, &'static str>, _), redb::StorageError>| {
+                let (k, _) = item.map_err(err)?;
+                visit(k.value())
+            };
+        if descending {
+            for item in range.rev() {
+                if !each(item)? {
+                    break;
+                }
+            }
+        } else {
+            for item in range {
+                if !each(item)? {
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 impl<S: Source> Tx for S {
@@ -231,6 +333,30 @@ impl<S: Source> Tx for S {
             }
         }
         Ok(out)
+    }
+    fn folder_scan(
+        &self,
+        folder_id: &str,
+        order: ImageOrder,
+        descending: bool,
+        after: Option<&ImageCursor>,
+        visit: &mut dyn FnMut(Image) -> bool,
+    ) -> Result<(), StoreError> {
+        let lo = format!("{folder_id}\0");
+        let hi = format!("{folder_id}\u{1}");
+        let cursor = after.map(|c| order_key(order, folder_id, c));
+        let bounds = match (&cursor, descending) {
+            (None, _) => (Bound::Included(lo.as_str()), Bound::Excluded(hi.as_str())),
+            (Some(c), false) => (Bound::Excluded(c.as_str()), Bound::Excluded(hi.as_str())),
+            (Some(c), true) => (Bound::Included(lo.as_str()), Bound::Excluded(c.as_str())),
+        };
+        self.scan(order_index(order), bounds, descending, &mut |key| {
+            let id = key.rsplit('\0').next().unwrap_or_default();
+            match self.image(id)? {
+                Some(image) => Ok(visit(image)),
+                None => Ok(true),
+            }
+        })
     }
     fn operation(&self, id: &str) -> Result<Option<Operation>, StoreError> {
         self.get(OPERATIONS, id)?.map(|b| decode(&b)).transpose()

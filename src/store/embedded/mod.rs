@@ -246,6 +246,116 @@ mod tests {
         );
     }
 
+    /// A folder is scanned in each order from the index, after a cursor, in either direction,
+    /// reading only as far as the visitor goes; renames and deletes keep the indexes right;
+    /// a store written before the name and age indexes existed has them built on open.
+    #[test]
+    fn folders_scan_in_order_from_a_cursor_and_only_as_far_as_asked() {
+        use super::layout::{FOLDER_IMAGES, IMAGES, key};
+        use crate::store::{ImageCursor, ImageOrder};
+        use prost::Message;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let at = |id: &str, name: &str, secs: i64| Image {
+            created_at: Some(crate::json::Timestamp {
+                seconds: secs,
+                nanos: 0,
+            }),
+            ..image(id, "f", name)
+        };
+        // id, name, age: the three orders all differ.
+        let images = [
+            at("i1", "charlie", 30),
+            at("i2", "", 10),
+            at("i3", "alpha", 20),
+            at("i4", "bravo", 40),
+        ];
+        {
+            // Written as a store before the name and age indexes did: the images and the
+            // folder's id index.
+            let store = EmbeddedStore::open(dir.path()).expect("open");
+            let tx = store.db.begin_write().expect("write");
+            {
+                let mut table = tx.open_table(IMAGES.def).expect("images");
+                let mut by_id = tx.open_table(FOLDER_IMAGES.def).expect("by id");
+                for i in &images {
+                    table
+                        .insert(i.id.as_str(), i.encode_to_vec().as_slice())
+                        .expect("insert");
+                    by_id
+                        .insert(key("f", &i.id).as_str(), &[][..])
+                        .expect("insert");
+                }
+            }
+            tx.commit().expect("commit");
+        }
+        let store = EmbeddedStore::open(dir.path()).expect("reopen");
+        let scan = |order, desc, after: Option<ImageCursor>, stop_after: usize| {
+            read(&store, |tx| {
+                let mut ids = Vec::new();
+                tx.folder_scan("f", order, desc, after.as_ref(), &mut |i| {
+                    ids.push(i.id);
+                    ids.len() < stop_after
+                })
+                .expect("scan");
+                ids
+            })
+        };
+        let cursor = |order, id: &str| {
+            ImageCursor::of(order, images.iter().find(|i| i.id == id).expect("an image"))
+        };
+        assert_eq!(
+            scan(ImageOrder::Name, false, None, 9),
+            ["i2", "i3", "i4", "i1"]
+        );
+        assert_eq!(
+            scan(ImageOrder::Name, true, None, 9),
+            ["i1", "i4", "i3", "i2"]
+        );
+        assert_eq!(
+            scan(ImageOrder::CreatedAt, false, None, 9),
+            ["i2", "i3", "i1", "i4"]
+        );
+        let after_i3 = |order| Some(cursor(order, "i3"));
+        assert_eq!(
+            scan(ImageOrder::Name, false, after_i3(ImageOrder::Name), 9),
+            ["i4", "i1"]
+        );
+        assert_eq!(
+            scan(ImageOrder::Name, true, after_i3(ImageOrder::Name), 9),
+            ["i2"]
+        );
+        assert_eq!(
+            scan(
+                ImageOrder::CreatedAt,
+                true,
+                after_i3(ImageOrder::CreatedAt),
+                9
+            ),
+            ["i2"]
+        );
+        assert_eq!(
+            scan(ImageOrder::Id, false, after_i3(ImageOrder::Id), 9),
+            ["i4"]
+        );
+        // The visitor stops the scan: nothing past it is read.
+        assert_eq!(scan(ImageOrder::Name, false, None, 2), ["i2", "i3"]);
+        // Renames move an image in name order; a delete leaves every order.
+        let rename = submit(&store, |tx| {
+            let mut i1 = tx.image("i1")?.expect("i1");
+            i1.name = "aardvark".into();
+            tx.put_image(&i1)?;
+            tx.delete_image("i4")?;
+            Ok(true)
+        });
+        assert!(rename.recv().expect("done").1.is_ok());
+        assert_eq!(scan(ImageOrder::Name, false, None, 9), ["i2", "i1", "i3"]);
+        assert_eq!(
+            scan(ImageOrder::CreatedAt, false, None, 9),
+            ["i2", "i3", "i1"]
+        );
+        assert_eq!(scan(ImageOrder::Id, true, None, 9), ["i3", "i2", "i1"]);
+    }
+
     /// A purge removes the done operations and idempotency records from before their cutoffs
     /// (and their index entries) and keeps a running create, whatever its age; a store written
     /// before the time indexes existed has them built when it opens.

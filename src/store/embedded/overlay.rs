@@ -5,19 +5,22 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use std::ops::Range;
+use std::ops::{Bound, Range, RangeBounds};
 
 use prost::Message;
 
 use super::layout::{
     BINDINGS, FOLDER_IMAGES, FOLDER_NAMES, IDEMPOTENCY, IDEMPOTENCY_BY_TIME, IMAGE_OPERATIONS,
     IMAGES, IndexedFields, OPERATIONS, OPERATIONS_BY_TIME, RUNNING, Source, Table, TableReads,
-    Tables, before, decode, err, key, op_index_key, op_time_key,
+    Tables, before, decode, err, key, op_index_key, op_time_key, order_index, order_key,
 };
 use crate::pb::yandex::cloud::access::{AccessBinding, ListAccessBindingsResponse};
 use crate::pb::yandex::cloud::compute::v1::Image;
 use crate::pb::yandex::cloud::operation::Operation;
-use crate::store::{Cutoffs, IdempotencyRecord, RunningCreate, StoreError, Tx, TxMut, now_nanos};
+use crate::store::{
+    Cutoffs, IdempotencyRecord, ImageCursor, ImageOrder, RunningCreate, StoreError, Tx, TxMut,
+    now_nanos,
+};
 
 /// The tables of a write transaction, open for one batch, indexed by [`Table::id`].
 pub(super) struct OpenTables<'t>(Vec<redb::Table<'t, &'static str, &'static [u8]>>);
@@ -142,6 +145,41 @@ impl Source for Staged<'_, '_> {
         }
         Ok(merged.into_iter().rev().take(limit).collect())
     }
+
+    fn scan(
+        &self,
+        table: Table,
+        bounds: (Bound<&str>, Bound<&str>),
+        descending: bool,
+        visit: &mut dyn FnMut(&str) -> Result<bool, StoreError>,
+    ) -> Result<(), StoreError> {
+        // A write job's scan merges the whole range with its staged writes: jobs scan small
+        // ranges, and a List never runs in one.
+        let mut merged = BTreeSet::new();
+        self.tables.scan(table, bounds, false, &mut |k| {
+            merged.insert(k.to_string());
+            Ok(true)
+        })?;
+        for (key, value) in self.staged(table, |k| {
+            RangeBounds::<&str>::contains(&(bounds.0, bounds.1), &k)
+        }) {
+            match value {
+                Some(_) => merged.insert(key.to_string()),
+                None => merged.remove(key),
+            };
+        }
+        let mut keys: Box<dyn Iterator<Item = &String>> = if descending {
+            Box::new(merged.iter().rev())
+        } else {
+            Box::new(merged.iter())
+        };
+        keys.try_for_each(|k| match visit(k) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(None),
+            Err(e) => Err(Some(e)),
+        })
+        .or_else(|stop| stop.map_or(Ok(()), Err))
+    }
 }
 
 impl TxMut for Staged<'_, '_> {
@@ -174,11 +212,30 @@ impl TxMut for Staged<'_, '_> {
             }
             self.put(FOLDER_IMAGES, &key(&image.folder_id, &image.id), Vec::new())?;
         }
+        for order in [ImageOrder::Name, ImageOrder::CreatedAt] {
+            let new = order_key(order, &image.folder_id, &ImageCursor::of(order, image));
+            let old = old
+                .as_ref()
+                .map(|o| order_key(order, &o.folder_id, &o.cursor(order, &image.id)));
+            if old.as_ref() != Some(&new) {
+                if let Some(old) = old {
+                    self.remove(order_index(order), &old)?;
+                }
+                self.put(order_index(order), &new, Vec::new())?;
+            }
+        }
         self.put(IMAGES, &image.id, image.encode_to_vec())
     }
     fn delete_image(&mut self, id: &str) -> Result<(), StoreError> {
         if let Some(image) = self.image(id)? {
             self.remove(FOLDER_IMAGES, &key(&image.folder_id, &image.id))?;
+            for order in [ImageOrder::Name, ImageOrder::CreatedAt] {
+                let cursor = ImageCursor::of(order, &image);
+                self.remove(
+                    order_index(order),
+                    &order_key(order, &image.folder_id, &cursor),
+                )?;
+            }
             if !image.name.is_empty() {
                 self.remove(FOLDER_NAMES, &key(&image.folder_id, &image.name))?;
             }
