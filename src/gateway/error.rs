@@ -181,8 +181,8 @@ pub(crate) fn http_status(code: Code) -> StatusCode {
 impl IntoResponse for GatewayError {
     fn into_response(self) -> Response {
         let (code, message, details) = self.parts();
+        // NOT_FOUND is 404 by the table already.
         let http = match &self {
-            Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::MetadataTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -299,5 +299,71 @@ mod tests {
                 .status(),
             StatusCode::INTERNAL_SERVER_ERROR
         );
+    }
+
+    #[test]
+    fn each_limit_has_its_status_and_details_reach_the_body() {
+        for (error, status, code) in [
+            (GatewayError::RequestTimeout, 408, 4),
+            (GatewayError::MetadataTooLarge { limit: 8 }, 431, 8),
+            (GatewayError::PayloadTooLarge { limit: 8 }, 413, 8),
+            (
+                GatewayError::Upstream(UpstreamError::ReplyTooLarge { limit: 8 }),
+                500,
+                13,
+            ),
+        ] {
+            let r = error.into_response();
+            assert_eq!(r.status().as_u16(), status);
+            let bytes = futures_body(r);
+            let body: serde_json::Value = serde_json::from_slice(&bytes).expect("json");
+            assert_eq!(body["code"], code, "{body}");
+        }
+        let details = rpc::Status {
+            code: Code::InvalidArgument as i32,
+            message: "bad".into(),
+            details: vec![Any::pack(&rpc::BadRequest {
+                field_violations: vec![rpc::bad_request::FieldViolation {
+                    field: "name".into(),
+                    description: "is bad".into(),
+                }],
+            })],
+        };
+        let status = tonic::Status::with_details(
+            Code::InvalidArgument,
+            "bad",
+            details.encode_to_vec().into(),
+        );
+        let bytes = futures_body(GatewayError::from_call(status).into_response());
+        let body: serde_json::Value = serde_json::from_slice(&bytes).expect("json");
+        assert_eq!(
+            body["details"][0]["fieldViolations"][0]["field"], "name",
+            "{body}"
+        );
+    }
+
+    #[test]
+    fn faults_of_the_gateway_are_logged_and_a_client_mistake_is_not() {
+        let logged = crate::telemetry::tests::log_lines(false, &|| {
+            GatewayError::Internal("the disk is on fire".into()).report();
+        });
+        assert!(logged.contains("gateway fault"), "{logged}");
+        assert!(logged.contains("the disk is on fire"), "{logged}");
+        let quiet = crate::telemetry::tests::log_lines(false, &|| {
+            GatewayError::bad_request("no").report();
+            GatewayError::NotFound.report();
+        });
+        assert_eq!(quiet, "");
+    }
+
+    /// The whole body of a reply built in memory.
+    fn futures_body(r: Response) -> Vec<u8> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        runtime
+            .block_on(axum::body::to_bytes(r.into_body(), usize::MAX))
+            .expect("a body in memory")
+            .to_vec()
     }
 }

@@ -180,5 +180,19 @@ mod tests {
             let err = run(create, q).expect_err(q);
             assert!(err.contains(want), "{q}: {err}");
         }
+        // Neither a well-known type nor a list of messages is set field by field.
+        for (msg, q) in [
+            (
+                "yandex.cloud.compute.v1.UpdateImageRequest",
+                "updateMask.paths=name",
+            ),
+            (
+                "yandex.cloud.access.SetAccessBindingsRequest",
+                "accessBindings.roleId=viewer",
+            ),
+        ] {
+            let err = run(msg, q).expect_err(q);
+            assert!(err.contains("cannot be set field by field"), "{q}: {err}");
+        }
     }
 }

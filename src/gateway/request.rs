@@ -370,6 +370,118 @@ mod tests {
         assert!(err.contains("productIds[1]"), "{err}");
     }
 
+    /// A pool with a message of the field types no compiled-in request has: Empty, Any and
+    /// Duration fields, and a map with integer keys.
+    fn holder() -> MessageDescriptor {
+        use prost_reflect::prost_types::field_descriptor_proto::{Label, Type};
+        use prost_reflect::prost_types::{
+            DescriptorProto, FieldDescriptorProto, FileDescriptorProto, MessageOptions,
+        };
+        let field = |name: &str, number: i32, ty: Type, type_name: &str| FieldDescriptorProto {
+            name: Some(name.into()),
+            json_name: Some(name.into()),
+            number: Some(number),
+            label: Some(Label::Optional as i32),
+            r#type: Some(ty as i32),
+            type_name: (!type_name.is_empty()).then(|| type_name.into()),
+            ..Default::default()
+        };
+        let empty = FileDescriptorProto {
+            name: Some("google/protobuf/empty.proto".into()),
+            package: Some("google.protobuf".into()),
+            message_type: vec![DescriptorProto {
+                name: Some("Empty".into()),
+                ..Default::default()
+            }],
+            syntax: Some("proto3".into()),
+            ..Default::default()
+        };
+        let mut counts = field("counts", 4, Type::Message, ".test.Holder.CountsEntry");
+        counts.label = Some(Label::Repeated as i32);
+        let holder = FileDescriptorProto {
+            name: Some("test/holder.proto".into()),
+            package: Some("test".into()),
+            dependency: vec![
+                "google/protobuf/empty.proto".into(),
+                "google/protobuf/any.proto".into(),
+                "google/protobuf/duration.proto".into(),
+            ],
+            message_type: vec![DescriptorProto {
+                name: Some("Holder".into()),
+                field: vec![
+                    field("nothing", 1, Type::Message, ".google.protobuf.Empty"),
+                    field("packed", 2, Type::Message, ".google.protobuf.Any"),
+                    field("delay", 3, Type::Message, ".google.protobuf.Duration"),
+                    counts,
+                ],
+                nested_type: vec![DescriptorProto {
+                    name: Some("CountsEntry".into()),
+                    field: vec![
+                        field("key", 1, Type::Int64, ""),
+                        field("value", 2, Type::String, ""),
+                    ],
+                    options: Some(MessageOptions {
+                        map_entry: Some(true),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            syntax: Some("proto3".into()),
+            ..Default::default()
+        };
+        let mut pool = crate::pb::descriptor_pool().clone();
+        if pool
+            .get_file_by_name("google/protobuf/empty.proto")
+            .is_none()
+        {
+            pool.add_file_descriptor_proto(empty).expect("empty.proto");
+        }
+        pool.add_file_descriptor_proto(holder)
+            .expect("holder.proto");
+        pool.get_message_by_name("test.Holder").expect("the holder")
+    }
+
+    #[test]
+    fn well_known_types_and_integer_map_keys_are_checked() {
+        let holder = holder();
+        let canon = |v: Value| {
+            message(&holder, v, "")
+                .map(Value::Object)
+                .map_err(|e| e.to_string())
+        };
+        for ok in [
+            json!({"nothing": {}}),
+            json!({"packed": {"@type": "type.googleapis.com/google.protobuf.Empty"}}),
+            json!({"delay": "1.5s"}),
+            json!({"counts": {"5": "five", "-7": "minus seven"}}),
+        ] {
+            assert_eq!(canon(ok.clone()), Ok(ok.clone()), "{ok}");
+        }
+        for (bad, named) in [
+            (json!({"nothing": {"x": 1}}), "nothing: expected {}"),
+            (json!({"nothing": "x"}), "nothing: expected {}"),
+            (
+                json!({"packed": "x"}),
+                "packed: expected an object with \"@type\"",
+            ),
+            (json!({"packed": [1]}), "packed: expected an object"),
+            (
+                json!({"delay": {}}),
+                "delay: expected a string (google.protobuf.Duration)",
+            ),
+            (json!({"delay": 1}), "expected a string"),
+            (
+                json!({"counts": {"x": "not a number"}}),
+                "counts[\"x\"]: key",
+            ),
+        ] {
+            let err = canon(bad.clone()).expect_err("refused");
+            assert!(err.contains(named), "{bad}: {err}");
+        }
+    }
+
     #[test]
     fn byte_offsets_of_bad_json() {
         assert_eq!(byte_offset(b"{\"a\":\n  x}", 2, 3), 8);

@@ -159,4 +159,71 @@ mod tests {
             })
         );
     }
+
+    /// What `--omit-default-fields` keeps: fields with presence (a set message, even an empty
+    /// FieldMask; a oneof member, even at its default), and inside a `response_body` field
+    /// the rules of that field's own message, never of a map's entries.
+    #[test]
+    fn omitted_defaults_respect_presence_and_the_response_body() {
+        use crate::json::FieldMask;
+        use crate::pb::yandex::cloud::compute::v1::{
+            CreateImageRequest, Os, UpdateImageRequest, create_image_request,
+        };
+        let pool = crate::pb::descriptor_pool();
+        let descriptor = |name: &str| pool.get_message_by_name(name).expect("known");
+        let lean = RenderOptions {
+            omit_default_fields: true,
+        };
+        let json = |bytes: Result<Vec<u8>, GatewayError>| -> Value {
+            serde_json::from_slice(&bytes.expect("renders")).expect("json")
+        };
+        let update = UpdateImageRequest {
+            update_mask: Some(FieldMask::new(Vec::<String>::new())),
+            ..Default::default()
+        };
+        assert_eq!(
+            json(render(
+                &update,
+                &descriptor("yandex.cloud.compute.v1.UpdateImageRequest"),
+                None,
+                lean
+            )),
+            serde_json::json!({"updateMask": ""})
+        );
+        let create = CreateImageRequest {
+            source: Some(create_image_request::Source::DiskId(String::new())),
+            ..Default::default()
+        };
+        assert_eq!(
+            json(render(
+                &create,
+                &descriptor("yandex.cloud.compute.v1.CreateImageRequest"),
+                None,
+                lean
+            )),
+            serde_json::json!({"diskId": ""})
+        );
+        let image_descriptor = descriptor("yandex.cloud.compute.v1.Image");
+        let field = |name: &str| image_descriptor.get_field_by_name(name).expect("a field");
+        let img = Image {
+            os: Some(Os::default()),
+            labels: [("value".to_string(), String::new())].into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            json(render(&img, &image_descriptor, Some(&field("os")), lean)),
+            serde_json::json!({}),
+            "the body field's own defaults are omitted"
+        );
+        assert_eq!(
+            json(render(
+                &img,
+                &image_descriptor,
+                Some(&field("labels")),
+                lean
+            )),
+            serde_json::json!({"value": ""}),
+            "a map's keys are not fields"
+        );
+    }
 }
