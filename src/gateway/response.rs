@@ -58,13 +58,15 @@ fn strip_defaults(message: &MessageDescriptor, value: &mut Value) {
         };
         let (shape, kind) = shape(&field);
         match (shape, kind) {
-            (Shape::Single, Kind::Message(_)) => true,
-            _ if field.containing_oneof().is_some_and(|o| !o.is_synthetic()) => true,
+            // A message, a oneof member or a proto3 `optional` field is rendered only when
+            // set, and then it is kept, even at its default.
+            _ if field.supports_presence() => true,
             (Shape::List, _) => v.as_array().is_some_and(|a| !a.is_empty()),
             (Shape::Map(_), _) => v.as_object().is_some_and(|o| !o.is_empty()),
+            // Enums render by name (an unknown number as a number, never 0: every enum has
+            // a zero value).
             (Shape::Single, Kind::Enum(e)) => {
-                let zero = e.get_value(0);
-                !(zero.is_some_and(|z| v.as_str() == Some(z.name())) || v.as_i64() == Some(0))
+                !e.get_value(0).is_some_and(|z| v.as_str() == Some(z.name()))
             }
             _ => {
                 !matches!(v, Value::String(s) if s.is_empty() || s == "0")
@@ -205,6 +207,20 @@ mod tests {
         );
         let image_descriptor = descriptor("yandex.cloud.compute.v1.Image");
         let field = |name: &str| image_descriptor.get_field_by_name(name).expect("a field");
+        let ready = Image {
+            status: crate::pb::yandex::cloud::compute::v1::image::Status::Ready as i32,
+            ..Default::default()
+        };
+        assert_eq!(
+            json(render(
+                &ready,
+                &descriptor("yandex.cloud.compute.v1.Image"),
+                None,
+                lean
+            )),
+            serde_json::json!({"status": "READY"}),
+            "an enum off its default is kept"
+        );
         let img = Image {
             os: Some(Os::default()),
             labels: [("value".to_string(), String::new())].into(),
