@@ -715,3 +715,172 @@ async fn expired_operations_and_keys_are_purged_and_the_file_stops_growing() {
         "the data file grew from {warm} to {end} bytes over 1,500 more keyed updates"
     );
 }
+
+/// A disk that fills up when told to: from then on the file cannot grow (a longer length, a
+/// write past its end fail with "no space left"), as on a real full disk, where rewriting the
+/// blocks a file has needs no new ones.
+#[derive(Debug)]
+struct FillableDisk {
+    file: redb::backends::FileBackend,
+    full: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl FillableDisk {
+    fn check(&self) -> std::io::Result<()> {
+        if self.full.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(std::io::Error::from(std::io::ErrorKind::StorageFull));
+        }
+        Ok(())
+    }
+}
+
+impl redb::StorageBackend for FillableDisk {
+    fn len(&self) -> std::io::Result<u64> {
+        self.file.len()
+    }
+    fn read(&self, offset: u64, out: &mut [u8]) -> std::io::Result<()> {
+        self.file.read(offset, out)
+    }
+    fn set_len(&self, len: u64) -> std::io::Result<()> {
+        if len > self.file.len()? {
+            self.check()?;
+        }
+        self.file.set_len(len)
+    }
+    fn sync_data(&self) -> std::io::Result<()> {
+        self.file.sync_data()
+    }
+    fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        if offset + data.len() as u64 > self.file.len()? {
+            self.check()?;
+        }
+        self.file.write(offset, data)
+    }
+    fn close(&self) -> std::io::Result<()> {
+        self.file.close()
+    }
+}
+
+/// Finding 5: after the first ENOSPC every read and write answered 500, even after space
+/// was freed, while /healthz said 200. Now a write on a full disk is UNAVAILABLE for that
+/// write only, reads go on, health turns NOT_SERVING, and once there is space again writes
+/// work and health comes back without a restart; nothing acknowledged is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_fails_writes_only_and_the_store_recovers_when_space_returns() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let full = Arc::new(AtomicBool::new(false));
+    let (path, disk) = (dir.path().join("compute.redb"), full.clone());
+    let open: compute_gateway::store::Opener = Arc::new(move || {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(compute_gateway::store::StoreError::other)?;
+        let backend = FillableDisk {
+            file: redb::backends::FileBackend::new(file)
+                .map_err(compute_gateway::store::StoreError::from_redb)?,
+            full: disk.clone(),
+        };
+        redb::Database::builder()
+            .create_with_backend(backend)
+            .map_err(compute_gateway::store::StoreError::from_redb)
+    });
+    let s = TestServer::start_in(
+        dir.path(),
+        common::Options {
+            store: Some(open),
+            health: compute_gateway::backend::HealthProbe {
+                interval: std::time::Duration::from_millis(100),
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+    )
+    .await;
+    let http = reqwest::Client::new();
+    let create = |name: &str| {
+        let body = format!(r#"{{"folderId":"b1g","name":"{name}","diskId":"d"}}"#);
+        http.post(format!("{}/compute/v1/images", s.http()))
+            .body(body)
+            .send()
+    };
+    let r = create("before").await.expect("reply");
+    assert_eq!(r.status(), 200);
+    let op: Value = r.json().await.expect("json");
+    let kept = op["metadata"]["imageId"].as_str().expect("id").to_string();
+
+    full.store(true, Ordering::SeqCst);
+    for name in ["during-1", "during-2"] {
+        let r = create(name).await.expect("reply");
+        assert_eq!(r.status(), 503, "a write on a full disk");
+        let body: Value = r.json().await.expect("json");
+        assert_eq!(body["code"], 14, "{body}");
+        assert!(
+            body["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("disk space")),
+            "{body}"
+        );
+        // Reads go on.
+        let r = http
+            .get(format!("{}/compute/v1/images/{kept}", s.http()))
+            .send()
+            .await
+            .expect("reply");
+        assert_eq!(r.status(), 200, "a read on a full disk");
+    }
+    let mut health = tonic_health::pb::health_client::HealthClient::new(s.channel());
+    let status_is = |want: i32| {
+        let mut health = health.clone();
+        async move {
+            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+            loop {
+                let now = health
+                    .check(tonic_health::pb::HealthCheckRequest {
+                        service: String::new(),
+                    })
+                    .await
+                    .expect("health")
+                    .into_inner()
+                    .status;
+                if now == want {
+                    return;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "health stayed {now}"
+                );
+                tokio::task::yield_now().await;
+            }
+        }
+    };
+    status_is(2).await; // NOT_SERVING
+    full.store(false, Ordering::SeqCst);
+    status_is(1).await; // SERVING, with no client writing
+    let r = create("after").await.expect("reply");
+    assert_eq!(r.status(), 200, "writes work again");
+    let listed: Value = http
+        .get(format!("{}/compute/v1/images?folderId=b1g", s.http()))
+        .send()
+        .await
+        .expect("reply")
+        .json()
+        .await
+        .expect("json");
+    let names: Vec<&str> = listed["images"]
+        .as_array()
+        .expect("images")
+        .iter()
+        .filter_map(|i| i["name"].as_str())
+        .collect();
+    assert_eq!(names.len(), 2, "{listed}");
+    assert!(
+        names.contains(&"before") && names.contains(&"after"),
+        "{names:?}"
+    );
+    let _ = &mut health;
+}

@@ -13,8 +13,9 @@ use crate::net::Shutdown;
 use crate::store::{Store, StoreError};
 
 /// The store probe: every `interval` it reads the store and looks at the write in progress. A
-/// failed read, or a write transaction running longer than `write_stall_limit` (a commit stuck
-/// on a hung disk: every write waits behind it), turns every service NOT_SERVING until the
+/// failed read, a write transaction running longer than `write_stall_limit` (a commit stuck
+/// on a hung disk: every write waits behind it), or writes that fail (a full disk: the probe
+/// then writes a small record of its own each time) turns every service NOT_SERVING until the
 /// store recovers.
 #[derive(Clone, Copy, Debug)]
 pub struct HealthProbe {
@@ -52,6 +53,7 @@ pub(super) async fn follow_store(
     let stop = shutdown.requested();
     tokio::pin!(stop);
     let mut serving = true;
+    let mut writes_failed = false;
     loop {
         tokio::select! {
             () = &mut stop => return,
@@ -61,12 +63,26 @@ pub(super) async fn follow_store(
         let stalled = store
             .writing_for()
             .filter(|age| *age > probe.write_stall_limit);
-        let ok = read.is_ok() && stalled.is_none();
+        // Writes that failed since the last round (a full disk) make the store unhealthy; it
+        // is healthy again after a round without failures in which a small write of the
+        // probe's own commits, whether or not clients are writing.
+        let writes: Result<(), String> = if store.writes_failed() {
+            writes_failed = true;
+            Err("a write transaction failed since the last check".into())
+        } else if writes_failed {
+            let probe: Result<(), StoreError> = storage::write(&*store, |tx| tx.touch()).await;
+            writes_failed = probe.is_err();
+            probe.map_err(|e| e.to_string())
+        } else {
+            Ok(())
+        };
+        let ok = read.is_ok() && stalled.is_none() && writes.is_ok();
         if ok != serving {
             serving = ok;
             tracing::warn!(
                 serving = ok,
                 read_error = read.err().map(|e| e.to_string()),
+                write_error = writes.err(),
                 write_stalled_ms = stalled.map(|d| d.as_millis() as u64),
                 "store health changed"
             );

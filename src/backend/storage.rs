@@ -8,9 +8,17 @@ use tonic::Status;
 use crate::store::{Commit, Store, StoreError, Tx, TxMut, WriteJob};
 
 /// A storage failure reaches a client as INTERNAL without its details; the details are logged,
-/// once, here.
+/// once, here. A full disk, or a store reopening after one, is UNAVAILABLE: the write was not
+/// made, and a retry later may succeed.
 impl From<StoreError> for Status {
     fn from(e: StoreError) -> Self {
+        if e.is_transient() {
+            tracing::warn!(error = %e, "storage unavailable");
+            return Status::unavailable(match e {
+                StoreError::Full => "the store is out of disk space: nothing was written",
+                _ => "the store is recovering from an I/O failure: nothing was written",
+            });
+        }
         tracing::error!(error = %e, "storage failure");
         Status::internal("internal storage error")
     }

@@ -66,7 +66,7 @@ fn strip_defaults(message: &MessageDescriptor, value: &mut Value) {
             // Enums render by name (an unknown number as a number, never 0: every enum has
             // a zero value).
             (Shape::Single, Kind::Enum(e)) => {
-                !e.get_value(0).is_some_and(|z| v.as_str() == Some(z.name()))
+                e.get_value(0).is_none_or(|z| v.as_str() != Some(z.name()))
             }
             _ => {
                 !matches!(v, Value::String(s) if s.is_empty() || s == "0")

@@ -8,7 +8,7 @@ mod embedded;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-pub use embedded::EmbeddedStore;
+pub use embedded::{EmbeddedStore, Opener};
 
 use crate::pb::yandex::cloud::access::AccessBinding;
 use crate::pb::yandex::cloud::compute::v1::Image;
@@ -31,6 +31,11 @@ pub enum StoreError {
     Corrupt(prost::DecodeError),
     /// The store is closed, or its writer has stopped.
     Closed,
+    /// The disk is full (or over quota): the write was not made. Reads go on; writes work
+    /// again once there is space.
+    Full,
+    /// The store's file is being reopened after an I/O failure, or cannot be reopened yet.
+    Reopening,
     /// A write job ended without a result (it panicked); its writes were dropped.
     JobLost,
 }
@@ -39,6 +44,35 @@ impl StoreError {
     /// An engine failure.
     pub(crate) fn engine(e: impl std::error::Error + Send + Sync + 'static) -> Self {
         Self::Engine(Arc::new(e))
+    }
+
+    /// A failure of redb: [`StoreError::Full`] for an I/O error that says the disk is full or
+    /// over quota, [`StoreError::Reopening`] for redb's refusal of everything after an earlier
+    /// I/O error (until the database is reopened), an engine failure otherwise.
+    pub fn from_redb(e: impl Into<redb::Error>) -> Self {
+        match e.into() {
+            redb::Error::Io(io)
+                if matches!(
+                    io.kind(),
+                    std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+                ) =>
+            {
+                Self::Full
+            }
+            redb::Error::PreviousIo => Self::Reopening,
+            other => Self::engine(other),
+        }
+    }
+
+    /// An error of some other kind met while opening a store (for [`Opener`]s).
+    pub fn other(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self::engine(e)
+    }
+
+    /// Whether the client may simply retry later: the store is out of space or reopening,
+    /// not broken.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Full | Self::Reopening)
     }
 }
 
@@ -51,6 +85,10 @@ impl std::fmt::Display for StoreError {
             Self::Engine(e) => write!(f, "storage error: {e}"),
             Self::Corrupt(e) => write!(f, "storage error: corrupt record: {e}"),
             Self::Closed => f.write_str("storage error: the store is closed"),
+            Self::Full => f.write_str("storage error: no space left on the store's disk"),
+            Self::Reopening => {
+                f.write_str("storage error: the store is reopening after an I/O failure")
+            }
             Self::JobLost => f.write_str("storage error: the write job did not finish"),
         }
     }
@@ -61,7 +99,7 @@ impl std::error::Error for StoreError {
         match self {
             Self::Open { source, .. } | Self::Engine(source) => Some(&**source),
             Self::Corrupt(e) => Some(e),
-            Self::Closed | Self::JobLost => None,
+            Self::Closed | Self::JobLost | Self::Full | Self::Reopening => None,
         }
     }
 }
@@ -237,6 +275,8 @@ pub trait TxMut: Tx {
     fn put_running_create(&mut self, running: &RunningCreate) -> Result<(), StoreError>;
     /// Marks a create as finished.
     fn clear_running_create(&mut self, operation_id: &str) -> Result<(), StoreError>;
+    /// Writes a small record of its own: the health probe's test that writes commit again.
+    fn touch(&mut self) -> Result<(), StoreError>;
     /// Removes up to `limit` done operations and up to `limit` idempotency records from before
     /// their cutoffs (the oldest are not necessarily first); returns how many it removed. An
     /// operation leaves its image's history with it; a running create stays.
@@ -273,5 +313,10 @@ pub trait Store: Send + Sync + 'static {
     /// on a hung disk shows here, while reads still work.
     fn writing_for(&self) -> Option<std::time::Duration> {
         None
+    }
+    /// Whether a write transaction failed (a full disk, an I/O error) since the last call;
+    /// the call starts the count again.
+    fn writes_failed(&self) -> bool {
+        false
     }
 }

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use compute_gateway::backend::{BackendConfig, Retention};
+use compute_gateway::backend::{BackendConfig, HealthProbe, Retention};
 use compute_gateway::gateway::{self, Gateway, GatewayConfig, ListenerOptions};
 use compute_gateway::json::Any;
 use compute_gateway::net::{self, Shutdown};
@@ -18,7 +18,7 @@ use compute_gateway::pb::yandex::cloud::compute::v1::image_service_client::Image
 use compute_gateway::pb::yandex::cloud::operation::operation_service_client::OperationServiceClient;
 use compute_gateway::pb::yandex::cloud::operation::{GetOperationRequest, Operation};
 use compute_gateway::serve::{ServeConfig, Server};
-use compute_gateway::store::EmbeddedStore;
+use compute_gateway::store::{EmbeddedStore, Opener};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
@@ -41,6 +41,10 @@ pub(crate) struct Options {
     pub(crate) call_timeout: Duration,
     /// How long done Operations and idempotency keys are kept.
     pub(crate) retention: Retention,
+    /// How the backend checks its store.
+    pub(crate) health: HealthProbe,
+    /// Opens the store's database (default: the file in the data directory).
+    pub(crate) store: Option<Opener>,
     pub(crate) gateway: GatewayConfig,
     pub(crate) listener: ListenerOptions,
     /// Serve REST from a gateway of its own (the `gateway` command's wiring) in front of the
@@ -54,6 +58,8 @@ impl Default for Options {
             create_delay: Duration::from_millis(50),
             call_timeout: BackendConfig::DEFAULT_CALL_TIMEOUT,
             retention: Default::default(),
+            store: None,
+            health: HealthProbe::default(),
             gateway: GatewayConfig::default(),
             listener: ListenerOptions::default(),
             gateway_over_tcp: false,
@@ -81,12 +87,16 @@ impl TestServer {
         let http = TcpListener::bind("127.0.0.1:0").await.expect("bind http");
         let grpc_addr = grpc.local_addr().expect("addr");
         let mut http_addr = http.local_addr().expect("addr");
-        let store = EmbeddedStore::open(dir).expect("open store");
+        let store = match &options.store {
+            Some(open) => EmbeddedStore::open_with(open.clone()),
+            None => EmbeddedStore::open(dir),
+        }
+        .expect("open store");
         let config = ServeConfig {
             backend: BackendConfig {
                 create_delay: options.create_delay,
                 advertise_address: grpc_addr.to_string(),
-                health: Default::default(),
+                health: options.health,
                 call_timeout: options.call_timeout,
                 retention: options.retention,
             },

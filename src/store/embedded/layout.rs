@@ -51,7 +51,10 @@ pub(super) const FOLDER_BY_NAME: Table = table(10, "folder_images_by_name");
 /// `folder_id \0 created_at (24 digits) \0 image_id` -> empty: a folder's images by age.
 pub(super) const FOLDER_BY_CREATED: Table = table(11, "folder_images_by_created");
 
-pub(super) const ALL_TABLES: [Table; 12] = [
+/// Records of the store itself: `health` -> the time of the health probe's last write.
+pub(super) const META: Table = table(12, "meta");
+
+pub(super) const ALL_TABLES: [Table; 13] = [
     IMAGES,
     FOLDER_IMAGES,
     FOLDER_NAMES,
@@ -64,6 +67,7 @@ pub(super) const ALL_TABLES: [Table; 12] = [
     IDEMPOTENCY_BY_TIME,
     FOLDER_BY_NAME,
     FOLDER_BY_CREATED,
+    META,
 ];
 
 /// The index of an order, and the key of a place in it.
@@ -83,9 +87,9 @@ pub(super) fn order_key(order: ImageOrder, folder_id: &str, cursor: &ImageCursor
     }
 }
 
-/// An engine failure.
-pub(super) fn err<E: std::error::Error + Send + Sync + 'static>(e: E) -> StoreError {
-    StoreError::engine(e)
+/// A redb failure, classified (see [`StoreError::from_redb`]).
+pub(super) fn err<E: Into<redb::Error>>(e: E) -> StoreError {
+    StoreError::from_redb(e)
 }
 
 /// An index key: a parent and a child, NUL-separated so a prefix scan of `parent\0` finds

@@ -8,8 +8,8 @@ mod overlay;
 mod writer;
 
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::mpsc;
+use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -24,14 +24,76 @@ use writer::{Busy, write_loop};
 /// (`bench/RESULTS.md`).
 const CACHE_BYTES: usize = 8 << 20;
 
+/// Opens the database: the file in the data directory, or a storage backend a test gives.
+pub type Opener = Arc<dyn Fn() -> Result<Database, StoreError> + Send + Sync>;
+
+/// The database, as the writer last opened it: `None` while it cannot be reopened. redb fails
+/// every operation after an I/O error (a full disk) until the database is opened again, which
+/// recovers it to its last commit; the writer does that after a failed batch.
+pub(super) struct Current {
+    db: RwLock<Option<Arc<Database>>>,
+    open: Opener,
+}
+
+impl Current {
+    /// The database to read or write now.
+    pub(super) fn get(&self) -> Result<Arc<Database>, StoreError> {
+        self.db
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+            .ok_or(StoreError::Reopening)
+    }
+
+    /// Closes the database and opens it again. Readers wait meanwhile (for the reads in
+    /// progress to end, and the open: milliseconds); `false` when it cannot be opened yet.
+    pub(super) fn reopen(&self) -> bool {
+        let mut slot = self
+            .db
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(mut old) = slot.take() {
+            // The reads in progress hold the database; each ends within its request.
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            loop {
+                match Arc::try_unwrap(old) {
+                    Ok(db) => {
+                        drop(db);
+                        break;
+                    }
+                    Err(shared) if std::time::Instant::now() < deadline => {
+                        old = shared;
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                    Err(_) => {
+                        tracing::error!("the store cannot be reopened: reads still hold it");
+                        return false;
+                    }
+                }
+            }
+        }
+        match (self.open)() {
+            Ok(db) => {
+                tracing::info!("the store was reopened");
+                *slot = Some(Arc::new(db));
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "the store cannot be reopened yet");
+                false
+            }
+        }
+    }
+}
+
 /// The redb-backed store in `<data-dir>/compute.redb`.
 pub struct EmbeddedStore {
-    db: Arc<Database>,
+    db: Arc<Current>,
     /// The writer's queue; `None` once dropping.
     jobs: Option<mpsc::Sender<Box<dyn WriteJob>>>,
     /// The writer thread, joined on drop so the file is closed when the store is gone.
     writer: Option<JoinHandle<()>>,
-    /// When the writer began the batch it is on.
+    /// When the writer began the batch it is on, and whether the last one failed.
     busy: Arc<Busy>,
 }
 
@@ -45,18 +107,36 @@ impl EmbeddedStore {
             };
         std::fs::create_dir_all(dir).map_err(|e| cannot_open(dir, e.into()))?;
         let path = dir.join("compute.redb");
-        // A bounded page cache keeps memory flat as the data grows (redb's default is 1 GiB).
-        let db = Database::builder()
-            .set_cache_size(CACHE_BYTES)
-            .create(&path)
-            .map_err(|e| cannot_open(&path, e.into()))?;
+        Self::open_with(Arc::new(move || {
+            // A bounded page cache keeps memory flat as the data grows (redb's default is
+            // 1 GiB).
+            Database::builder()
+                .set_cache_size(CACHE_BYTES)
+                .create(&path)
+                .map_err(|e| match StoreError::from_redb(e) {
+                    StoreError::Engine(e) => StoreError::Open {
+                        path: path.clone(),
+                        source: e,
+                    },
+                    other => other,
+                })
+        }))
+    }
+
+    /// Opens the store on the database `open` opens (and opens again after an I/O failure):
+    /// how a test puts the store on a storage backend that fails as it is told.
+    pub fn open_with(open: Opener) -> Result<Self, StoreError> {
+        let db = open()?;
         let tx = db.begin_write().map_err(err)?;
         for table in ALL_TABLES {
             tx.open_table(table.def).map_err(err)?;
         }
         layout::backfill(&tx)?;
         tx.commit().map_err(err)?;
-        let db = Arc::new(db);
+        let db = Arc::new(Current {
+            db: RwLock::new(Some(Arc::new(db))),
+            open,
+        });
         let (jobs, queue) = mpsc::channel();
         let writer_db = db.clone();
         let busy = Arc::new(Busy::new());
@@ -64,7 +144,7 @@ impl EmbeddedStore {
         let writer = std::thread::Builder::new()
             .name("store-writer".into())
             .spawn(move || write_loop(&writer_db, &queue, &writer_busy))
-            .map_err(err)?;
+            .map_err(StoreError::engine)?;
         Ok(Self {
             db,
             jobs: Some(jobs),
@@ -86,7 +166,7 @@ impl Drop for EmbeddedStore {
 
 impl Store for EmbeddedStore {
     fn read(&self, f: &mut dyn FnMut(&dyn Tx) -> Result<(), StoreError>) -> Result<(), StoreError> {
-        let tx = self.db.begin_read().map_err(err)?;
+        let tx = self.db.get()?.begin_read().map_err(err)?;
         f(&tx)
     }
 
@@ -101,6 +181,10 @@ impl Store for EmbeddedStore {
 
     fn writing_for(&self) -> Option<Duration> {
         self.busy.age()
+    }
+
+    fn writes_failed(&self) -> bool {
+        self.busy.take_failed()
     }
 }
 
@@ -273,7 +357,7 @@ mod tests {
             // Written as a store before the name and age indexes did: the images and the
             // folder's id index.
             let store = EmbeddedStore::open(dir.path()).expect("open");
-            let tx = store.db.begin_write().expect("write");
+            let tx = store.db.get().expect("open").begin_write().expect("write");
             {
                 let mut table = tx.open_table(IMAGES.def).expect("images");
                 let mut by_id = tx.open_table(FOLDER_IMAGES.def).expect("by id");
@@ -382,7 +466,7 @@ mod tests {
         {
             // Written as a store before the time indexes did: straight into the tables.
             let store = EmbeddedStore::open(dir.path()).expect("open");
-            let tx = store.db.begin_write().expect("write");
+            let tx = store.db.get().expect("open").begin_write().expect("write");
             {
                 let mut table = tx.open_table(OPERATIONS.def).expect("operations");
                 let mut history = tx.open_table(IMAGE_OPERATIONS.def).expect("history");
@@ -463,8 +547,8 @@ mod tests {
     fn queued_jobs_share_one_transaction_up_to_the_batch_limit() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = EmbeddedStore::open(dir.path()).expect("open");
-        let committed = |db: &Arc<Database>, id: &str| {
-            let read = db.begin_read().expect("read");
+        let committed = |db: &Arc<Current>, id: &str| {
+            let read = db.get().expect("open").begin_read().expect("read");
             read.image(id).expect("image").is_some()
         };
         // A job that holds the writer until every job below is queued, so that the batches

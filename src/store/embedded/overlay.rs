@@ -11,8 +11,9 @@ use prost::Message;
 
 use super::layout::{
     BINDINGS, FOLDER_IMAGES, FOLDER_NAMES, IDEMPOTENCY, IDEMPOTENCY_BY_TIME, IMAGE_OPERATIONS,
-    IMAGES, IndexedFields, OPERATIONS, OPERATIONS_BY_TIME, RUNNING, Source, Table, TableReads,
-    Tables, before, decode, err, key, op_index_key, op_time_key, order_index, order_key,
+    IMAGES, IndexedFields, META, OPERATIONS, OPERATIONS_BY_TIME, RUNNING, Source, Table,
+    TableReads, Tables, before, decode, err, key, op_index_key, op_time_key, order_index,
+    order_key,
 };
 use crate::pb::yandex::cloud::access::{AccessBinding, ListAccessBindingsResponse};
 use crate::pb::yandex::cloud::compute::v1::Image;
@@ -310,5 +311,8 @@ impl TxMut for Staged<'_, '_> {
     }
     fn clear_running_create(&mut self, operation_id: &str) -> Result<(), StoreError> {
         self.remove(RUNNING, operation_id)
+    }
+    fn touch(&mut self) -> Result<(), StoreError> {
+        self.put(META, "health", now_nanos().to_be_bytes().to_vec())
     }
 }

@@ -7,12 +7,13 @@
 //! failure (or panic) rolls back that job alone.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use redb::Database;
 
+use super::Current;
 use super::layout::{ALL_TABLES, err};
 use super::overlay::{OpenTables, Staged};
 use crate::store::{Commit, StoreError, WriteJob};
@@ -25,6 +26,8 @@ pub(super) const MAX_BATCH: usize = 256;
 pub(super) struct Busy {
     origin: Instant,
     since: AtomicU64,
+    /// A batch failed (a full disk, an I/O error) since the health probe last asked.
+    failed: AtomicBool,
 }
 
 impl Busy {
@@ -32,7 +35,12 @@ impl Busy {
         Self {
             origin: Instant::now(),
             since: AtomicU64::new(0),
+            failed: AtomicBool::new(false),
         }
+    }
+    /// Whether a batch failed since the last call.
+    pub(super) fn take_failed(&self) -> bool {
+        self.failed.swap(false, Ordering::AcqRel)
     }
     fn start(&self) {
         let nanos = self
@@ -59,8 +67,10 @@ impl Busy {
 }
 
 /// The writer: waits for a job, takes every job queued behind it, runs them in one durable
-/// transaction, then reports to each. Returns when the queue is closed and drained.
-pub(super) fn write_loop(db: &Database, queue: &mpsc::Receiver<Box<dyn WriteJob>>, busy: &Busy) {
+/// transaction, then reports to each. A batch that fails (a full disk, an I/O error) fails its
+/// jobs alone: the database is reopened at once, back to its last commit, so that reads go on
+/// and the next batch may succeed. Returns when the queue is closed and drained.
+pub(super) fn write_loop(db: &Current, queue: &mpsc::Receiver<Box<dyn WriteJob>>, busy: &Busy) {
     while let Ok(first) = queue.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -71,8 +81,18 @@ pub(super) fn write_loop(db: &Database, queue: &mpsc::Receiver<Box<dyn WriteJob>
         }
         let started = Instant::now();
         busy.start();
-        let outcome = run_batch(db, &mut batch);
+        let outcome = match db.get() {
+            Ok(open) => run_batch(&open, &mut batch),
+            // Still closed after an earlier failure: try again now.
+            Err(_) if db.reopen() => db.get().and_then(|open| run_batch(&open, &mut batch)),
+            Err(e) => Err(e),
+        };
         busy.stop();
+        if let Err(e) = &outcome {
+            busy.failed.store(true, Ordering::Release);
+            tracing::error!(error = %e, jobs = batch.len(), "a store write failed; reopening");
+            db.reopen();
+        }
         metrics::histogram!(crate::telemetry::STORE_COMMIT).record(started.elapsed().as_secs_f64());
         metrics::histogram!(crate::telemetry::STORE_BATCH).record(batch.len() as f64);
         for job in batch {
