@@ -153,6 +153,10 @@ struct HttpArgs {
     /// Milliseconds a client has to send the whole request body; past it the reply is 408.
     #[arg(long, env = "CG_BODY_READ_TIMEOUT_MS", default_value_t = 10_000)]
     body_read_timeout_ms: u64,
+    /// Milliseconds a REST connection may stay without a request in flight before it is closed
+    /// (GOAWAY on HTTP/2).
+    #[arg(long, env = "CG_IDLE_TIMEOUT_MS", default_value_t = 300_000)]
+    idle_timeout_ms: u64,
     /// Most concurrent HTTP/2 streams per REST connection.
     #[arg(long, env = "CG_MAX_CONCURRENT_STREAMS", default_value_t = 256)]
     max_concurrent_streams: u32,
@@ -279,6 +283,7 @@ fn listener_options(args: &HttpArgs, conn: &ConnArgs) -> ListenerOptions {
         max_concurrent_streams: args.max_concurrent_streams,
         max_connections: connections.max_connections,
         write_timeout: connections.write_timeout,
+        idle_timeout: Duration::from_millis(args.idle_timeout_ms),
         ..ListenerOptions::default()
     }
 }

@@ -884,3 +884,50 @@ async fn a_full_disk_fails_writes_only_and_the_store_recovers_when_space_returns
     );
     let _ = &mut health;
 }
+
+/// Finding 6: HTTP/2 connections were kept for ever. A REST connection with no request in
+/// flight for the idle timeout is closed with a GOAWAY; one that keeps sending requests is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_rest_connection_is_closed_and_a_busy_one_is_kept() {
+    let idle = std::time::Duration::from_millis(400);
+    let s = TestServer::start_with(common::Options {
+        listener: compute_gateway::gateway::ListenerOptions {
+            idle_timeout: idle,
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+    .await;
+    let connect = || async {
+        let tcp = tokio::net::TcpStream::connect(s.http_addr)
+            .await
+            .expect("connect");
+        let (client, conn) = h2::client::handshake(tcp).await.expect("h2");
+        (client, tokio::spawn(conn))
+    };
+    let get = |client: h2::client::SendRequest<bytes::Bytes>| async move {
+        let mut client = client.ready().await.expect("ready");
+        let request = http::Request::get(format!("http://{}/healthz", s.http_addr))
+            .body(())
+            .expect("request");
+        let (reply, _) = client.send_request(request, true).expect("stream");
+        assert_eq!(reply.await.expect("reply").status(), 200);
+        client
+    };
+    // Busy: a request every quarter of the timeout, for three timeouts.
+    let (busy, busy_conn) = connect().await;
+    let mut busy = get(busy).await;
+    for _ in 0..12 {
+        tokio::time::sleep(idle / 4).await;
+        busy = get(busy).await;
+    }
+    assert!(!busy_conn.is_finished(), "a busy connection is kept");
+    // Idle: closed by the server after one request.
+    let (quiet, quiet_conn) = connect().await;
+    let _quiet = get(quiet).await;
+    let ended = tokio::time::timeout(idle * 10, quiet_conn)
+        .await
+        .expect("the idle connection was closed");
+    let ended = ended.expect("task");
+    assert!(ended.is_ok(), "closed gracefully: {ended:?}");
+}
