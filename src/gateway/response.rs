@@ -242,4 +242,94 @@ mod tests {
             "a map's keys are not fields"
         );
     }
+
+    /// Defaults are omitted at every depth: numbers at zero, the items of a repeated message,
+    /// the values of a map of messages.
+    #[test]
+    fn omitted_defaults_reach_lists_and_maps_of_messages() {
+        use prost_reflect::prost_types::field_descriptor_proto::{Label, Type};
+        use prost_reflect::prost_types::{
+            DescriptorProto, FieldDescriptorProto, FileDescriptorProto, MessageOptions,
+        };
+        let lean = RenderOptions {
+            omit_default_fields: true,
+        };
+        let pool = crate::pb::descriptor_pool();
+        let status = pool
+            .get_message_by_name("google.rpc.Status")
+            .expect("known");
+        let render_json = |v: Value, d: &MessageDescriptor| -> Value {
+            serde_json::from_slice(&render(&v, d, None, lean).expect("renders")).expect("json")
+        };
+        assert_eq!(
+            render_json(
+                serde_json::json!({"code": 0, "message": "", "details": []}),
+                &status
+            ),
+            serde_json::json!({}),
+            "a zero number is a default"
+        );
+        assert_eq!(
+            render_json(serde_json::json!({"code": 5, "message": ""}), &status),
+            serde_json::json!({"code": 5}),
+            "a number off zero is not"
+        );
+        let list = pool
+            .get_message_by_name("yandex.cloud.compute.v1.ListImagesResponse")
+            .expect("known");
+        assert_eq!(
+            render_json(
+                serde_json::json!({"images": [{"id": "fd8", "name": "", "labels": {}}], "nextPageToken": ""}),
+                &list
+            ),
+            serde_json::json!({"images": [{"id": "fd8"}]})
+        );
+        // A map of messages: no compiled-in message has one, so a test descriptor does.
+        let field = |name: &str, number: i32, ty: Type, type_name: &str| FieldDescriptorProto {
+            name: Some(name.into()),
+            json_name: Some(name.into()),
+            number: Some(number),
+            label: Some(Label::Optional as i32),
+            r#type: Some(ty as i32),
+            type_name: (!type_name.is_empty()).then(|| type_name.into()),
+            ..Default::default()
+        };
+        let mut statuses = field("statuses", 1, Type::Message, ".test.Statuses.StatusesEntry");
+        statuses.label = Some(Label::Repeated as i32);
+        let file = FileDescriptorProto {
+            name: Some("test/statuses.proto".into()),
+            package: Some("test".into()),
+            dependency: vec!["google/rpc/status.proto".into()],
+            message_type: vec![DescriptorProto {
+                name: Some("Statuses".into()),
+                field: vec![statuses],
+                nested_type: vec![DescriptorProto {
+                    name: Some("StatusesEntry".into()),
+                    field: vec![
+                        field("key", 1, Type::String, ""),
+                        field("value", 2, Type::Message, ".google.rpc.Status"),
+                    ],
+                    options: Some(MessageOptions {
+                        map_entry: Some(true),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            syntax: Some("proto3".into()),
+            ..Default::default()
+        };
+        let mut pool = pool.clone();
+        pool.add_file_descriptor_proto(file)
+            .expect("statuses.proto");
+        let holder = pool.get_message_by_name("test.Statuses").expect("added");
+        assert_eq!(
+            render_json(
+                serde_json::json!({"statuses": {"a": {"code": 0, "message": "m"}}}),
+                &holder
+            ),
+            serde_json::json!({"statuses": {"a": {"message": "m"}}})
+        );
+    }
 }

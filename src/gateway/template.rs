@@ -395,6 +395,20 @@ mod tests {
         ] {
             assert!(Template::parse(bad).is_err(), "{bad:?} should be rejected");
         }
+        // The error names the template and what is wrong with it.
+        for (bad, says) in [
+            ("/a/x}y", "a variable must be a whole segment"),
+            ("/a/x{y", "a variable must be a whole segment"),
+            ("images", "must start with /"),
+            // A ':' inside braces is not the verb's: the bad segment is named instead.
+            ("/a/{id=x:y}", "\"x:y\""),
+        ] {
+            let message = Template::parse(bad).expect_err(bad).to_string();
+            assert!(
+                message.starts_with(&format!("template {bad:?}: ")) && message.contains(says),
+                "{bad:?}: {message}"
+            );
+        }
     }
 
     #[test]
