@@ -452,5 +452,34 @@ mod tests {
             Ok(Some(vec!["files".into()]))
         );
         assert_eq!(multi.match_path("/v1/other/a"), Ok(None));
+
+        // A single-segment variable decodes %2F wherever it sits.
+        let short = Template::parse("/v1/{id}").expect("valid");
+        assert_eq!(short.match_path("/v1/a%2Fb"), Ok(Some(vec!["a/b".into()])));
+        // A literal matches its percent-encoded spelling.
+        assert_eq!(
+            t.match_path("/compute/v1/im%61ges/x"),
+            Ok(Some(vec!["x".into()]))
+        );
+        // A variable before a trailing `**` takes its own segment only.
+        let two = Template::parse("/v1/{a}/{b=**}").expect("valid");
+        assert_eq!(
+            two.match_path("/v1/x/y/z"),
+            Ok(Some(vec!["x".into(), "y/z".into()]))
+        );
+        // A `**` variable may match no segment at all.
+        let rest = Template::parse("/a/{r=**}").expect("valid");
+        assert_eq!(rest.match_path("/a"), Ok(Some(vec![String::new()])));
+        // With a verb: the last segment without it, and a last segment that was only the verb.
+        let verb_only = Template::parse("/{x}:run").expect("valid");
+        assert_eq!(
+            verb_only.match_path("/abc:run"),
+            Ok(Some(vec!["abc".into()]))
+        );
+        let rest_verb = Template::parse("/a/{r=**}:run").expect("valid");
+        assert_eq!(
+            rest_verb.match_path("/a/:run"),
+            Ok(Some(vec![String::new()]))
+        );
     }
 }

@@ -199,3 +199,72 @@ fn integer(kind: &Kind, v: &Value) -> Result<Value, String> {
 fn exact(f: f64) -> Option<i128> {
     (f.is_finite() && f.fract() == 0.0 && f.abs() < 1.9e19).then_some(f as i128)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// Kinds no compiled-in request has (floats, unsigned and 32-bit integers), from the
+    /// query string and from JSON.
+    #[test]
+    fn every_scalar_kind_from_text_and_json() {
+        assert_eq!(from_url_text(&Kind::Bool, "true"), Ok(json!(true)));
+        assert_eq!(from_url_text(&Kind::Bool, "false"), Ok(json!(false)));
+        assert!(from_url_text(&Kind::Bool, "no").is_err());
+
+        assert_eq!(from_url_text(&Kind::Double, "1.5"), Ok(json!(1.5)));
+        for special in ["NaN", "Infinity", "-Infinity"] {
+            assert_eq!(from_url_text(&Kind::Float, special), Ok(json!(special)));
+        }
+        for bad in ["abc", "1e400", "nan", "inf"] {
+            assert!(from_url_text(&Kind::Double, bad).is_err(), "{bad}");
+        }
+        assert_eq!(scalar(&Kind::Double, json!(2.5), "d"), Ok(json!(2.5)));
+        assert_eq!(scalar(&Kind::Float, json!("2.5"), "d"), Ok(json!(2.5)));
+        assert_eq!(
+            scalar(&Kind::Double, json!(true), "d"),
+            Err("d: expected a number, got a boolean".into())
+        );
+
+        assert_eq!(
+            scalar(&Kind::Uint64, json!("18446744073709551615"), "u"),
+            Ok(json!("18446744073709551615"))
+        );
+        assert_eq!(
+            scalar(&Kind::Fixed64, json!(-1), "u"),
+            Err("u: -1 is out of range for uint64".into())
+        );
+        assert_eq!(scalar(&Kind::Int32, json!("-5"), "i"), Ok(json!(-5)));
+        assert_eq!(
+            scalar(&Kind::Sint32, json!(2_147_483_648_i64), "i"),
+            Err("i: 2147483648 is out of range for int32".into())
+        );
+        assert_eq!(
+            scalar(&Kind::Uint32, json!(4_294_967_295_u32), "n"),
+            Ok(json!(4_294_967_295_u32))
+        );
+        assert_eq!(
+            scalar(&Kind::Fixed32, json!(-1), "n"),
+            Err("n: -1 is out of range for uint32".into())
+        );
+        assert_eq!(
+            scalar(&Kind::Int64, json!([1]), "i"),
+            Err("i: expected an integer (int64) as a number or a string, got an array".into())
+        );
+    }
+
+    #[test]
+    fn json_types_are_named() {
+        for (v, name) in [
+            (json!(null), "null"),
+            (json!(false), "a boolean"),
+            (json!(1), "a number"),
+            (json!("s"), "a string"),
+            (json!([]), "an array"),
+            (json!({}), "an object"),
+        ] {
+            assert_eq!(json_type(&v), name);
+        }
+    }
+}
