@@ -164,7 +164,8 @@ fn integer(kind: &Kind, v: &Value) -> Result<Value, String> {
             .map(i128::from)
             .or_else(|| n.as_u64().map(i128::from))
             .or_else(|| n.as_f64().and_then(exact)),
-        Value::String(s) if s.trim() == s && !s.is_empty() => {
+        // Neither parse takes blanks or an empty string: those are "not an integer".
+        Value::String(s) => {
             s.parse::<i128>().ok().or_else(|| {
                 // Exponent and fraction forms (`1e2`, `123.0`) must still be exact integers.
                 s.parse::<f64>()
@@ -248,6 +249,12 @@ mod tests {
             scalar(&Kind::Fixed32, json!(-1), "n"),
             Err("n: -1 is out of range for uint32".into())
         );
+        for blank in ["", " 1", "1 "] {
+            assert_eq!(
+                scalar(&Kind::Int64, json!(blank), "i"),
+                Err(format!("i: {blank:?} is not an integer"))
+            );
+        }
         assert_eq!(
             scalar(&Kind::Int64, json!([1]), "i"),
             Err("i: expected an integer (int64) as a number or a string, got an array".into())
