@@ -249,6 +249,21 @@ mod tests {
             scalar(&Kind::Fixed32, json!(-1), "n"),
             Err("n: -1 is out of range for uint32".into())
         );
+        // Each end of a range is in it.
+        assert_eq!(
+            scalar(&Kind::Int32, json!("-2147483648"), "i"),
+            Ok(json!(-2_147_483_648_i64))
+        );
+        assert_eq!(scalar(&Kind::Uint32, json!(0), "n"), Ok(json!(0)));
+        assert_eq!(
+            scalar(&Kind::Int64, json!("-9223372036854775808"), "i"),
+            Ok(json!("-9223372036854775808"))
+        );
+        // A float past 2^64 is no integer of any kind, however whole.
+        assert_eq!(
+            scalar(&Kind::Uint64, json!(1.9e19), "u"),
+            Err("u: 1.9e+19 is not an integer".into())
+        );
         for blank in ["", " 1", "1 "] {
             assert_eq!(
                 scalar(&Kind::Int64, json!(blank), "i"),

@@ -306,6 +306,12 @@ mod tests {
             "+2025-01-14T10:00:00Z",
             "2025-1-14T10:00:00Z",
             "2025-01-14T10:00:00ZZ",
+            // Each separator in its place.
+            "2025x01-14T10:00:00Z",
+            "2025-01x14T10:00:00Z",
+            "2025-01-14x10:00:00Z",
+            "2025-01-14T10x00:00Z",
+            "2025-01-14T10:00x00Z",
         ] {
             assert!(
                 Timestamp::from_rfc3339(bad).is_err(),
@@ -327,5 +333,47 @@ mod tests {
             ts
         );
         assert!(serde_json::from_str::<Timestamp>(r#"{"seconds":1}"#).is_err());
+    }
+
+    #[test]
+    fn system_times_and_nanos_either_side_of_the_epoch() {
+        use std::time::Duration;
+        let after = UNIX_EPOCH + Duration::new(1, 500_000_000);
+        assert_eq!(
+            Timestamp::from(after),
+            Timestamp {
+                seconds: 1,
+                nanos: 500_000_000
+            }
+        );
+        // Before the epoch, nanos still count forwards from the second before.
+        let before = UNIX_EPOCH - Duration::new(1, 250_000_000);
+        let t = Timestamp::from(before);
+        assert_eq!(
+            t,
+            Timestamp {
+                seconds: -2,
+                nanos: 750_000_000
+            }
+        );
+        assert_eq!(t.as_nanos(), -1_250_000_000);
+        let whole = Timestamp::from(UNIX_EPOCH - Duration::from_secs(3));
+        assert_eq!(
+            whole,
+            Timestamp {
+                seconds: -3,
+                nanos: 0
+            }
+        );
+        assert_eq!(Timestamp::from(after).as_nanos(), 1_500_000_000);
+        let now = Timestamp::now().as_nanos();
+        let system = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .expect("after the epoch")
+            .as_nanos() as i128;
+        assert!(
+            (system - now).abs() < 60_000_000_000,
+            "now() is the system's time"
+        );
     }
 }
