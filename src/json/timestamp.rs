@@ -272,6 +272,9 @@ mod tests {
             ("2025-01-14T05:30:00.5-04:30", T0, 500_000_000),
             ("2025-01-14T10:00:00.12345Z", T0, 123_450_000),
             ("2024-02-29T00:00:00Z", 1_709_164_800, 0),
+            // The largest offsets there are.
+            ("2025-01-15T09:00:00+23:00", T0, 0),
+            ("2025-01-14T10:59:00+00:59", T0, 0),
         ];
         for (input, seconds, nanos) in cases {
             assert_eq!(
@@ -303,6 +306,7 @@ mod tests {
             "9999-12-31T23:59:59-00:01",
             "2025-01-14T10:00:00+0300",
             "2025-01-14T10:00:00+24:00",
+            "2025-01-14T10:00:00+00:60",
             "+2025-01-14T10:00:00Z",
             "2025-1-14T10:00:00Z",
             "2025-01-14T10:00:00ZZ",
@@ -333,6 +337,11 @@ mod tests {
             ts
         );
         assert!(serde_json::from_str::<Timestamp>(r#"{"seconds":1}"#).is_err());
+        let err = serde_json::from_str::<Timestamp>("7").expect_err("a number");
+        assert!(
+            err.to_string().contains("expected an RFC 3339 timestamp string"),
+            "{err}"
+        );
     }
 
     #[test]
