@@ -340,6 +340,27 @@ mod tests {
             body["details"][0]["fieldViolations"][0]["field"], "name",
             "{body}"
         );
+        // A detail that cannot be rendered is dropped; the error itself still goes out.
+        let garbled = rpc::Status {
+            code: Code::InvalidArgument as i32,
+            message: "bad".into(),
+            details: vec![Any {
+                type_url: "type.googleapis.com/google.rpc.BadRequest".into(),
+                value: vec![0xff, 0xff, 0xff],
+            }],
+        };
+        let status = tonic::Status::with_details(
+            Code::InvalidArgument,
+            "bad",
+            garbled.encode_to_vec().into(),
+        );
+        let r = GatewayError::from_call(status).into_response();
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+        let body: serde_json::Value = serde_json::from_slice(&futures_body(r)).expect("json");
+        assert_eq!(
+            body,
+            serde_json::json!({"code": 3, "message": "bad", "details": []})
+        );
     }
 
     #[test]

@@ -339,7 +339,8 @@ mod tests {
         assert!(serde_json::from_str::<Timestamp>(r#"{"seconds":1}"#).is_err());
         let err = serde_json::from_str::<Timestamp>("7").expect_err("a number");
         assert!(
-            err.to_string().contains("expected an RFC 3339 timestamp string"),
+            err.to_string()
+                .contains("expected an RFC 3339 timestamp string"),
             "{err}"
         );
     }
