@@ -373,40 +373,28 @@ mod tests {
     /// A pool with a message of the field types no compiled-in request has: Empty, Any and
     /// Duration fields, and a map with integer keys.
     fn holder() -> MessageDescriptor {
-        use prost_reflect::prost_types::field_descriptor_proto::{Label, Type};
-        use prost_reflect::prost_types::{
-            DescriptorProto, FieldDescriptorProto, FileDescriptorProto, MessageOptions,
-        };
-        let field = |name: &str, number: i32, ty: Type, type_name: &str| FieldDescriptorProto {
-            name: Some(name.into()),
-            json_name: Some(name.into()),
-            number: Some(number),
-            label: Some(Label::Optional as i32),
-            r#type: Some(ty as i32),
-            type_name: (!type_name.is_empty()).then(|| type_name.into()),
-            ..Default::default()
-        };
-        let empty = FileDescriptorProto {
-            name: Some("google/protobuf/empty.proto".into()),
-            package: Some("google.protobuf".into()),
-            message_type: vec![DescriptorProto {
+        use super::super::value::test_descriptors::{field, file, map, pool_with};
+        use prost_reflect::prost_types::DescriptorProto;
+        use prost_reflect::prost_types::field_descriptor_proto::Type;
+        let mut empty = file(
+            "google/protobuf/empty.proto",
+            &[],
+            vec![DescriptorProto {
                 name: Some("Empty".into()),
                 ..Default::default()
             }],
-            syntax: Some("proto3".into()),
-            ..Default::default()
-        };
-        let mut counts = field("counts", 4, Type::Message, ".test.Holder.CountsEntry");
-        counts.label = Some(Label::Repeated as i32);
-        let holder = FileDescriptorProto {
-            name: Some("test/holder.proto".into()),
-            package: Some("test".into()),
-            dependency: vec![
-                "google/protobuf/empty.proto".into(),
-                "google/protobuf/any.proto".into(),
-                "google/protobuf/duration.proto".into(),
+        );
+        empty.package = Some("google.protobuf".into());
+        let (counts, counts_entry) =
+            map(".test.Holder", "counts", 4, Type::Int64, Type::String, "");
+        let holder = file(
+            "test/holder.proto",
+            &[
+                "google/protobuf/empty.proto",
+                "google/protobuf/any.proto",
+                "google/protobuf/duration.proto",
             ],
-            message_type: vec![DescriptorProto {
+            vec![DescriptorProto {
                 name: Some("Holder".into()),
                 field: vec![
                     field("nothing", 1, Type::Message, ".google.protobuf.Empty"),
@@ -414,33 +402,21 @@ mod tests {
                     field("delay", 3, Type::Message, ".google.protobuf.Duration"),
                     counts,
                 ],
-                nested_type: vec![DescriptorProto {
-                    name: Some("CountsEntry".into()),
-                    field: vec![
-                        field("key", 1, Type::Int64, ""),
-                        field("value", 2, Type::String, ""),
-                    ],
-                    options: Some(MessageOptions {
-                        map_entry: Some(true),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                }],
+                nested_type: vec![counts_entry],
                 ..Default::default()
             }],
-            syntax: Some("proto3".into()),
-            ..Default::default()
-        };
-        let mut pool = crate::pb::descriptor_pool().clone();
-        if pool
+        );
+        let has_empty = crate::pb::descriptor_pool()
             .get_file_by_name("google/protobuf/empty.proto")
-            .is_none()
-        {
-            pool.add_file_descriptor_proto(empty).expect("empty.proto");
-        }
-        pool.add_file_descriptor_proto(holder)
-            .expect("holder.proto");
-        pool.get_message_by_name("test.Holder").expect("the holder")
+            .is_some();
+        let files = if has_empty {
+            vec![holder]
+        } else {
+            vec![empty, holder]
+        };
+        pool_with(files)
+            .get_message_by_name("test.Holder")
+            .expect("the holder")
     }
 
     #[test]

@@ -247,10 +247,9 @@ mod tests {
     /// the values of a map of messages.
     #[test]
     fn omitted_defaults_reach_lists_and_maps_of_messages() {
-        use prost_reflect::prost_types::field_descriptor_proto::{Label, Type};
-        use prost_reflect::prost_types::{
-            DescriptorProto, FieldDescriptorProto, FileDescriptorProto, MessageOptions,
-        };
+        use super::super::value::test_descriptors::{file, map, pool_with};
+        use prost_reflect::prost_types::DescriptorProto;
+        use prost_reflect::prost_types::field_descriptor_proto::Type;
         let lean = RenderOptions {
             omit_default_fields: true,
         };
@@ -285,44 +284,24 @@ mod tests {
             serde_json::json!({"images": [{"id": "fd8"}]})
         );
         // A map of messages: no compiled-in message has one, so a test descriptor does.
-        let field = |name: &str, number: i32, ty: Type, type_name: &str| FieldDescriptorProto {
-            name: Some(name.into()),
-            json_name: Some(name.into()),
-            number: Some(number),
-            label: Some(Label::Optional as i32),
-            r#type: Some(ty as i32),
-            type_name: (!type_name.is_empty()).then(|| type_name.into()),
-            ..Default::default()
-        };
-        let mut statuses = field("statuses", 1, Type::Message, ".test.Statuses.StatusesEntry");
-        statuses.label = Some(Label::Repeated as i32);
-        let file = FileDescriptorProto {
-            name: Some("test/statuses.proto".into()),
-            package: Some("test".into()),
-            dependency: vec!["google/rpc/status.proto".into()],
-            message_type: vec![DescriptorProto {
+        let (statuses, entry) = map(
+            ".test.Statuses",
+            "statuses",
+            1,
+            Type::String,
+            Type::Message,
+            ".google.rpc.Status",
+        );
+        let pool = pool_with(vec![file(
+            "test/statuses.proto",
+            &["google/rpc/status.proto"],
+            vec![DescriptorProto {
                 name: Some("Statuses".into()),
                 field: vec![statuses],
-                nested_type: vec![DescriptorProto {
-                    name: Some("StatusesEntry".into()),
-                    field: vec![
-                        field("key", 1, Type::String, ""),
-                        field("value", 2, Type::Message, ".google.rpc.Status"),
-                    ],
-                    options: Some(MessageOptions {
-                        map_entry: Some(true),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                }],
+                nested_type: vec![entry],
                 ..Default::default()
             }],
-            syntax: Some("proto3".into()),
-            ..Default::default()
-        };
-        let mut pool = pool.clone();
-        pool.add_file_descriptor_proto(file)
-            .expect("statuses.proto");
+        )]);
         let holder = pool.get_message_by_name("test.Statuses").expect("added");
         assert_eq!(
             render_json(

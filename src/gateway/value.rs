@@ -201,6 +201,95 @@ fn exact(f: f64) -> Option<i128> {
     (f.is_finite() && f.fract() == 0.0 && f.abs() < 1.9e19).then_some(f as i128)
 }
 
+/// Descriptors of messages the compiled-in API does not have, for the tests of code that any
+/// gRPC service's messages reach (maps with integer keys, WKT fields, maps of messages).
+#[cfg(test)]
+pub(crate) mod test_descriptors {
+    use prost_reflect::prost_types::field_descriptor_proto::{Label, Type};
+    use prost_reflect::prost_types::{
+        DescriptorProto, FieldDescriptorProto, FileDescriptorProto, MessageOptions,
+    };
+
+    /// A singular field; `type_name` (`.pkg.Message`) for messages, empty otherwise.
+    pub(crate) fn field(
+        name: &str,
+        number: i32,
+        ty: Type,
+        type_name: &str,
+    ) -> FieldDescriptorProto {
+        FieldDescriptorProto {
+            name: Some(name.into()),
+            json_name: Some(name.into()),
+            number: Some(number),
+            label: Some(Label::Optional as i32),
+            r#type: Some(ty as i32),
+            type_name: (!type_name.is_empty()).then(|| type_name.into()),
+            ..Default::default()
+        }
+    }
+
+    /// A map field `name` of message `owner` (`.pkg.Owner`) with its entry message.
+    pub(crate) fn map(
+        owner: &str,
+        name: &str,
+        number: i32,
+        key: Type,
+        value: Type,
+        value_type_name: &str,
+    ) -> (FieldDescriptorProto, DescriptorProto) {
+        let entry = format!("{}Entry", heck_upper(name));
+        let mut f = field(name, number, Type::Message, &format!("{owner}.{entry}"));
+        f.label = Some(Label::Repeated as i32);
+        let entry = DescriptorProto {
+            name: Some(entry),
+            field: vec![
+                field("key", 1, key, ""),
+                field("value", 2, value, value_type_name),
+            ],
+            options: Some(MessageOptions {
+                map_entry: Some(true),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        (f, entry)
+    }
+
+    fn heck_upper(name: &str) -> String {
+        let mut chars = name.chars();
+        chars
+            .next()
+            .map(|c| c.to_ascii_uppercase().to_string() + chars.as_str())
+            .unwrap_or_default()
+    }
+
+    /// A proto3 file of `messages` in package `test`.
+    pub(crate) fn file(
+        name: &str,
+        dependency: &[&str],
+        messages: Vec<DescriptorProto>,
+    ) -> FileDescriptorProto {
+        FileDescriptorProto {
+            name: Some(name.into()),
+            package: Some("test".into()),
+            dependency: dependency.iter().map(|d| d.to_string()).collect(),
+            message_type: messages,
+            syntax: Some("proto3".into()),
+            ..Default::default()
+        }
+    }
+
+    /// The compiled-in pool with `files` added.
+    pub(crate) fn pool_with(files: Vec<FileDescriptorProto>) -> prost_reflect::DescriptorPool {
+        let mut pool = crate::pb::descriptor_pool().clone();
+        for f in files {
+            pool.add_file_descriptor_proto(f)
+                .expect("a valid test file");
+        }
+        pool
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
