@@ -710,8 +710,11 @@ async fn expired_operations_and_keys_are_purged_and_the_file_stops_growing() {
         update_round(i).await;
     }
     let end = size();
+    // Kept, these 1,500 Operations and keys would take about 1.3 MB (870 bytes each; the file
+    // grew 630 KB -> 2.1 MB with them). Purged, the file holds only what the purge has not
+    // reached yet, and grows by at most a region or two while it settles.
     assert!(
-        end <= warm + warm / 10,
+        end <= warm + 256 * 1024,
         "the data file grew from {warm} to {end} bytes over 1,500 more keyed updates"
     );
 }
