@@ -545,7 +545,7 @@ async fn grpc_streams_are_limited_and_a_stalled_body_times_out() {
 /// the write timeout ends the connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_does_not_read_its_replies_is_disconnected() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let s = TestServer::start_with(common::Options {
         listener: compute_gateway::gateway::ListenerOptions {
             write_timeout: std::time::Duration::from_millis(500),
@@ -581,14 +581,7 @@ async fn a_client_that_does_not_read_its_replies_is_disconnected() {
     // Not reading: the server's writes wait, then time out. (This wait is the client
     // misbehaving, not a wait for the server.)
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-    let mut received = 0;
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        match conn.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => received += n,
-        }
-    }
+    let received = read_to_close(&mut conn).await;
     assert!(
         received < requests * one,
         "{received} bytes of {requests} replies of {one}: the connection was not closed"
