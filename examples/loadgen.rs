@@ -1,7 +1,7 @@
 //! A mixed-load generator for compute-gateway: every ImageService and OperationService RPC, half
 //! over REST and half over gRPC, from `--concurrency` clients for `--duration` seconds. Reports
 //! requests, errors by protocol and code, p50/p99 latency, and (with `--pid`) the server's RSS
-//! sampled every `--sample` seconds. Used by tests/soak/soak.sh; runs only against loopback.
+//! and (with `--data-dir`) the size of its data files, sampled every `--sample` seconds. Used by tests/soak/soak.sh; runs only against loopback.
 //!
 //! ```sh
 //! cargo run --release --example loadgen -- --http 127.0.0.1:8080 --grpc 127.0.0.1:50051 \
@@ -30,6 +30,7 @@ struct Args {
     duration: Duration,
     concurrency: usize,
     pid: Option<u32>,
+    data_dir: Option<std::path::PathBuf>,
     sample: Duration,
 }
 
@@ -40,6 +41,7 @@ fn args() -> Args {
         duration: Duration::from_secs(30),
         concurrency: 16,
         pid: None,
+        data_dir: None,
         sample: Duration::from_secs(5),
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
@@ -53,6 +55,7 @@ fn args() -> Args {
             "--duration" => a.duration = Duration::from_secs_f64(v.parse().expect("seconds")),
             "--concurrency" => a.concurrency = v.parse().expect("a count"),
             "--pid" => a.pid = Some(v.parse().expect("a pid")),
+            "--data-dir" => a.data_dir = Some(v.into()),
             "--sample" => a.sample = Duration::from_secs_f64(v.parse().expect("seconds")),
             other => panic!("unknown flag {other}"),
         }
@@ -75,6 +78,18 @@ fn rss_kib(pid: u32) -> Option<u64> {
         .nth(1)?
         .parse()
         .ok()
+}
+
+/// Bytes on disk of the files directly in `dir` (the store's data file and its neighbours).
+fn data_kib(dir: &std::path::Path) -> Option<u64> {
+    let mut bytes = 0;
+    for entry in std::fs::read_dir(dir).ok()? {
+        let meta = entry.ok()?.metadata().ok()?;
+        if meta.is_file() {
+            bytes += meta.len();
+        }
+    }
+    Some(bytes / 1024)
 }
 
 #[derive(Default)]
@@ -443,16 +458,19 @@ async fn main() {
         )
         .await;
         let rss = a.pid.and_then(rss_kib);
+        let data = a.data_dir.as_deref().and_then(data_kib);
         samples.push((
             started.elapsed().as_secs(),
             total.load(Ordering::Relaxed),
             rss,
+            data,
         ));
         eprintln!(
-            "t={:>4}s requests={} rss={:?} KiB",
+            "t={:>4}s requests={} rss={:?} KiB data={:?} KiB",
             started.elapsed().as_secs(),
             total.load(Ordering::Relaxed),
-            rss
+            rss,
+            data
         );
     }
     stop.store(true, Ordering::Relaxed);
@@ -498,7 +516,7 @@ async fn main() {
     let summary = json!({
         "requests": n, "seconds": elapsed, "p50_ms": pct(0.50) as f64 / 1000.0, "p99_ms": pct(0.99) as f64 / 1000.0,
         "outcomes": all.outcomes, "rss_start_kib": rss_start, "rss_end_kib": rss_end,
-        "samples": samples.iter().map(|(t, r, rss)| json!({"t": t, "requests": r, "rss_kib": rss})).collect::<Vec<_>>(),
+        "samples": samples.iter().map(|(t, r, rss, data)| json!({"t": t, "requests": r, "rss_kib": rss, "data_kib": data})).collect::<Vec<_>>(),
     });
     println!("SUMMARY {summary}");
 }

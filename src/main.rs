@@ -69,9 +69,13 @@ struct BackendArgs {
     #[arg(long, env = "CG_HANDSHAKE_TIMEOUT_MS", default_value_t = 10_000)]
     handshake_timeout_ms: u64,
     /// Milliseconds a gRPC call may take, its request body's arrival included; past it the
-    /// call is CANCELLED (a client's shorter grpc-timeout wins).
+    /// call ends with DEADLINE_EXCEEDED (a client's shorter grpc-timeout wins).
     #[arg(long, env = "CG_CALL_TIMEOUT_MS", default_value_t = 30_000)]
     call_timeout_ms: u64,
+    /// Milliseconds a gRPC connection may stay without a call in flight before it is closed
+    /// with GOAWAY (grpc-go's MaxConnectionIdle); the client reconnects when it next calls.
+    #[arg(long, env = "CG_GRPC_IDLE_TIMEOUT_MS", default_value_t = 300_000)]
+    grpc_idle_timeout_ms: u64,
     /// How long done Operations are kept (then purged, with their place in their image's
     /// history): a number and a unit, s, m, h or d.
     #[arg(long, env = "CG_OPERATION_RETENTION", default_value = "30d", value_parser = parse_duration)]
@@ -254,6 +258,7 @@ fn backend_config(args: &BackendArgs, addr: SocketAddr) -> BackendConfig {
             .unwrap_or_else(|| addr.to_string()),
         health: Default::default(),
         call_timeout: Duration::from_millis(args.call_timeout_ms),
+        idle_timeout: Duration::from_millis(args.grpc_idle_timeout_ms),
         retention: Retention {
             operations: args.operation_retention,
             idempotency_keys: args.idempotency_key_retention,
@@ -375,7 +380,7 @@ async fn run_backend(args: BackendArgs) -> Result<(), AnyError> {
         shutdown.clone(),
     );
     tracing::info!(grpc = %addr, tls = tls.is_some(), data_dir = %args.data_dir.display(), "serving");
-    backend::serve(incoming, backend, shutdown).await?;
+    backend::serve(incoming, backend, shutdown).await;
     Ok(())
 }
 

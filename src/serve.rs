@@ -41,8 +41,6 @@ pub enum ServeError {
     Store(StoreError),
     /// The gateway cannot start.
     Gateway(StartError),
-    /// The gRPC server failed.
-    Grpc(tonic::transport::Error),
 }
 
 impl std::fmt::Display for ServeError {
@@ -50,7 +48,6 @@ impl std::fmt::Display for ServeError {
         match self {
             Self::Store(e) => e.fmt(f),
             Self::Gateway(e) => e.fmt(f),
-            Self::Grpc(e) => write!(f, "gRPC server: {e}"),
         }
     }
 }
@@ -130,11 +127,9 @@ impl Server {
     }
 }
 
-fn flatten(
-    ended: Result<Result<(), tonic::transport::Error>, tokio::task::JoinError>,
-) -> Result<(), ServeError> {
+fn flatten(ended: Result<(), tokio::task::JoinError>) -> Result<(), ServeError> {
     match ended {
-        Ok(result) => result.map_err(ServeError::Grpc),
+        Ok(()) => Ok(()),
         // A panic in the server task: carry it on.
         Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
         Err(_) => Ok(()), // cancelled: the runtime is shutting down

@@ -362,6 +362,7 @@ async fn start_backend_with(
             advertise_address: addr,
             health,
             call_timeout: BackendConfig::DEFAULT_CALL_TIMEOUT,
+            idle_timeout: BackendConfig::DEFAULT_IDLE_TIMEOUT,
             retention: Default::default(),
         },
     );
@@ -377,9 +378,7 @@ async fn start_backend_with(
     );
     let serving = stop.clone();
     let task = tokio::spawn(async move {
-        backend::serve(incoming, be, serving)
-            .await
-            .expect("backend serves");
+        backend::serve(incoming, be, serving).await;
     });
     RunningBackend { stop, task }
 }

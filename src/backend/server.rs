@@ -1,9 +1,15 @@
 //! The gRPC server: every service of the backend, plus server reflection (v1 and v1alpha) and
-//! health, on whatever connections it is given, until shutdown.
+//! health, on whatever connections it is given, until shutdown. Served over HTTP/2 by the
+//! shared connection loop of [`crate::net::serve_http`], which closes idle connections (tonic's
+//! own `Server` has no idle timeout); each call is bounded by [`DeadlineLayer`].
 
 use std::time::Duration;
 
-use crate::net::{Incoming, Shutdown};
+use tonic::service::{RecoverErrorLayer, Routes};
+use tonic::transport::server::Connected as _;
+use tower::ServiceBuilder;
+
+use crate::net::{DeadlineLayer, HttpOptions, Incoming, Shutdown, serve_http};
 use crate::pb::yandex::cloud::compute::v1::image_service_server::ImageServiceServer;
 use crate::pb::yandex::cloud::endpoint::api_endpoint_service_server::ApiEndpointServiceServer;
 use crate::pb::yandex::cloud::operation::operation_service_server::OperationServiceServer;
@@ -24,15 +30,16 @@ const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 /// Most concurrent streams on one connection, as on the REST port: one connection once held
 /// 40,000 (and 364 MB) when there was no limit.
 const MAX_CONCURRENT_STREAMS: u32 = 256;
+/// The largest header block a client may send (tonic's default is 16 KiB).
+const MAX_HEADER_BYTES: usize = 16 * 1024;
+/// How long shutdown waits for the calls in flight.
+const DRAIN: Duration = Duration::from_secs(10);
 
 /// Serves every service on the connections of `incoming` until `shutdown`, then lets the calls
 /// in flight finish.
-pub async fn serve(
-    incoming: Incoming,
-    backend: Backend,
-    shutdown: Shutdown,
-) -> Result<(), tonic::transport::Error> {
+pub async fn serve(incoming: Incoming, backend: Backend, shutdown: Shutdown) {
     let call_timeout = backend.config().call_timeout;
+    let idle_timeout = backend.config().idle_timeout;
     let (health, health_service) = tonic_health::server::health_reporter();
     health::set_all(&health, tonic_health::ServingStatus::Serving).await;
     tokio::spawn(retention::run(
@@ -52,20 +59,39 @@ pub async fn serve(
     let reflection_v1alpha = reflection()
         .build_v1alpha()
         .expect("the embedded descriptor sets are valid");
-    tonic::transport::Server::builder()
-        .http2_keepalive_interval(Some(KEEP_ALIVE))
-        .http2_keepalive_timeout(Some(KEEP_ALIVE_TIMEOUT))
-        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
-        .timeout(call_timeout)
-        .layer(ObserveLayer)
-        .add_service(health_service)
+    let routes = Routes::new(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(ImageServiceServer::new(Images(backend.clone())))
         .add_service(OperationServiceServer::new(Operations(backend.clone())))
         .add_service(ApiEndpointServiceServer::new(Endpoints(backend)))
-        .serve_with_incoming_shutdown(incoming, shutdown.requested())
-        .await
+        .prepare();
+    let service = ServiceBuilder::new()
+        .layer(RecoverErrorLayer::new())
+        .layer(ObserveLayer)
+        .layer(DeadlineLayer::new(call_timeout))
+        .service(routes);
+    let options = HttpOptions {
+        http2_only: true,
+        header_read_timeout: Duration::from_secs(10),
+        max_concurrent_streams: MAX_CONCURRENT_STREAMS,
+        max_header_bytes: MAX_HEADER_BYTES,
+        keep_alive: (KEEP_ALIVE, KEEP_ALIVE_TIMEOUT),
+        idle_timeout,
+        drain: DRAIN,
+    };
+    // Each request carries its connection's addresses, as tonic's `Server` gives them
+    // (`Request::remote_addr`).
+    let make_service = |conn: &crate::net::Conn| {
+        let info = conn.connect_info();
+        ServiceBuilder::new()
+            .map_request(move |mut req: http::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(info.clone());
+                req.map(tonic::body::Body::new)
+            })
+            .service(service.clone())
+    };
+    serve_http(incoming, make_service, options, shutdown).await;
 }
 
 /// Server reflection of the services served here: the embedded set and health's.

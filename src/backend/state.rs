@@ -30,15 +30,19 @@ pub struct BackendConfig {
     /// How long done Operations and idempotency records are kept.
     pub retention: Retention,
     /// Longest a unary call may take, its request body's arrival included: a client that
-    /// opens a stream and never sends the body has the call ended (CANCELLED, "Timeout
-    /// expired", as tonic ends it) instead of holding the stream. A client's shorter `grpc-timeout` still wins. Streaming calls (health's Watch,
-    /// reflection) are bounded only until their reply starts.
+    /// opens a stream and never sends the body has the call ended (DEADLINE_EXCEEDED) instead
+    /// of holding the stream. A client's shorter `grpc-timeout` still wins. Streaming calls
+    /// (health's Watch, reflection) are bounded only until their reply starts.
     pub call_timeout: Duration,
+    /// A connection with no call in flight for this long is closed with GOAWAY.
+    pub idle_timeout: Duration,
 }
 
 impl BackendConfig {
     /// No call of these services takes long (the store's stall limit is 10 s).
     pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(30);
+    /// Five minutes, as the REST port's idle timeout.
+    pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 }
 
 /// The shared state of every service: a cheap-to-clone handle.

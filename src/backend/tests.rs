@@ -44,6 +44,7 @@ fn backend_over(store: Arc<EmbeddedStore>, create_delay: Duration) -> Backend {
             advertise_address: "127.0.0.1:1".into(),
             health: HealthProbe::default(),
             call_timeout: BackendConfig::DEFAULT_CALL_TIMEOUT,
+            idle_timeout: BackendConfig::DEFAULT_IDLE_TIMEOUT,
             retention: Default::default(),
         },
     )

@@ -98,6 +98,7 @@ impl TestServer {
                 advertise_address: grpc_addr.to_string(),
                 health: options.health,
                 call_timeout: options.call_timeout,
+                idle_timeout: options.listener.idle_timeout,
                 retention: options.retention,
             },
             gateway: options.gateway.clone(),
