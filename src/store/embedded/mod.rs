@@ -194,6 +194,21 @@ impl Store for EmbeddedStore {
     }
 }
 
+/// Compacts `db` as far as it goes, logging how long it took and what it achieved.
+fn compact(db: &mut Database) {
+    let started = std::time::Instant::now();
+    match db.compact() {
+        Ok(true) => tracing::info!(
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "compacted the data file"
+        ),
+        Ok(false) => {}
+        Err(e) => {
+            tracing::warn!(error = %e, "could not compact the data file; serving it as it is")
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::mpsc::{Receiver, Sender, channel};
@@ -701,20 +716,5 @@ mod tests {
         });
         let (ran, committed) = check.recv().expect("done");
         assert!(ran && committed.is_ok());
-    }
-}
-
-/// Compacts `db` as far as it goes, logging how long it took and what it achieved.
-fn compact(db: &mut Database) {
-    let started = std::time::Instant::now();
-    match db.compact() {
-        Ok(true) => tracing::info!(
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "compacted the data file"
-        ),
-        Ok(false) => {}
-        Err(e) => {
-            tracing::warn!(error = %e, "could not compact the data file; serving it as it is")
-        }
     }
 }
