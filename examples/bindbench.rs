@@ -59,9 +59,7 @@ async fn victim(mut client: ImageServiceClient<Channel>, id: &str) -> (f64, f64,
         client
             .update(UpdateImageRequest {
                 image_id: id.into(),
-                update_mask: Some(prost_types::FieldMask {
-                    paths: vec!["labels".into()],
-                }),
+                update_mask: Some(compute_gateway::json::FieldMask::new(["labels"])),
                 labels: [("round".to_string(), i.to_string())].into(),
                 ..Default::default()
             })
