@@ -94,7 +94,7 @@ async fn attacker(
     let mut round = me * 1_000_000;
     while !stop.load(Ordering::Relaxed) {
         round += 1;
-        let code = if round % 2 == 0 {
+        let code = if round.is_multiple_of(2) {
             client
                 .set_access_bindings(SetAccessBindingsRequest {
                     resource_id: target.clone(),
