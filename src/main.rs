@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use compute_gateway::backend::{self, Backend, BackendConfig, Retention};
-use compute_gateway::gateway::{self, Gateway, GatewayConfig, ListenerOptions, RenderOptions};
+use compute_gateway::gateway::{
+    self, CorsOrigins, EdgeOptions, Gateway, GatewayConfig, ListenerOptions, RenderOptions,
+};
 use compute_gateway::net::{self, BackendTls, ConnOptions, Shutdown, Tls};
 use compute_gateway::serve::{ServeConfig, Server};
 use compute_gateway::store::EmbeddedStore;
@@ -164,6 +166,22 @@ struct HttpArgs {
     /// Most concurrent HTTP/2 streams per REST connection.
     #[arg(long, env = "CG_MAX_CONCURRENT_STREAMS", default_value_t = 256)]
     max_concurrent_streams: u32,
+    /// An origin that browsers may call the REST port from (CORS), as scheme://host[:port];
+    /// repeatable, or comma-separated in the variable. `*` allows every origin, without
+    /// credentials. Off by default: no CORS headers are sent.
+    #[arg(
+        long = "cors-allow-origin",
+        env = "CG_CORS_ALLOW_ORIGIN",
+        value_delimiter = ','
+    )]
+    cors_allow_origins: Vec<String>,
+    /// Replies of at least this many bytes are compressed (gzip, br or zstd) when the client's
+    /// Accept-Encoding asks for it.
+    #[arg(long, env = "CG_COMPRESS_MIN_BYTES", default_value_t = 1024)]
+    compress_min_bytes: u16,
+    /// Never compress replies (request bodies are still decompressed).
+    #[arg(long, env = "CG_NO_COMPRESSION")]
+    no_compression: bool,
     /// Name the backend's TLS certificate must carry when the gateway dials it over TLS.
     #[arg(long, env = "CG_TLS_SERVER_NAME", default_value = "localhost")]
     tls_server_name: String,
@@ -267,8 +285,11 @@ fn backend_config(args: &BackendArgs, addr: SocketAddr) -> BackendConfig {
     }
 }
 
-fn gateway_config(args: &HttpArgs, backend_tls: Option<BackendTls>) -> GatewayConfig {
-    GatewayConfig {
+fn gateway_config(
+    args: &HttpArgs,
+    backend_tls: Option<BackendTls>,
+) -> Result<GatewayConfig, AnyError> {
+    Ok(GatewayConfig {
         max_body_bytes: args.max_body_bytes,
         max_reply_bytes: args.max_reply_bytes,
         request_timeout: Duration::from_millis(args.request_timeout_ms),
@@ -277,7 +298,11 @@ fn gateway_config(args: &HttpArgs, backend_tls: Option<BackendTls>) -> GatewayCo
             omit_default_fields: args.omit_default_fields,
         },
         backend_tls,
-    }
+        edge: EdgeOptions {
+            cors: CorsOrigins::parse(&args.cors_allow_origins)?,
+            compress_min_bytes: (!args.no_compression).then_some(args.compress_min_bytes),
+        },
+    })
 }
 
 fn listener_options(args: &HttpArgs, conn: &ConnArgs) -> ListenerOptions {
@@ -336,7 +361,7 @@ async fn serve(args: ServeArgs) -> Result<(), AnyError> {
     let store = EmbeddedStore::open(&args.backend.data_dir)?;
     let config = ServeConfig {
         backend: backend_config(&args.backend, grpc_addr),
-        gateway: gateway_config(&args.http, None),
+        gateway: gateway_config(&args.http, None)?,
         listener: listener_options(&args.http, &args.backend.conn),
         grpc_connections: args.backend.conn.options(
             "grpc",
@@ -402,7 +427,7 @@ async fn run_gateway(args: GatewayArgs) -> Result<(), AnyError> {
     let http_addr = http.local_addr()?;
     let gw = Arc::new(Gateway::new(
         &args.backend,
-        gateway_config(&args.http, backend_tls),
+        gateway_config(&args.http, backend_tls)?,
     )?);
     let shutdown = Shutdown::on_signals();
     let options = listener_options(&args.http, &args.conn);

@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use tonic::codec::CompressionEncoding;
 use tonic::service::{RecoverErrorLayer, Routes};
 use tonic::transport::server::Connected as _;
 use tower::ServiceBuilder;
@@ -35,6 +36,19 @@ const MAX_HEADER_BYTES: usize = 16 * 1024;
 /// How long shutdown waits for the calls in flight.
 const DRAIN: Duration = Duration::from_secs(10);
 
+/// A service that takes requests compressed with gzip or zstd (the `grpc-encoding` of gRPC's
+/// message compression), and compresses its replies with one of them when the client's
+/// `grpc-accept-encoding` lists it.
+macro_rules! compressed {
+    ($server:expr) => {
+        $server
+            .accept_compressed(CompressionEncoding::Gzip)
+            .accept_compressed(CompressionEncoding::Zstd)
+            .send_compressed(CompressionEncoding::Gzip)
+            .send_compressed(CompressionEncoding::Zstd)
+    };
+}
+
 /// Serves every service on the connections of `incoming` until `shutdown`, then lets the calls
 /// in flight finish.
 pub async fn serve(incoming: Incoming, backend: Backend, shutdown: Shutdown) {
@@ -62,9 +76,15 @@ pub async fn serve(incoming: Incoming, backend: Backend, shutdown: Shutdown) {
     let routes = Routes::new(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(ImageServiceServer::new(Images(backend.clone())))
-        .add_service(OperationServiceServer::new(Operations(backend.clone())))
-        .add_service(ApiEndpointServiceServer::new(Endpoints(backend)))
+        .add_service(compressed!(ImageServiceServer::new(Images(
+            backend.clone()
+        ))))
+        .add_service(compressed!(OperationServiceServer::new(Operations(
+            backend.clone()
+        ))))
+        .add_service(compressed!(ApiEndpointServiceServer::new(Endpoints(
+            backend
+        ))))
         .prepare();
     let service = ServiceBuilder::new()
         .layer(RecoverErrorLayer::new())

@@ -11,6 +11,9 @@ use crate::json::Any;
 use crate::net::UpstreamError;
 use crate::pb::google::rpc;
 
+/// The request body encodings the gateway decodes (see `edge.rs`).
+const ACCEPTED_ENCODINGS: &str = "gzip, br, zstd";
+
 /// Everything that can go wrong between an HTTP request and its reply.
 #[derive(Debug)]
 pub enum GatewayError {
@@ -28,6 +31,8 @@ pub enum GatewayError {
         /// The limit in bytes.
         limit: usize,
     },
+    /// The body is sent with a `Content-Encoding` the gateway cannot decode.
+    UnsupportedEncoding(String),
     /// The headers the gateway would forward to the backend as metadata are larger than the
     /// limit.
     MetadataTooLarge {
@@ -97,6 +102,13 @@ impl GatewayError {
             Self::PayloadTooLarge { limit } => (
                 Code::ResourceExhausted,
                 format!("request body is larger than the limit of {limit} bytes"),
+                vec![],
+            ),
+            Self::UnsupportedEncoding(encoding) => (
+                Code::InvalidArgument,
+                format!(
+                    "the request body's Content-Encoding {encoding:?} is not supported; use {ACCEPTED_ENCODINGS} or none"
+                ),
                 vec![],
             ),
             Self::MetadataTooLarge { limit } => (
@@ -185,6 +197,7 @@ impl IntoResponse for GatewayError {
         let http = match &self {
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedEncoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::MetadataTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             _ => http_status(code),
@@ -208,6 +221,13 @@ impl IntoResponse for GatewayError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
+        if let Self::UnsupportedEncoding(_) = &self {
+            // RFC 7694 §3: the encodings that would have been taken.
+            resp.headers_mut().insert(
+                header::ACCEPT_ENCODING,
+                HeaderValue::from_static(ACCEPTED_ENCODINGS),
+            );
+        }
         if let Self::MethodNotAllowed { allow } = &self {
             let allow: Vec<&str> = allow.iter().map(Method::as_str).collect();
             if let Ok(v) = HeaderValue::from_str(&allow.join(", ")) {

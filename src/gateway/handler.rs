@@ -17,6 +17,7 @@ use tonic::metadata::{AsciiMetadataKey, AsciiMetadataValue, MetadataMap};
 
 use super::client::BackendClient;
 use super::dispatch::Transcoded;
+use super::edge::EdgeOptions;
 use super::error::GatewayError;
 use super::matcher::Matcher;
 use super::request;
@@ -41,6 +42,8 @@ pub struct GatewayConfig {
     pub render: RenderOptions,
     /// TLS to the backend (for an `https://` backend URL).
     pub backend_tls: Option<BackendTls>,
+    /// CORS and compression.
+    pub edge: EdgeOptions,
 }
 
 impl GatewayConfig {
@@ -62,6 +65,7 @@ impl Default for GatewayConfig {
             body_read_timeout: Duration::from_secs(10),
             render: RenderOptions::default(),
             backend_tls: None,
+            edge: EdgeOptions::default(),
         }
     }
 }
@@ -120,6 +124,11 @@ impl Gateway {
             draining: AtomicBool::new(false),
             openapi: OnceLock::new(),
         })
+    }
+
+    /// The settings it was made with.
+    pub(super) fn config(&self) -> &GatewayConfig {
+        &self.config
     }
 
     /// The OpenAPI document of the routes.
@@ -252,6 +261,14 @@ async fn transcode(
     outcome.route = Some(m.route.label().clone());
     outcome.rpc = Some(m.route.rpc().label().clone());
     let metadata = forward_metadata(&parts.headers, request_id)?;
+    // The edge decompressed (and removed the header of) every encoding it knows.
+    if let Some(encoding) = parts.headers.get(header::CONTENT_ENCODING)
+        && !encoding.as_bytes().eq_ignore_ascii_case(b"identity")
+    {
+        return Err(GatewayError::UnsupportedEncoding(
+            String::from_utf8_lossy(encoding.as_bytes()).into_owned(),
+        ));
+    }
     let limit = gw.config.max_body_bytes;
     let declared = parts
         .headers

@@ -10,6 +10,7 @@ use axum::Router;
 use axum::routing::get;
 
 use super::admin;
+use super::edge;
 use super::handler::{Gateway, handle};
 use crate::net::{ConnOptions, HttpOptions, Incoming, Shutdown, serve_http};
 
@@ -75,15 +76,17 @@ impl Default for ListenerOptions {
 }
 
 /// The axum router: the operator's endpoints, and every other path to the one transcoding
-/// handler.
+/// handler, behind the layers of the edge.
 pub fn router(gateway: Arc<Gateway>) -> Router {
-    Router::new()
+    let edge = gateway.config().edge.clone();
+    let router = Router::new()
         .route("/openapi.json", get(admin::openapi))
         .route("/metrics", get(admin::metrics))
         .route("/healthz", get(admin::healthz))
         .route("/readyz", get(admin::readyz))
         .fallback(handle)
-        .with_state(gateway)
+        .with_state(gateway);
+    edge::wrap(router, &edge)
 }
 
 /// Serves the gateway on the connections of `incoming` until `shutdown`; from then on

@@ -1,0 +1,195 @@
+//! The gateway's edge: the layers every request of the REST port passes before it is routed.
+//! From the outside in:
+//! - **CORS** (`--cors-allow-origin`, off by default): a preflight from an allowed origin is
+//!   answered here, before routing; replies to allowed origins carry `Access-Control-*`
+//!   headers. Explicit origins may send credentials (cookies, `Authorization` with
+//!   `credentials: "include"`); `*` may not, as the Fetch standard requires.
+//! - **Response compression**: gzip, br or zstd, by the client's `Accept-Encoding`, for replies
+//!   of at least `--compress-min-bytes` (default 1 KiB; `--no-compression` turns it off), never
+//!   for gRPC replies, which compress per message.
+//! - **Request decompression**: a body sent with `Content-Encoding` gzip, br or zstd is
+//!   decompressed as it is read, so the body limit counts decompressed bytes (a zip bomb is
+//!   cut off at the limit with 413). Any other encoding is refused with 415 by the handler.
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::{HeaderName, HeaderValue, Method};
+use tower_http::compression::CompressionLayer;
+use tower_http::compression::predicate::{NotForContentType, Predicate, SizeAbove};
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::decompression::RequestDecompressionLayer;
+
+/// The request headers a browser may send cross-origin: those the gateway reads or forwards,
+/// and those of the gRPC-Web and Connect clients.
+const ALLOWED_HEADERS: &[&str] = &[
+    "authorization",
+    "content-type",
+    "idempotency-key",
+    "x-request-id",
+    "x-client-request-id",
+    "x-grpc-web",
+    "x-user-agent",
+    "grpc-timeout",
+    "connect-protocol-version",
+    "connect-timeout-ms",
+];
+
+/// The reply headers a cross-origin script may read.
+const EXPOSED_HEADERS: &[&str] = &[
+    "x-request-id",
+    "grpc-status",
+    "grpc-message",
+    "grpc-status-details-bin",
+];
+
+/// How long a browser may cache a preflight's answer (Chromium caps it at 2 hours).
+const PREFLIGHT_MAX_AGE: Duration = Duration::from_secs(3600);
+
+/// The edge's settings.
+#[derive(Clone, Debug)]
+pub struct EdgeOptions {
+    /// Which origins may call cross-origin; `None` sends no CORS headers at all.
+    pub cors: Option<CorsOrigins>,
+    /// Replies of at least this many bytes are compressed when the client accepts it;
+    /// `None` never compresses.
+    pub compress_min_bytes: Option<u16>,
+}
+
+impl Default for EdgeOptions {
+    fn default() -> Self {
+        Self {
+            cors: None,
+            compress_min_bytes: Some(1024),
+        }
+    }
+}
+
+/// The origins CORS allows.
+#[derive(Clone, Debug, PartialEq)]
+pub enum CorsOrigins {
+    /// Every origin (`*`), without credentials.
+    Any,
+    /// These origins exactly, with credentials.
+    List(Vec<HeaderValue>),
+}
+
+/// Why a `--cors-allow-origin` value was refused.
+#[derive(Debug, PartialEq)]
+pub struct CorsError(String);
+
+impl std::fmt::Display for CorsError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for CorsError {}
+
+impl CorsOrigins {
+    /// The origins of the repeated `--cors-allow-origin` flag: `*` alone, or origins as a
+    /// browser sends them (`scheme://host[:port]`, no path, no trailing slash).
+    pub fn parse(values: &[String]) -> Result<Option<Self>, CorsError> {
+        if values.is_empty() {
+            return Ok(None);
+        }
+        if values.iter().any(|v| v == "*") {
+            if values.len() > 1 {
+                return Err(CorsError(
+                    "--cors-allow-origin '*' allows every origin and cannot be combined with others"
+                        .into(),
+                ));
+            }
+            return Ok(Some(Self::Any));
+        }
+        let origins = values
+            .iter()
+            .map(|v| {
+                let (scheme, rest) = v.split_once("://").unwrap_or(("", ""));
+                let valid = matches!(scheme, "http" | "https")
+                    && !rest.is_empty()
+                    && !rest.contains(['/', '?', '#', ' ']);
+                if !valid {
+                    return Err(CorsError(format!(
+                        "--cors-allow-origin {v:?} is not an origin: use scheme://host[:port], as in https://app.example.com"
+                    )));
+                }
+                HeaderValue::from_str(v).map_err(|_| CorsError(format!("--cors-allow-origin {v:?} is not a valid header value")))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Some(Self::List(origins)))
+    }
+
+    fn layer(&self) -> CorsLayer {
+        let headers = |names: &[&'static str]| {
+            names
+                .iter()
+                .map(|n| HeaderName::from_static(n))
+                .collect::<Vec<_>>()
+        };
+        let layer = CorsLayer::new()
+            .allow_methods([
+                Method::GET,
+                Method::HEAD,
+                Method::POST,
+                Method::PUT,
+                Method::PATCH,
+                Method::DELETE,
+            ])
+            .allow_headers(headers(ALLOWED_HEADERS))
+            .expose_headers(headers(EXPOSED_HEADERS))
+            .max_age(PREFLIGHT_MAX_AGE);
+        match self {
+            Self::Any => layer.allow_origin(AllowOrigin::any()),
+            Self::List(origins) => layer
+                .allow_origin(AllowOrigin::list(origins.iter().cloned()))
+                .allow_credentials(true),
+        }
+    }
+}
+
+/// `router` behind the layers of the edge.
+pub(super) fn wrap(router: Router, options: &EdgeOptions) -> Router {
+    let mut router = router.layer(RequestDecompressionLayer::new().pass_through_unaccepted(true));
+    if let Some(min) = options.compress_min_bytes {
+        let when = SizeAbove::new(min)
+            .and(NotForContentType::GRPC)
+            .and(NotForContentType::SSE)
+            .and(NotForContentType::IMAGES);
+        router = router.layer(CompressionLayer::new().compress_when(when));
+    }
+    if let Some(cors) = &options.cors {
+        router = router.layer(cors.layer());
+    }
+    router
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cors_origins_are_star_alone_or_exact_origins() {
+        let parse =
+            |v: &[&str]| CorsOrigins::parse(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert_eq!(parse(&[]), Ok(None));
+        assert_eq!(parse(&["*"]), Ok(Some(CorsOrigins::Any)));
+        assert_eq!(
+            parse(&["https://a.example", "http://localhost:5173"]),
+            Ok(Some(CorsOrigins::List(vec![
+                HeaderValue::from_static("https://a.example"),
+                HeaderValue::from_static("http://localhost:5173"),
+            ])))
+        );
+        for bad in [
+            &["*", "https://a.example"][..],
+            &["a.example"],
+            &["https://a.example/"],
+            &["https://a.example/app"],
+            &["ftp://a.example"],
+            &["https://"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?}");
+        }
+    }
+}
