@@ -9,13 +9,15 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use compute_gateway::backend::{self, Backend, BackendConfig, Retention};
 use compute_gateway::gateway::{
-    self, CorsOrigins, EdgeOptions, Gateway, GatewayConfig, ListenerOptions, RenderOptions,
+    self, CorsOrigins, EdgeOptions, Gateway, GatewayConfig, HeaderPattern, ListenerOptions,
+    RenderOptions,
 };
 use compute_gateway::net::{self, BackendTls, ConnOptions, Shutdown, Tls};
 use compute_gateway::serve::{ServeConfig, Server};
 use compute_gateway::store::EmbeddedStore;
 use compute_gateway::telemetry::LogFormat;
 use tokio::net::TcpListener;
+use tonic::codec::CompressionEncoding;
 
 /// mimalloc instead of glibc's malloc: the request path allocates many small short-lived
 /// buffers, and glibc's malloc/free was a large share of the gateway's CPU under load. Built
@@ -182,6 +184,16 @@ struct HttpArgs {
     /// Never compress replies (request bodies are still decompressed).
     #[arg(long, env = "CG_NO_COMPRESSION")]
     no_compression: bool,
+    /// A request header forwarded to the backend as metadata under its own name, besides
+    /// Authorization, Idempotency-Key, X-Request-Id, X-Client-Request-Id and Grpc-Metadata-*;
+    /// `*` stands for any run of characters (x-tenant-*). Repeatable, or comma-separated in the
+    /// variable. Hop-by-hop, Content-*, Host, TE and grpc-* headers are never forwarded.
+    #[arg(long = "forward-header", env = "CG_FORWARD_HEADER", value_delimiter = ',', value_parser = parse_header_pattern)]
+    forward_headers: Vec<HeaderPattern>,
+    /// Compress the gateway's gRPC messages to the backend with gzip or zstd, and ask for
+    /// compressed replies (the backend must accept the encoding, as ours does).
+    #[arg(long, env = "CG_BACKEND_COMPRESSION", value_parser = parse_compression)]
+    backend_compression: Option<CompressionEncoding>,
     /// Name the backend's TLS certificate must carry when the gateway dials it over TLS.
     #[arg(long, env = "CG_TLS_SERVER_NAME", default_value = "localhost")]
     tls_server_name: String,
@@ -285,6 +297,18 @@ fn backend_config(args: &BackendArgs, addr: SocketAddr) -> BackendConfig {
     }
 }
 
+fn parse_header_pattern(text: &str) -> Result<HeaderPattern, String> {
+    HeaderPattern::parse(text)
+}
+
+fn parse_compression(text: &str) -> Result<CompressionEncoding, String> {
+    match text {
+        "gzip" => Ok(CompressionEncoding::Gzip),
+        "zstd" => Ok(CompressionEncoding::Zstd),
+        other => Err(format!("{other:?} is not gzip or zstd")),
+    }
+}
+
 fn gateway_config(
     args: &HttpArgs,
     backend_tls: Option<BackendTls>,
@@ -302,6 +326,8 @@ fn gateway_config(
             cors: CorsOrigins::parse(&args.cors_allow_origins)?,
             compress_min_bytes: (!args.no_compression).then_some(args.compress_min_bytes),
         },
+        forward_headers: args.forward_headers.clone(),
+        backend_compression: args.backend_compression,
     })
 }
 

@@ -1,7 +1,7 @@
-//! The gateway's client of the backend: its one HTTP/2 connection ([`Upstream`]), the deadline
-//! of each call, and how replies are rendered.
+//! The gateway's client of the backend: its one HTTP/2 connection ([`Upstream`]), the message
+//! compression on it, and how replies are rendered.
 
-use std::time::Duration;
+use tonic::codec::CompressionEncoding;
 
 use crate::net::Upstream;
 
@@ -11,28 +11,27 @@ use super::response::RenderOptions;
 #[derive(Clone)]
 pub(crate) struct BackendClient {
     upstream: Upstream,
-    timeout: Duration,
     render: RenderOptions,
+    compression: Option<CompressionEncoding>,
 }
 
 impl BackendClient {
-    /// A client over `upstream`; calls time out after `timeout`.
-    pub(crate) fn new(upstream: Upstream, timeout: Duration, render: RenderOptions) -> Self {
+    /// A client over `upstream`, whose messages are compressed with `compression`, if any.
+    pub(crate) fn new(
+        upstream: Upstream,
+        render: RenderOptions,
+        compression: Option<CompressionEncoding>,
+    ) -> Self {
         Self {
             upstream,
-            timeout,
             render,
+            compression,
         }
     }
 
     /// The connection calls go on.
     pub(crate) fn upstream(&self) -> &Upstream {
         &self.upstream
-    }
-
-    /// The deadline of each call.
-    pub(crate) fn timeout(&self) -> Duration {
-        self.timeout
     }
 
     /// How replies are rendered.
@@ -43,8 +42,15 @@ impl BackendClient {
     /// A tonic client on the connection. Its own limit on reply size is off: the connection's
     /// ([`crate::net::UpstreamOptions::max_reply_bytes`]) applies, and fails the call with a
     /// typed error instead of a status that would look like the backend's.
+    ///
+    /// With compression, requests are compressed and compressed replies are asked for
+    /// (`grpc-accept-encoding`).
     pub(crate) fn grpc(&self) -> tonic::client::Grpc<Upstream> {
-        tonic::client::Grpc::with_origin(self.upstream.clone(), self.upstream.origin())
-            .max_decoding_message_size(usize::MAX)
+        let grpc = tonic::client::Grpc::with_origin(self.upstream.clone(), self.upstream.origin())
+            .max_decoding_message_size(usize::MAX);
+        match self.compression {
+            Some(encoding) => grpc.send_compressed(encoding).accept_compressed(encoding),
+            None => grpc,
+        }
     }
 }

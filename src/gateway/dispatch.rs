@@ -91,13 +91,25 @@ pub(crate) struct Transcoded {
     pub(crate) json: serde_json::Value,
     /// Metadata forwarded from the HTTP headers.
     pub(crate) metadata: tonic::metadata::MetadataMap,
+    /// The call's deadline.
+    pub(crate) timeout: std::time::Duration,
     /// The top-level response field to send as the body, if the rule names one.
     pub(crate) response_body: Option<prost_reflect::FieldDescriptor>,
 }
 
-/// A call in progress: the rendered JSON reply, or why there is none.
+/// A reply: its rendered JSON, and the metadata it came with.
+pub(crate) struct Reply {
+    /// The JSON body.
+    pub(crate) body: Vec<u8>,
+    /// The reply's header metadata.
+    pub(crate) headers: tonic::metadata::MetadataMap,
+    /// Its trailers, but for the status.
+    pub(crate) trailers: Option<tonic::metadata::MetadataMap>,
+}
+
+/// A call in progress: the reply, or why there is none.
 pub(crate) type Calling<'a> =
-    Pin<Box<dyn Future<Output = Result<Vec<u8>, GatewayError>> + Send + 'a>>;
+    Pin<Box<dyn Future<Output = Result<Reply, GatewayError>> + Send + 'a>>;
 
 /// The typed call of one method, and its request check.
 pub(crate) struct TypedRpc {
@@ -141,21 +153,43 @@ where
         let mut req = tonic::Request::new(message);
         *req.metadata_mut() = request.metadata;
         // The deadline travels as `grpc-timeout`; the connection holds the call to it too.
-        req.set_timeout(client.timeout());
+        req.set_timeout(request.timeout);
         let mut grpc = client.grpc();
         let started = std::time::Instant::now();
-        let response = grpc
-            .unary::<Req, Resp, _>(req, rpc.path.clone(), ReplyCodec(ProstCodec::default()))
-            .await;
+        // A unary call, read as a stream of one message so that the reply's header metadata
+        // and its trailers stay apart (tonic's `unary` merges them).
+        let exchange = async {
+            let (headers, mut stream, _) = grpc
+                .server_streaming::<Req, Resp, _>(
+                    req,
+                    rpc.path.clone(),
+                    ReplyCodec(ProstCodec::default()),
+                )
+                .await?
+                .into_parts();
+            let Some(message) = stream.message().await? else {
+                return Err(UpstreamError::undecodable(tonic::Status::internal(
+                    "the backend sent no reply message",
+                )));
+            };
+            let trailers = stream.trailers().await?;
+            Ok((headers, message, trailers))
+        };
+        let exchanged = exchange.await;
         metrics::histogram!(crate::telemetry::BACKEND_DURATION, "grpc_method" => rpc.label().clone())
             .record(started.elapsed().as_secs_f64());
-        let response = response.map_err(GatewayError::from_call)?;
-        render(
-            response.get_ref(),
+        let (headers, message, trailers) = exchanged.map_err(GatewayError::from_call)?;
+        let body = render(
+            &message,
             &rpc.method().output(),
             request.response_body.as_ref(),
             client.render_options(),
-        )
+        )?;
+        Ok(Reply {
+            body,
+            headers,
+            trailers,
+        })
     })
 }
 

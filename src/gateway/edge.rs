@@ -2,7 +2,7 @@
 //! From the outside in:
 //! - **CORS** (`--cors-allow-origin`, off by default): a preflight from an allowed origin is
 //!   answered here, before routing; replies to allowed origins carry `Access-Control-*`
-//!   headers. Explicit origins may send credentials (cookies, `Authorization` with
+//!   headers, and expose the backend's metadata that the reply carries. Explicit origins may send credentials (cookies, `Authorization` with
 //!   `credentials: "include"`); `*` may not, as the Fetch standard requires.
 //! - **Response compression**: gzip, br or zstd, by the client's `Accept-Encoding`, for replies
 //!   of at least `--compress-min-bytes` (default 1 KiB; `--no-compression` turns it off), never
@@ -14,7 +14,8 @@
 use std::time::Duration;
 
 use axum::Router;
-use axum::http::{HeaderName, HeaderValue, Method};
+use axum::http::{HeaderName, HeaderValue, Method, header};
+use axum::response::Response;
 use tower_http::compression::CompressionLayer;
 use tower_http::compression::predicate::{NotForContentType, Predicate, SizeAbove};
 use tower_http::cors::{AllowOrigin, CorsLayer};
@@ -159,9 +160,39 @@ pub(super) fn wrap(router: Router, options: &EdgeOptions) -> Router {
         router = router.layer(CompressionLayer::new().compress_when(when));
     }
     if let Some(cors) = &options.cors {
-        router = router.layer(cors.layer());
+        router = router
+            .layer(cors.layer())
+            .layer(tower::util::MapResponseLayer::new(expose_forwarded));
     }
     router
+}
+
+/// Lets a page on an allowed origin read the backend's metadata of this reply too: the
+/// `Grpc-Metadata-*` and `Grpc-Trailer-*` names are added to `Access-Control-Expose-Headers`
+/// (a fixed list cannot name them, and `*` is not allowed with credentials).
+fn expose_forwarded(mut response: Response) -> Response {
+    if !response
+        .headers()
+        .contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN)
+    {
+        return response;
+    }
+    let names: Vec<&str> = response
+        .headers()
+        .keys()
+        .map(HeaderName::as_str)
+        .filter(|n| n.starts_with("grpc-metadata-") || n.starts_with("grpc-trailer-"))
+        .collect();
+    if names.is_empty() {
+        return response;
+    }
+    if let Ok(value) = HeaderValue::from_str(&names.join(", ")) {
+        // A second line of a list header: the browser joins them.
+        response
+            .headers_mut()
+            .append(header::ACCESS_CONTROL_EXPOSE_HEADERS, value);
+    }
+    response
 }
 
 #[cfg(test)]

@@ -9,21 +9,23 @@ use std::time::Duration;
 
 use axum::body::{Body, to_bytes};
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, Request, header};
+use axum::http::{HeaderValue, Request, header};
 use axum::response::{IntoResponse, Response};
 use http_body_util::BodyExt as _;
 use hyper::body::Body as _;
-use tonic::metadata::{AsciiMetadataKey, AsciiMetadataValue, MetadataMap};
 
 use super::client::BackendClient;
-use super::dispatch::Transcoded;
+use super::dispatch::{Reply, Transcoded};
 use super::edge::EdgeOptions;
 use super::error::GatewayError;
+use super::headers::{self, HeaderPattern, Origin};
 use super::matcher::Matcher;
 use super::request;
 use super::response::RenderOptions;
 use super::routes::{RouteError, RouteTable};
-use crate::net::{BackendTls, Upstream, UpstreamOptions, UrlError};
+use crate::net::{
+    BackendTls, Peer, Upstream, UpstreamError, UpstreamOptions, UrlError, parse_grpc_timeout,
+};
 use crate::telemetry;
 
 /// Gateway settings.
@@ -44,6 +46,10 @@ pub struct GatewayConfig {
     pub backend_tls: Option<BackendTls>,
     /// CORS and compression.
     pub edge: EdgeOptions,
+    /// Headers forwarded to the backend as metadata besides the fixed ones (`--forward-header`).
+    pub forward_headers: Vec<HeaderPattern>,
+    /// gRPC message compression on the connection to the backend (`--backend-compression`).
+    pub backend_compression: Option<tonic::codec::CompressionEncoding>,
 }
 
 impl GatewayConfig {
@@ -66,6 +72,8 @@ impl Default for GatewayConfig {
             render: RenderOptions::default(),
             backend_tls: None,
             edge: EdgeOptions::default(),
+            forward_headers: Vec::new(),
+            backend_compression: None,
         }
     }
 }
@@ -119,7 +127,7 @@ impl Gateway {
     ) -> Result<Self, StartError> {
         Ok(Self {
             matcher: Matcher::new(RouteTable::compiled().map_err(StartError::Routes)?),
-            client: BackendClient::new(upstream, config.request_timeout, config.render),
+            client: BackendClient::new(upstream, config.render, config.backend_compression),
             config,
             draining: AtomicBool::new(false),
             openapi: OnceLock::new(),
@@ -194,18 +202,33 @@ pub(super) async fn handle(State(gw): State<Arc<Gateway>>, req: Request<Body>) -
     in_flight.increment(1.0);
     let mut outcome = Outcome::default();
     let mut body = Some(body);
-    let mut resp = match transcode(&gw, &parts, &mut body, &request_id, &mut outcome).await {
-        Ok(body) => {
-            let mut r = body.into_response();
+    let mut resp = match transcode(started, &gw, &parts, &mut body, &request_id, &mut outcome).await
+    {
+        Ok(reply) => {
+            let mut r = reply.body.into_response();
             r.headers_mut().insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/json"),
             );
+            if let Some(status) =
+                headers::incoming(&reply.headers, reply.trailers.as_ref(), r.headers_mut())
+            {
+                *r.status_mut() = status;
+            }
             r
         }
         Err(e) => {
             e.report();
-            e.into_response()
+            let metadata = match &e {
+                GatewayError::Backend(status) => Some(status.metadata().clone()),
+                _ => None,
+            };
+            let mut r = e.into_response();
+            if let Some(metadata) = metadata {
+                // An error's status is the code's: an x-http-code does not change it.
+                headers::incoming(&metadata, None, r.headers_mut());
+            }
+            r
         }
     };
     // A reply that did not need the body (an error found before it was read), or that cut its
@@ -251,16 +274,40 @@ pub(super) async fn handle(State(gw): State<Arc<Gateway>>, req: Request<Body>) -
 /// Transcodes one request; takes `body` only once the route is known and the body's declared
 /// length is within the limit.
 async fn transcode(
+    started: std::time::Instant,
     gw: &Gateway,
     parts: &http::request::Parts,
     body: &mut Option<Body>,
     request_id: &HeaderValue,
     outcome: &mut Outcome,
-) -> Result<Vec<u8>, GatewayError> {
+) -> Result<Reply, GatewayError> {
     let m = gw.matcher.find(&parts.method, parts.uri.path())?;
     outcome.route = Some(m.route.label().clone());
     outcome.rpc = Some(m.route.rpc().label().clone());
-    let metadata = forward_metadata(&parts.headers, request_id)?;
+    let peer = parts.extensions.get::<Peer>();
+    let origin = Origin {
+        peer: peer.and_then(|p| p.remote),
+        tls: peer.is_some_and(|p| p.tls),
+        host: parts
+            .headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| parts.uri.authority().map(|a| a.as_str())),
+    };
+    let metadata = headers::outgoing(
+        &parts.headers,
+        request_id,
+        origin,
+        &gw.config.forward_headers,
+    )?;
+    // The client's deadline, within the gateway's own.
+    let timeout = parts
+        .headers
+        .get("grpc-timeout")
+        .and_then(|v| parse_grpc_timeout(v.as_bytes()))
+        .map_or(gw.config.request_timeout, |asked| {
+            asked.min(gw.config.request_timeout)
+        });
     // The edge decompressed (and removed the header of) every encoding it knows.
     if let Some(encoding) = parts.headers.get(header::CONTENT_ENCODING)
         && !encoding.as_bytes().eq_ignore_ascii_case(b"identity")
@@ -298,67 +345,14 @@ async fn transcode(
     let transcoded = Transcoded {
         json,
         metadata,
+        timeout,
         response_body: m.route.response_body().cloned(),
     };
-    m.route.rpc().call(&gw.client, transcoded).await
-}
-
-/// The most bytes of metadata forwarded with one call, counted as HTTP/2 counts a header list
-/// (name, value and 32 bytes per entry). Backends commonly refuse header lists over 16 KiB
-/// (hyper's and so tonic's default), and one that is refused can take the whole shared
-/// connection down with it, failing other clients' calls; past this the request is answered
-/// 431 and nothing is sent.
-pub(crate) const MAX_FORWARDED_METADATA_BYTES: usize = 8 * 1024;
-
-/// HTTP headers that reach the backend as gRPC metadata: `Authorization`, `Idempotency-Key`,
-/// `X-Request-Id` (the one the reply carries), `X-Client-Request-Id`, and every
-/// `Grpc-Metadata-<name>` as `<name>`; at most [`MAX_FORWARDED_METADATA_BYTES`] of them.
-///
-/// These values change with every request (or are secrets), so they are marked sensitive: HPACK
-/// sends them as never-indexed literals instead of churning the connection's header table,
-/// where they would evict the headers that repeat on every call.
-fn forward_metadata(
-    headers: &HeaderMap,
-    request_id: &HeaderValue,
-) -> Result<MetadataMap, GatewayError> {
-    let mut md = MetadataMap::new();
-    let mut bytes = 0;
-    let mut count = |name: &str, value: &[u8]| {
-        bytes += name.len() + value.len() + 32;
-        if bytes > MAX_FORWARDED_METADATA_BYTES {
-            Err(GatewayError::MetadataTooLarge {
-                limit: MAX_FORWARDED_METADATA_BYTES,
-            })
-        } else {
-            Ok(())
-        }
-    };
-    for name in ["authorization", "idempotency-key", "x-client-request-id"] {
-        if let Some(mut v) = headers
-            .get(name)
-            .and_then(|v| AsciiMetadataValue::try_from(v.as_bytes()).ok())
-        {
-            count(name, v.as_encoded_bytes())?;
-            v.set_sensitive(true);
-            md.insert(name, v);
-        }
+    let reply = m.route.rpc().call(&gw.client, transcoded).await;
+    // A reply (or error) that came after the deadline is too late, however fast the backend
+    // was to send it (a deadline shorter than a timer tick can pass unnoticed on the way).
+    if started.elapsed() >= timeout {
+        return Err(GatewayError::Upstream(UpstreamError::Deadline(timeout)));
     }
-    if let Ok(mut v) = AsciiMetadataValue::try_from(request_id.as_bytes()) {
-        count("x-request-id", v.as_encoded_bytes())?;
-        v.set_sensitive(true);
-        md.insert("x-request-id", v);
-    }
-    for (name, value) in headers {
-        let Some(rest) = name.as_str().strip_prefix("grpc-metadata-") else {
-            continue;
-        };
-        if let (Ok(k), Ok(v)) = (
-            AsciiMetadataKey::from_bytes(rest.as_bytes()),
-            AsciiMetadataValue::try_from(value.as_bytes()),
-        ) {
-            count(rest, value.as_bytes())?;
-            md.append(k, v);
-        }
-    }
-    Ok(md)
+    reply
 }

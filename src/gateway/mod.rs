@@ -4,7 +4,8 @@
 //!
 //! Flow of one request (each file imports only those listed after it): the listener
 //! (`server.rs`, with the operator's endpoints in `admin.rs` and the OpenAPI document in
-//! `openapi.rs`) -> the layers of the edge (`edge.rs`: CORS, compression) -> the handler and the state it reads (`handler.rs`) -> the route for the
+//! `openapi.rs`) -> the layers of the edge (`edge.rs`: CORS, compression) -> the handler and the state it reads (`handler.rs`, with the header policy of
+//! `headers.rs`) -> the route for the
 //! method and path (`matcher.rs`, over the table of `routes.rs`, made from the rules of
 //! `rules.rs` with the templates of `template.rs`) -> one canonical JSON value from the body,
 //! the path and the query (`request.rs`, `query.rs`, `value.rs`) -> the route's typed call
@@ -17,6 +18,7 @@ mod dispatch;
 mod edge;
 mod error;
 mod handler;
+mod headers;
 mod matcher;
 pub mod openapi;
 pub mod query;
@@ -32,6 +34,7 @@ pub use dispatch::Rpc;
 pub use edge::{CorsError, CorsOrigins, EdgeOptions};
 pub use error::GatewayError;
 pub use handler::{Gateway, GatewayConfig, StartError};
+pub use headers::HeaderPattern;
 pub use matcher::{Match, Matcher};
 pub use response::RenderOptions;
 pub use routes::{BodySelector, Route, RouteError, RouteTable};

@@ -113,6 +113,8 @@ mod tests {
             ("10", None),
             ("S", None),
             ("5s", None),
+            ("1x", None),
+            ("1.5S", None),
             ("-5S", None),
             (" 5S", None),
             ("", None),

@@ -81,6 +81,14 @@ impl Conn {
         self.connect_info().remote_addr
     }
 
+    /// Who is at the other end, as each request on the connection carries it.
+    pub fn peer(&self) -> Peer {
+        Peer {
+            remote: self.remote_addr(),
+            tls: matches!(self.transport, Transport::Tls(_)),
+        }
+    }
+
     fn io(self: Pin<&mut Self>) -> Pin<&mut (dyn Io + '_)> {
         match &mut self.get_mut().transport {
             Transport::Tcp(s) => Pin::new(s as &mut dyn Io),
@@ -88,6 +96,15 @@ impl Conn {
             Transport::Pipe(s) => Pin::new(s as &mut dyn Io),
         }
     }
+}
+
+/// The other end of a connection, in the extensions of every request that came over it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Peer {
+    /// The client's address (none for the in-process pipe).
+    pub remote: Option<SocketAddr>,
+    /// Whether the client connected over TLS.
+    pub tls: bool,
 }
 
 /// What a connection is read and written through.

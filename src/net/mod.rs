@@ -19,7 +19,7 @@ mod tls;
 mod upstream;
 
 pub use deadline::{DeadlineLayer, parse_grpc_timeout};
-pub use incoming::{Conn, Incoming, incoming};
+pub use incoming::{Conn, Incoming, Peer, incoming};
 pub use limits::{ConnOptions, default_max_connections, fd_limit};
 pub(crate) use pipe::pipe;
 pub use serve::{HttpOptions, serve_http};

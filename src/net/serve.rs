@@ -15,7 +15,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use tokio_stream::StreamExt as _;
 
-use super::incoming::{Conn, Incoming};
+use super::incoming::{Conn, Incoming, Peer};
 use super::shutdown::Shutdown;
 
 /// How a server's connections are spoken to.
@@ -91,6 +91,7 @@ pub async fn serve_http<M, S, B>(
         let service = TowerToHyperService::new(Tracked {
             inner: make_service(&conn),
             activity: activity.clone(),
+            peer: conn.peer(),
         });
         let connection = builder
             .serve_connection_with_upgrades(TokioIo::new(conn), service)
@@ -202,16 +203,18 @@ impl Drop for InFlight {
     }
 }
 
-/// The router, counting each connection's requests in flight.
+/// A connection's service, counting the connection's requests in flight and giving each
+/// request its [`Peer`].
 #[derive(Clone)]
 struct Tracked<S> {
     inner: S,
     activity: Arc<Activity>,
+    peer: Peer,
 }
 
-impl<S, R> tower::Service<R> for Tracked<S>
+impl<S, B> tower::Service<http::Request<B>> for Tracked<S>
 where
-    S: tower::Service<R>,
+    S: tower::Service<http::Request<B>>,
     S::Future: Send + 'static,
 {
     type Response = S::Response;
@@ -225,7 +228,8 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: R) -> Self::Future {
+    fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
+        req.extensions_mut().insert(self.peer);
         self.activity.in_flight.fetch_add(1, Ordering::AcqRel);
         let guard = InFlight(self.activity.clone());
         let call = self.inner.call(req);

@@ -48,6 +48,10 @@ pub(crate) use dial::{Dial, Dialing, Io};
 pub use error::{DialError, UpstreamError};
 pub(crate) use reply::Reply;
 
+/// What the backend sees as the caller's software (a client's own agent travels as the
+/// `grpcgateway-user-agent` metadata).
+const USER_AGENT: &str = concat!("compute-gateway/", env!("CARGO_PKG_VERSION"));
+
 /// HTTP/2 PING interval on the backend connection, idle or not: a dead peer is noticed.
 const KEEP_ALIVE: Duration = Duration::from_secs(30);
 /// How long a PING may wait for its answer before the connection is given up.
@@ -243,9 +247,16 @@ impl tower::Service<http::Request<Body>> for Upstream {
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
         let shared = self.0.clone();
         Box::pin(async move {
-            let (head, body) = request.into_parts();
+            let (mut head, body) = request.into_parts();
+            head.headers.insert(
+                http::header::USER_AGENT,
+                http::HeaderValue::from_static(USER_AGENT),
+            );
             // The call's deadline covers everything from here to the end of the reply.
-            let mut deadline = grpc_timeout(&head.headers)
+            let mut deadline = head
+                .headers
+                .get("grpc-timeout")
+                .and_then(|v| super::parse_grpc_timeout(v.as_bytes()))
                 .map(|after| (Box::pin(tokio::time::sleep(after)), after));
             // A unary request: its one message, whole (the caller bounds its size).
             let body = body
@@ -281,26 +292,6 @@ impl tower::Service<http::Request<Body>> for Upstream {
             Ok(head.map(|stream| Reply::new(stream, limit, deadline)))
         })
     }
-}
-
-/// The deadline a request's `grpc-timeout` header gives (gRPC over HTTP/2: up to 8 digits and a
-/// unit, `H`, `M`, `S`, `m`, `u` or `n`); `None` without one or for a malformed one.
-fn grpc_timeout(headers: &http::HeaderMap) -> Option<Duration> {
-    let value = headers.get("grpc-timeout")?.to_str().ok()?;
-    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
-    if digits.is_empty() || digits.len() > 8 {
-        return None;
-    }
-    let n: u64 = digits.parse().ok()?;
-    Some(match unit {
-        "H" => Duration::from_secs(n * 3600),
-        "M" => Duration::from_secs(n * 60),
-        "S" => Duration::from_secs(n),
-        "m" => Duration::from_millis(n),
-        "u" => Duration::from_micros(n),
-        "n" => Duration::from_nanos(n),
-        _ => return None,
-    })
 }
 
 /// One attempt's request, kept whole so that it can be sent again.

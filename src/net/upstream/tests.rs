@@ -422,21 +422,3 @@ async fn a_call_past_its_grpc_timeout_fails_with_the_deadline_and_is_cancelled()
     tokio::time::sleep(Duration::from_secs(1)).await; // every task idle
     assert_eq!(h.cancelled.load(Ordering::SeqCst), 1, "RST_STREAM CANCEL");
 }
-
-#[test]
-fn grpc_timeouts_parse_in_every_unit_and_nonsense_is_ignored() {
-    let parse = |v: &str| {
-        let mut headers = http::HeaderMap::new();
-        headers.insert("grpc-timeout", v.parse().expect("header value"));
-        grpc_timeout(&headers)
-    };
-    assert_eq!(parse("2H"), Some(Duration::from_secs(7200)));
-    assert_eq!(parse("3M"), Some(Duration::from_secs(180)));
-    assert_eq!(parse("30S"), Some(Duration::from_secs(30)));
-    assert_eq!(parse("30000m"), Some(Duration::from_secs(30)));
-    assert_eq!(parse("99999999u"), Some(Duration::from_micros(99_999_999)));
-    assert_eq!(parse("1n"), Some(Duration::from_nanos(1)));
-    for bad in ["", "S", "100", "123456789S", "1x", "-1S", "1.5S"] {
-        assert_eq!(parse(bad), None, "{bad}");
-    }
-}
