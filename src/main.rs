@@ -155,6 +155,16 @@ struct HttpArgs {
     /// Leave fields that hold their default value out of replies.
     #[arg(long, env = "CG_OMIT_DEFAULT_FIELDS")]
     omit_default_fields: bool,
+    /// Field names in replies: `json` (lowerCamelCase, the proto3 JSON mapping) or `proto`
+    /// (as in the .proto, as grpc-gateway v1 and Envoy's preserve_proto_field_names write them).
+    #[arg(long, env = "CG_JSON_NAMES", default_value = "json", value_parser = ["json", "proto"])]
+    json_names: String,
+    /// Enum values in replies as numbers instead of names.
+    #[arg(long, env = "CG_ENUMS_AS_INTS")]
+    enums_as_ints: bool,
+    /// Indented JSON replies.
+    #[arg(long, env = "CG_PRETTY")]
+    pretty: bool,
     /// Milliseconds a client has to send a request's headers (and finish a TLS handshake).
     #[arg(long, env = "CG_HEADER_READ_TIMEOUT_MS", default_value_t = 10_000)]
     header_read_timeout_ms: u64,
@@ -320,6 +330,9 @@ fn gateway_config(
         body_read_timeout: Duration::from_millis(args.body_read_timeout_ms),
         render: RenderOptions {
             omit_default_fields: args.omit_default_fields,
+            proto_names: args.json_names == "proto",
+            enums_as_ints: args.enums_as_ints,
+            pretty: args.pretty,
         },
         backend_tls,
         edge: EdgeOptions {

@@ -519,7 +519,8 @@ async fn every_bad_request_gets_a_clear_status() {
     }
 }
 
-/// A 405 names each method that would have matched the path once, in route order. On
+/// A 405 names each method that would have matched the path once, in route order (HEAD after
+/// GET, which answers it). On
 /// `/operations/{id}:cancel` two GET routes match (Get takes `x:cancel` as the id, Cancel
 /// its verb) and the POST Cancel a third time.
 #[tokio::test]
@@ -527,15 +528,15 @@ async fn a_405_lists_each_allowed_method_once() {
     let s = TestServer::start().await;
     let http = reqwest::Client::new();
     for (method, path, allow) in [
-        ("PATCH", "/operations/x:cancel", "GET, POST"),
-        ("PUT", "/compute/v1/images/fd8x", "GET, PATCH, DELETE"),
-        ("DELETE", "/compute/v1/images", "GET, POST"),
+        ("PATCH", "/operations/x:cancel", "GET, HEAD, POST"),
+        ("PUT", "/compute/v1/images/fd8x", "GET, HEAD, PATCH, DELETE"),
+        ("DELETE", "/compute/v1/images", "GET, HEAD, POST"),
         // GET twice again (Get with the id `fd8x:listAccessBindings`, ListAccessBindings);
         // Update and Delete take the same id.
         (
             "POST",
             "/compute/v1/images/fd8x:listAccessBindings",
-            "GET, PATCH, DELETE",
+            "GET, HEAD, PATCH, DELETE",
         ),
     ] {
         let resp = http

@@ -17,6 +17,7 @@ use prost_reflect::MethodDescriptor;
 
 use super::client::BackendClient;
 use super::error::GatewayError;
+use super::media::{Format, proto_reply};
 use super::response::render;
 use crate::net::UpstreamError;
 
@@ -93,6 +94,8 @@ pub(crate) struct Transcoded {
     pub(crate) metadata: tonic::metadata::MetadataMap,
     /// The call's deadline.
     pub(crate) timeout: std::time::Duration,
+    /// The format of the reply.
+    pub(crate) output: Format,
     /// The top-level response field to send as the body, if the rule names one.
     pub(crate) response_body: Option<prost_reflect::FieldDescriptor>,
 }
@@ -105,6 +108,8 @@ pub(crate) struct Reply {
     pub(crate) headers: tonic::metadata::MetadataMap,
     /// Its trailers, but for the status.
     pub(crate) trailers: Option<tonic::metadata::MetadataMap>,
+    /// The body's format.
+    pub(crate) format: Format,
 }
 
 /// A call in progress: the reply, or why there is none.
@@ -179,16 +184,24 @@ where
         metrics::histogram!(crate::telemetry::BACKEND_DURATION, "grpc_method" => rpc.label().clone())
             .record(started.elapsed().as_secs_f64());
         let (headers, message, trailers) = exchanged.map_err(GatewayError::from_call)?;
-        let body = render(
-            &message,
-            &rpc.method().output(),
-            request.response_body.as_ref(),
-            client.render_options(),
-        )?;
+        let body = match request.output {
+            Format::Json => render(
+                &message,
+                &rpc.method().output(),
+                request.response_body.as_ref(),
+                client.render_options(),
+            )?,
+            Format::Proto => proto_reply(
+                &message,
+                &rpc.method().output(),
+                request.response_body.as_ref(),
+            )?,
+        };
         Ok(Reply {
             body,
             headers,
             trailers,
+            format: request.output,
         })
     })
 }

@@ -33,6 +33,10 @@ pub enum GatewayError {
     },
     /// The body is sent with a `Content-Encoding` the gateway cannot decode.
     UnsupportedEncoding(String),
+    /// The body's `Content-Type` is not one the gateway reads.
+    UnsupportedMediaType(String),
+    /// The reply cannot be given in the format the client accepts.
+    NotAcceptable(String),
     /// The headers the gateway would forward to the backend as metadata are larger than the
     /// limit.
     MetadataTooLarge {
@@ -83,6 +87,12 @@ impl GatewayError {
         }
     }
 
+    /// The status a gRPC client is given for this error (gRPC-Web, Connect).
+    pub(crate) fn status(&self) -> tonic::Status {
+        let (code, message, _) = self.parts();
+        tonic::Status::new(code, message)
+    }
+
     /// The gRPC code, message and details this error is reported with.
     fn parts(&self) -> (Code, String, Vec<Any>) {
         match self {
@@ -111,6 +121,14 @@ impl GatewayError {
                 ),
                 vec![],
             ),
+            Self::UnsupportedMediaType(media) => (
+                Code::InvalidArgument,
+                format!(
+                    "the request body's Content-Type {media:?} is not supported; send application/json or application/x-protobuf"
+                ),
+                vec![],
+            ),
+            Self::NotAcceptable(why) => (Code::InvalidArgument, why.clone(), vec![]),
             Self::MetadataTooLarge { limit } => (
                 Code::ResourceExhausted,
                 format!(
@@ -197,7 +215,10 @@ impl IntoResponse for GatewayError {
         let http = match &self {
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::UnsupportedEncoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::UnsupportedEncoding(_) | Self::UnsupportedMediaType(_) => {
+                StatusCode::UNSUPPORTED_MEDIA_TYPE
+            }
+            Self::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
             Self::MetadataTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             _ => http_status(code),

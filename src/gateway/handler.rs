@@ -18,8 +18,10 @@ use super::client::BackendClient;
 use super::dispatch::{Reply, Transcoded};
 use super::edge::EdgeOptions;
 use super::error::GatewayError;
+use super::grpc_web;
 use super::headers::{self, HeaderPattern, Origin};
 use super::matcher::Matcher;
+use super::media::{self, Format};
 use super::request;
 use super::response::RenderOptions;
 use super::routes::{RouteError, RouteTable};
@@ -104,6 +106,8 @@ impl std::error::Error for StartError {}
 pub struct Gateway {
     pub(super) matcher: Matcher,
     pub(super) client: BackendClient,
+    /// gRPC-Web, translated and sent on to the backend.
+    grpc_web: tonic_web::GrpcWebService<grpc_web::Proxy>,
     config: GatewayConfig,
     pub(super) draining: AtomicBool,
     openapi: OnceLock<String>,
@@ -125,9 +129,20 @@ impl Gateway {
         upstream: Upstream,
         config: GatewayConfig,
     ) -> Result<Self, StartError> {
+        let client = BackendClient::new(upstream, config.render, config.backend_compression);
+        let grpc_web = tower::Layer::layer(
+            &tonic_web::GrpcWebLayer::new(),
+            grpc_web::Proxy {
+                client: client.clone(),
+                max_body_bytes: config.max_body_bytes,
+                body_read_timeout: config.body_read_timeout,
+                request_timeout: config.request_timeout,
+            },
+        );
         Ok(Self {
             matcher: Matcher::new(RouteTable::compiled().map_err(StartError::Routes)?),
-            client: BackendClient::new(upstream, config.render, config.backend_compression),
+            client,
+            grpc_web,
             config,
             draining: AtomicBool::new(false),
             openapi: OnceLock::new(),
@@ -202,34 +217,17 @@ pub(super) async fn handle(State(gw): State<Arc<Gateway>>, req: Request<Body>) -
     in_flight.increment(1.0);
     let mut outcome = Outcome::default();
     let mut body = Some(body);
-    let mut resp = match transcode(started, &gw, &parts, &mut body, &request_id, &mut outcome).await
-    {
-        Ok(reply) => {
-            let mut r = reply.body.into_response();
-            r.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            );
-            if let Some(status) =
-                headers::incoming(&reply.headers, reply.trailers.as_ref(), r.headers_mut())
-            {
-                *r.status_mut() = status;
-            }
-            r
-        }
-        Err(e) => {
-            e.report();
-            let metadata = match &e {
-                GatewayError::Backend(status) => Some(status.metadata().clone()),
-                _ => None,
-            };
-            let mut r = e.into_response();
-            if let Some(metadata) = metadata {
-                // An error's status is the code's: an x-http-code does not change it.
-                headers::incoming(&metadata, None, r.headers_mut());
-            }
-            r
-        }
+    let mut resp = if grpc_web::is_grpc_web(&parts.headers) {
+        outcome.route = Some(metrics::SharedString::const_str("grpc-web"));
+        let mut req = Request::new(body.take().expect("the body is read once, here"));
+        *req.method_mut() = parts.method.clone();
+        *req.uri_mut() = parts.uri.clone();
+        *req.version_mut() = parts.version;
+        *req.headers_mut() = parts.headers.clone();
+        let Ok(resp) = tower::ServiceExt::oneshot(gw.grpc_web.clone(), req).await;
+        resp.map(Body::new)
+    } else {
+        rest_response(transcode(started, &gw, &parts, &mut body, &request_id, &mut outcome).await)
     };
     // A reply that did not need the body (an error found before it was read), or that cut its
     // reading short: over HTTP/1 the rest of the body stands between this request and the
@@ -271,6 +269,73 @@ pub(super) async fn handle(State(gw): State<Arc<Gateway>>, req: Request<Body>) -
     resp
 }
 
+/// The HTTP reply of a transcoded call: the rendered body with the backend's metadata as
+/// headers, or the error's Status body (with the metadata of a backend's error).
+fn rest_response(result: Result<Reply, GatewayError>) -> Response {
+    match result {
+        Ok(reply) => {
+            let mut r = reply.body.into_response();
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(reply.format.content_type()),
+            );
+            if let Some(status) =
+                headers::incoming(&reply.headers, reply.trailers.as_ref(), r.headers_mut())
+            {
+                *r.status_mut() = status;
+            }
+            r
+        }
+        Err(e) => {
+            e.report();
+            let metadata = match &e {
+                GatewayError::Backend(status) => Some(status.metadata().clone()),
+                _ => None,
+            };
+            let mut r = e.into_response();
+            if let Some(metadata) = metadata {
+                // An error's status is the code's: an x-http-code does not change it.
+                headers::incoming(&metadata, None, r.headers_mut());
+            }
+            r
+        }
+    }
+}
+
+/// The method a request is routed by: its own, or on a POST the one `X-HTTP-Method-Override`
+/// names (for clients and proxies that send only GET and POST).
+fn method_of(parts: &http::request::Parts) -> Result<http::Method, GatewayError> {
+    let Some(name) = parts.headers.get("x-http-method-override") else {
+        return Ok(parts.method.clone());
+    };
+    if parts.method != http::Method::POST {
+        return Err(GatewayError::bad_request(
+            "X-HTTP-Method-Override is taken on POST requests only",
+        ));
+    }
+    let name = name
+        .to_str()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_uppercase();
+    match http::Method::from_bytes(name.as_bytes()) {
+        Ok(m)
+            if [
+                http::Method::GET,
+                http::Method::PUT,
+                http::Method::PATCH,
+                http::Method::DELETE,
+            ]
+            .contains(&m) =>
+        {
+            Ok(m)
+        }
+        _ => Err(GatewayError::bad_request(format!(
+            "X-HTTP-Method-Override {name:?} is not one of GET, PUT, PATCH, DELETE"
+        ))),
+    }
+}
+
 /// Transcodes one request; takes `body` only once the route is known and the body's declared
 /// length is within the limit.
 async fn transcode(
@@ -281,7 +346,7 @@ async fn transcode(
     request_id: &HeaderValue,
     outcome: &mut Outcome,
 ) -> Result<Reply, GatewayError> {
-    let m = gw.matcher.find(&parts.method, parts.uri.path())?;
+    let m = gw.matcher.find(&method_of(parts)?, parts.uri.path())?;
     outcome.route = Some(m.route.label().clone());
     outcome.rpc = Some(m.route.rpc().label().clone());
     let peer = parts.extensions.get::<Peer>();
@@ -341,11 +406,19 @@ async fn transcode(
             }
         })?;
     outcome.body_cut = false;
+    let body = if !body.iter().all(u8::is_ascii_whitespace)
+        && media::request_format(&parts.headers)? == Format::Proto
+    {
+        media::proto_body_to_json(m.route, &body)?.into()
+    } else {
+        body
+    };
     let json = request::build(&m, parts.uri.query(), &body)?;
     let transcoded = Transcoded {
         json,
         metadata,
         timeout,
+        output: media::reply_format(&parts.headers),
         response_body: m.route.response_body().cloned(),
     };
     let reply = m.route.rpc().call(&gw.client, transcoded).await;

@@ -51,6 +51,12 @@ impl Matcher {
 
     /// The route for a request, and its path variables' values.
     pub fn find(&self, method: &Method, raw_path: &str) -> Result<Match<'_>, GatewayError> {
+        // HEAD is GET without the body (RFC 9110 §9.3.2): every GET route answers it.
+        let method = if method == Method::HEAD {
+            &Method::GET
+        } else {
+            method
+        };
         let routes = self.table.routes();
         let Some(path) = RequestPath::new(raw_path) else {
             return Err(GatewayError::NotFound);
@@ -87,6 +93,9 @@ impl Matcher {
         }
         if let Some(e) = bad_escape {
             return Err(GatewayError::bad_request(e));
+        }
+        if let Some(get) = allow.iter().position(|m| m == Method::GET) {
+            allow.insert(get + 1, Method::HEAD);
         }
         if allow.is_empty() {
             Err(GatewayError::NotFound)
@@ -226,13 +235,16 @@ mod tests {
         }
         match t.find(&Method::PUT, "/compute/v1/images/fd8") {
             Err(GatewayError::MethodNotAllowed { allow }) => {
-                assert_eq!(allow, [Method::GET, Method::PATCH, Method::DELETE])
+                assert_eq!(
+                    allow,
+                    [Method::GET, Method::HEAD, Method::PATCH, Method::DELETE]
+                )
             }
             other => panic!("{other:?}"),
         }
         match t.find(&Method::DELETE, "/compute/v1/images") {
             Err(GatewayError::MethodNotAllowed { allow }) => {
-                assert_eq!(allow, [Method::GET, Method::POST])
+                assert_eq!(allow, [Method::GET, Method::HEAD, Method::POST])
             }
             other => panic!("{other:?}"),
         }

@@ -1,5 +1,6 @@
 //! Typed reply -> JSON body. Fields without presence are emitted with their defaults unless the
-//! gateway runs with `--omit-default-fields`; `response_body` selects one top-level field.
+//! gateway runs with `--omit-default-fields`; `response_body` selects one top-level field; the
+//! output options (`--json-names proto`, `--enums-as-ints`, `--pretty`) shape the rest.
 
 use prost_reflect::{FieldDescriptor, Kind, MessageDescriptor};
 use serde::Serialize;
@@ -8,11 +9,26 @@ use serde_json::Value;
 use super::error::GatewayError;
 use super::value::{Shape, shape};
 
-/// How replies are rendered.
+/// How replies are rendered. The default is the proto3 JSON mapping with every field:
+/// lowerCamelCase names, enums by name, compact.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RenderOptions {
     /// Drop fields that hold their default value and have no presence.
     pub omit_default_fields: bool,
+    /// Field names as in the .proto (`folder_id`), as grpc-gateway v1 and Envoy's
+    /// `preserve_proto_field_names` render them, instead of lowerCamelCase.
+    pub proto_names: bool,
+    /// Enum values as numbers instead of names.
+    pub enums_as_ints: bool,
+    /// Indented, one field per line.
+    pub pretty: bool,
+}
+
+impl RenderOptions {
+    /// Whether the rendered value must be walked with its schema.
+    fn reshapes(&self) -> bool {
+        self.omit_default_fields || self.proto_names || self.enums_as_ints
+    }
 }
 
 /// Renders a reply of message type `message`; `response_body` is the one field to send, if the
@@ -26,78 +42,147 @@ pub(crate) fn render<M: Serialize>(
     let fail = |e: serde_json::Error| {
         GatewayError::Internal(format!("rendering {}: {e}", message.full_name()))
     };
-    if response_body.is_none() && !options.omit_default_fields {
-        return serde_json::to_vec(msg).map_err(fail);
+    let write = |value: &dyn erased::Json| {
+        if options.pretty {
+            value.pretty()
+        } else {
+            value.compact()
+        }
+    };
+    if response_body.is_none() && !options.reshapes() {
+        return write(&msg).map_err(fail);
     }
     let mut value = serde_json::to_value(msg).map_err(fail)?;
-    let mut schema = Some(message.clone());
-    if let Some(field) = response_body {
-        value = value
-            .get_mut(field.json_name())
-            .map(Value::take)
-            .unwrap_or(Value::Null);
-        schema = match field.kind() {
-            Kind::Message(m) if !field.is_list() && !field.is_map() => Some(m),
-            _ => None,
-        };
-    }
-    if options.omit_default_fields
-        && let Some(s) = schema
-    {
-        strip_defaults(&s, &mut value);
-    }
-    serde_json::to_vec(&value).map_err(fail)
-}
-
-/// Removes default-valued fields without presence, at every depth (inside Any too).
-fn strip_defaults(message: &MessageDescriptor, value: &mut Value) {
-    let Value::Object(map) = value else { return };
-    map.retain(|key, v| {
-        let Some(field) = super::value::field(message, key) else {
-            return true;
-        };
-        let (shape, kind) = shape(&field);
-        match (shape, kind) {
-            // A message, a oneof member or a proto3 `optional` field is rendered only when
-            // set, and then it is kept, even at its default.
-            _ if field.supports_presence() => true,
-            (Shape::List, _) => v.as_array().is_some_and(|a| !a.is_empty()),
-            (Shape::Map(_), _) => v.as_object().is_some_and(|o| !o.is_empty()),
-            // Enums render by name (an unknown number as a number, never 0: every enum has
-            // a zero value).
-            (Shape::Single, Kind::Enum(e)) => {
-                e.get_value(0).is_none_or(|z| v.as_str() != Some(z.name()))
-            }
-            _ => {
-                !matches!(v, Value::String(s) if s.is_empty() || s == "0")
-                    && !matches!(v, Value::Bool(false))
-                    && !v.as_f64().is_some_and(|f| f == 0.0)
+    match response_body {
+        None => {
+            if options.reshapes() {
+                reshape(message, &mut value, options);
             }
         }
-    });
-    for (key, v) in map.iter_mut() {
-        let Some(field) = super::value::field(message, key) else {
-            continue;
-        };
-        let (shape, Kind::Message(m)) = shape(&field) else {
-            continue;
-        };
-        let inner = if m.full_name() == "google.protobuf.Any" {
-            v.get("@type").and_then(Value::as_str).and_then(|t| {
-                message
-                    .parent_pool()
-                    .get_message_by_name(t.rsplit('/').next().unwrap_or_default())
-            })
-        } else {
-            Some(m)
-        };
-        let Some(inner) = inner else { continue };
-        match v {
-            Value::Array(items) => items.iter_mut().for_each(|i| strip_defaults(&inner, i)),
-            Value::Object(o) if matches!(shape, Shape::Map(_)) => {
-                o.values_mut().for_each(|i| strip_defaults(&inner, i))
+        Some(field) => {
+            value = value
+                .get_mut(field.json_name())
+                .map(Value::take)
+                .unwrap_or(Value::Null);
+            if options.reshapes() {
+                reshape_field(message, field, &mut value, options);
             }
-            _ => strip_defaults(&inner, v),
+        }
+    }
+    write(&value).map_err(fail)
+}
+
+/// Serialization to compact or pretty JSON bytes, for a typed message and a `Value` alike.
+mod erased {
+    pub(super) trait Json {
+        fn compact(&self) -> serde_json::Result<Vec<u8>>;
+        fn pretty(&self) -> serde_json::Result<Vec<u8>>;
+    }
+
+    impl<T: serde::Serialize> Json for T {
+        fn compact(&self) -> serde_json::Result<Vec<u8>> {
+            serde_json::to_vec(self)
+        }
+        fn pretty(&self) -> serde_json::Result<Vec<u8>> {
+            serde_json::to_vec_pretty(self)
+        }
+    }
+}
+
+/// Applies the options to the JSON of a message of type `message`, at every depth (inside Any
+/// too): drops default-valued fields without presence, renames fields to their proto names,
+/// writes enums as numbers. The well-known types keep their own JSON forms.
+fn reshape(message: &MessageDescriptor, value: &mut Value, options: RenderOptions) {
+    let Value::Object(map) = value else { return };
+    if options.omit_default_fields {
+        map.retain(|key, v| {
+            super::value::field(message, key).is_none_or(|field| !is_default(&field, v))
+        });
+    }
+    if !options.proto_names {
+        for (key, v) in map.iter_mut() {
+            if let Some(field) = super::value::field(message, key) {
+                reshape_field(message, &field, v, options);
+            }
+        }
+        return;
+    }
+    for (key, mut v) in std::mem::take(map) {
+        match super::value::field(message, &key) {
+            Some(field) => {
+                reshape_field(message, &field, &mut v, options);
+                map.insert(field.name().to_string(), v);
+            }
+            // `@type` of an Any, and the `value` of an Any holding a well-known type.
+            None => {
+                map.insert(key, v);
+            }
+        }
+    }
+}
+
+/// Applies the options inside the value of `field` (a field of `message`).
+fn reshape_field(
+    message: &MessageDescriptor,
+    field: &FieldDescriptor,
+    value: &mut Value,
+    options: RenderOptions,
+) {
+    let (shape, kind) = shape(field);
+    let each = |value: &mut Value, f: &mut dyn FnMut(&mut Value)| match (&shape, value) {
+        (Shape::List, Value::Array(items)) => items.iter_mut().for_each(f),
+        (Shape::Map(_), Value::Object(entries)) => entries.values_mut().for_each(f),
+        (Shape::Single, v) => f(v),
+        _ => {}
+    };
+    match kind {
+        Kind::Enum(e) if options.enums_as_ints => each(value, &mut |v| {
+            if let Some(number) = v
+                .as_str()
+                .and_then(|name| e.get_value_by_name(name))
+                .map(|ev| ev.number())
+            {
+                *v = Value::from(number);
+            }
+        }),
+        Kind::Message(m) => each(value, &mut |v| {
+            let inner = if m.full_name() == "google.protobuf.Any" {
+                v.get("@type").and_then(Value::as_str).and_then(|t| {
+                    message
+                        .parent_pool()
+                        .get_message_by_name(t.rsplit('/').next().unwrap_or_default())
+                })
+            } else {
+                Some(m.clone())
+            };
+            // The well-known types have JSON forms of their own (a Struct's keys are not
+            // fields).
+            if let Some(inner) = inner.filter(|i| !i.full_name().starts_with("google.protobuf.")) {
+                reshape(&inner, v, options);
+            }
+        }),
+        _ => {}
+    }
+}
+
+/// Whether `v`, the JSON of `field`, is a default that `--omit-default-fields` leaves out.
+fn is_default(field: &FieldDescriptor, v: &Value) -> bool {
+    let (shape, kind) = shape(field);
+    match (shape, kind) {
+        // A message, a oneof member or a proto3 `optional` field is rendered only when set,
+        // and then it is kept, even at its default.
+        _ if field.supports_presence() => false,
+        (Shape::List, _) => v.as_array().is_some_and(Vec::is_empty),
+        (Shape::Map(_), _) => v.as_object().is_some_and(serde_json::Map::is_empty),
+        // Enums render by name (an unknown number as a number, never 0: every enum has a
+        // zero value).
+        (Shape::Single, Kind::Enum(e)) => {
+            e.get_value(0).is_some_and(|z| v.as_str() == Some(z.name()))
+        }
+        _ => {
+            matches!(v, Value::String(s) if s.is_empty() || s == "0")
+                || matches!(v, Value::Bool(false))
+                || v.as_f64().is_some_and(|f| f == 0.0)
         }
     }
 }
@@ -141,6 +226,7 @@ mod tests {
         };
         let opts = RenderOptions {
             omit_default_fields: true,
+            ..Default::default()
         };
         let lean: Value = serde_json::from_slice(
             &render(
@@ -175,6 +261,7 @@ mod tests {
         let descriptor = |name: &str| pool.get_message_by_name(name).expect("known");
         let lean = RenderOptions {
             omit_default_fields: true,
+            ..Default::default()
         };
         let json = |bytes: Result<Vec<u8>, GatewayError>| -> Value {
             serde_json::from_slice(&bytes.expect("renders")).expect("json")
@@ -252,6 +339,7 @@ mod tests {
         use prost_reflect::prost_types::field_descriptor_proto::Type;
         let lean = RenderOptions {
             omit_default_fields: true,
+            ..Default::default()
         };
         let pool = crate::pb::descriptor_pool();
         let status = pool

@@ -29,6 +29,18 @@ pub fn parse_grpc_timeout(value: &[u8]) -> Option<Duration> {
     })
 }
 
+/// A `grpc-timeout` value for `d`: microseconds while they fit the 8 digits the protocol
+/// allows, milliseconds beyond (up to 27 hours).
+pub fn grpc_timeout_value(d: Duration) -> http::HeaderValue {
+    let micros = d.as_micros();
+    let text = if micros <= 99_999_999 {
+        format!("{micros}u")
+    } else {
+        format!("{}m", d.as_millis().min(99_999_999))
+    };
+    http::HeaderValue::from_str(&text).expect("digits and a unit are a valid header value")
+}
+
 /// Ends each call at the sooner of its `grpc-timeout` and `limit`.
 #[derive(Clone, Copy, Debug)]
 pub struct DeadlineLayer {
@@ -121,6 +133,20 @@ mod tests {
         ];
         for (value, want) in table {
             assert_eq!(parse_grpc_timeout(value.as_bytes()), *want, "{value:?}");
+        }
+    }
+
+    #[test]
+    fn deadlines_are_written_in_the_finest_unit_that_fits() {
+        for (d, text) in [
+            (Duration::from_nanos(1), "0u"),
+            (Duration::from_millis(250), "250000u"),
+            (Duration::from_secs(99), "99000000u"),
+            (Duration::from_secs(100), "100000m"),
+            (Duration::from_secs(1 << 40), "99999999m"),
+        ] {
+            assert_eq!(grpc_timeout_value(d), text);
+            assert!(parse_grpc_timeout(text.as_bytes()).is_some());
         }
     }
 }

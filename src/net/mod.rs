@@ -18,7 +18,7 @@ mod shutdown;
 mod tls;
 mod upstream;
 
-pub use deadline::{DeadlineLayer, parse_grpc_timeout};
+pub use deadline::{DeadlineLayer, grpc_timeout_value, parse_grpc_timeout};
 pub use incoming::{Conn, Incoming, Peer, incoming};
 pub use limits::{ConnOptions, default_max_connections, fd_limit};
 pub(crate) use pipe::pipe;
