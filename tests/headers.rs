@@ -312,3 +312,44 @@ async fn the_backend_connection_can_compress_its_messages() {
         .expect("create");
     assert_eq!(r.status(), 200, "{:?}", r.text().await);
 }
+
+#[tokio::test]
+async fn trace_context_travels_with_the_gateway_as_a_hop_of_its_own() {
+    let (backend, seen) = fake_backend().await;
+    let gw = gateway(backend, GatewayConfig::default()).await;
+    let parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let r = get(&gw)
+        .header("traceparent", parent)
+        .header("tracestate", "vendor=opaque")
+        .header("baggage", "tenant=acme")
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.status(), 200);
+    let h = last(&seen);
+    let sent = value(&h, "traceparent").expect("traceparent");
+    let sent = compute_gateway::net::TraceParent::parse(sent.as_bytes()).expect("valid");
+    assert_eq!(sent.trace_id_hex(), "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_ne!(
+        sent.header_value(),
+        parent,
+        "the gateway's own span is the backend's parent"
+    );
+    assert_eq!(sent.flags, 1);
+    assert_eq!(value(&h, "tracestate"), Some("vendor=opaque"));
+    assert_eq!(value(&h, "baggage"), Some("tenant=acme"));
+    // No trace, or a malformed one: the gateway starts one.
+    for given in [None, Some("00-nonsense")] {
+        let mut r = get(&gw);
+        if let Some(given) = given {
+            r = r.header("traceparent", given);
+        }
+        assert_eq!(r.send().await.expect("get").status(), 200);
+        let h = last(&seen);
+        let started = value(&h, "traceparent").expect("a new trace");
+        assert!(
+            compute_gateway::net::TraceParent::parse(started.as_bytes()).is_some(),
+            "{started}"
+        );
+    }
+}

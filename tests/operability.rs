@@ -158,6 +158,10 @@ async fn metrics_logs_and_health() {
     let patched = http
         .patch(format!("{}/compute/v1/images/{id}", s.http()))
         .header("X-Request-Id", "log-line-42")
+        .header(
+            "traceparent",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        )
         .body(r#"{"updateMask":"description","description":"seen"}"#)
         .send()
         .await
@@ -249,11 +253,13 @@ async fn metrics_logs_and_health() {
         "/yandex.cloud.compute.v1.ImageService/Update"
     );
     assert_eq!(access["status"], 200);
+    assert_eq!(access["trace_id"], "0af7651916cd43dd8448eb211c80319c");
     assert!(access["latency_ms"].as_f64().is_some());
     assert!(
         mine.iter().any(|v| v["target"] == "compute_gateway::grpc"
-            && v["method"] == "/yandex.cloud.compute.v1.ImageService/Update"),
-        "the backend's line carries the id too"
+            && v["method"] == "/yandex.cloud.compute.v1.ImageService/Update"
+            && v["trace_id"] == "0af7651916cd43dd8448eb211c80319c"),
+        "the backend's line carries the request id and the trace id too"
     );
 
     // Health.

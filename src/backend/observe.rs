@@ -1,5 +1,6 @@
 //! A tower layer around the gRPC server: one log line per call (with the caller's
-//! `x-request-id`, so REST requests can be followed from the gateway into the backend) and the
+//! `x-request-id` and the trace id of its `traceparent`, so REST requests can be followed from
+//! the gateway into the backend) and the
 //! `grpc_server_*` metrics by method and status code.
 
 use std::future::Future;
@@ -76,6 +77,12 @@ where
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
             .to_string();
+        let trace_id = req
+            .headers()
+            .get("traceparent")
+            .and_then(|v| crate::net::TraceParent::parse(v.as_bytes()))
+            .map(|t| t.trace_id_hex())
+            .unwrap_or_default();
         let call = self.0.call(req);
         Box::pin(async move {
             let resp = call.await?;
@@ -100,6 +107,7 @@ where
             tracing::info!(
                 target: "compute_gateway::grpc",
                 request_id,
+                trace_id,
                 method = method.as_str(),
                 code,
                 latency_ms = elapsed * 1000.0,

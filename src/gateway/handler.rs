@@ -26,7 +26,8 @@ use super::request;
 use super::response::RenderOptions;
 use super::routes::{RouteError, RouteTable};
 use crate::net::{
-    BackendTls, Peer, Upstream, UpstreamError, UpstreamOptions, UrlError, parse_grpc_timeout,
+    BackendTls, Peer, TraceParent, Upstream, UpstreamError, UpstreamOptions, UrlError,
+    parse_grpc_timeout,
 };
 use crate::telemetry;
 
@@ -213,6 +214,12 @@ pub(super) async fn handle(State(gw): State<Arc<Gateway>>, req: Request<Body>) -
             HeaderValue::from_str(id).expect("a UUID is a valid header value")
         });
     let (parts, body) = req.into_parts();
+    // This request's hop of the client's trace, or a trace of its own.
+    let trace = parts
+        .headers
+        .get("traceparent")
+        .and_then(|v| TraceParent::parse(v.as_bytes()))
+        .map_or_else(TraceParent::start, |t| t.child());
     let in_flight = metrics::gauge!(telemetry::HTTP_IN_FLIGHT);
     in_flight.increment(1.0);
     let mut outcome = Outcome::default();
@@ -224,10 +231,22 @@ pub(super) async fn handle(State(gw): State<Arc<Gateway>>, req: Request<Body>) -
         *req.uri_mut() = parts.uri.clone();
         *req.version_mut() = parts.version;
         *req.headers_mut() = parts.headers.clone();
-        let Ok(resp) = tower::ServiceExt::oneshot(gw.grpc_web.clone(), req).await;
+        // Boxed: the REST path's future stays as small as it was.
+        let Ok(resp) = Box::pin(tower::ServiceExt::oneshot(gw.grpc_web.clone(), req)).await;
         resp.map(Body::new)
     } else {
-        rest_response(transcode(started, &gw, &parts, &mut body, &request_id, &mut outcome).await)
+        rest_response(
+            transcode(
+                started,
+                &gw,
+                &parts,
+                &mut body,
+                &request_id,
+                &trace,
+                &mut outcome,
+            )
+            .await,
+        )
     };
     // A reply that did not need the body (an error found before it was read), or that cut its
     // reading short: over HTTP/1 the rest of the body stands between this request and the
@@ -254,6 +273,7 @@ pub(super) async fn handle(State(gw): State<Arc<Gateway>>, req: Request<Body>) -
     tracing::info!(
         target: "compute_gateway::access",
         request_id = request_id.to_str().unwrap_or_default(),
+        trace_id = trace.trace_id_hex(),
         method = parts.method.as_str(),
         route = &*route,
         grpc_method = outcome.rpc.as_deref().unwrap_or_default(),
@@ -344,6 +364,7 @@ async fn transcode(
     parts: &http::request::Parts,
     body: &mut Option<Body>,
     request_id: &HeaderValue,
+    trace: &TraceParent,
     outcome: &mut Outcome,
 ) -> Result<Reply, GatewayError> {
     let m = gw.matcher.find(&method_of(parts)?, parts.uri.path())?;
@@ -363,6 +384,7 @@ async fn transcode(
         &parts.headers,
         request_id,
         origin,
+        trace,
         &gw.config.forward_headers,
     )?;
     // The client's deadline, within the gateway's own.

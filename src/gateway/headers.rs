@@ -8,7 +8,9 @@
 //! - `X-Forwarded-For` (the client's address appended), `X-Forwarded-Host` and
 //!   `X-Forwarded-Proto` (kept when the client sent them, else this request's);
 //! - the client's `User-Agent` as `grpcgateway-user-agent` (the connection itself announces
-//!   the gateway in its own `user-agent`).
+//!   the gateway in its own `user-agent`);
+//! - W3C trace context: `traceparent` naming the gateway's own span (see [`TraceParent`]),
+//!   `tracestate` and `baggage` unchanged.
 //!
 //! Hop-by-hop headers (RFC 9110 §7.6.1), the message's own framing (`Content-*`, `Host`, `TE`)
 //! and gRPC's reserved names (`grpc-*`) never go out, whatever a pattern says. At most
@@ -30,6 +32,7 @@ use tonic::metadata::{
 };
 
 use super::error::GatewayError;
+use crate::net::TraceParent;
 
 /// The most bytes of metadata forwarded with one call, counted as HTTP/2 counts a header list
 /// (name, value and 32 bytes per entry). Backends commonly refuse header lists over 16 KiB
@@ -132,6 +135,20 @@ impl Outgoing {
         Ok(())
     }
 
+    /// Adds a value under a fixed name (no parsing of the name, no allocation for it).
+    fn add_fixed(
+        &mut self,
+        name: &'static str,
+        value: AsciiMetadataValue,
+        sensitive: bool,
+    ) -> Result<(), GatewayError> {
+        self.count(name, value.len())?;
+        let mut value = value;
+        value.set_sensitive(sensitive);
+        self.md.append(AsciiMetadataKey::from_static(name), value);
+        Ok(())
+    }
+
     /// Adds `name: value` if both are valid ASCII metadata; a `-bin` name takes the value as
     /// base64 and sends the bytes. Values that change with every request (or are secrets) are
     /// marked sensitive: HPACK sends them as never-indexed literals instead of churning the
@@ -170,6 +187,7 @@ pub(crate) fn outgoing(
     headers: &HeaderMap,
     request_id: &HeaderValue,
     origin: Origin<'_>,
+    trace: &TraceParent,
     patterns: &[HeaderPattern],
 ) -> Result<MetadataMap, GatewayError> {
     let mut out = Outgoing {
@@ -181,14 +199,17 @@ pub(crate) fn outgoing(
             out.add(name, v.as_bytes(), true)?;
         }
     }
-    out.add("x-request-id", request_id.as_bytes(), true)?;
+    if let Ok(v) = AsciiMetadataValue::try_from(request_id.as_bytes()) {
+        out.add_fixed("x-request-id", v, true)?;
+    }
     for (name, value) in headers {
         let name = name.as_str();
         if let Some(rest) = name.strip_prefix("grpc-metadata-") {
             if !never_forwarded(rest) {
                 out.add(rest, value.as_bytes(), false)?;
             }
-        } else if !never_forwarded(name)
+        } else if patterns.iter().any(|p| p.matches(name))
+            && !never_forwarded(name)
             && !matches!(
                 name,
                 "authorization"
@@ -198,37 +219,58 @@ pub(crate) fn outgoing(
                     | "x-forwarded-for"
                     | "x-forwarded-host"
                     | "x-forwarded-proto"
+                    | "traceparent"
+                    | "tracestate"
+                    | "baggage"
             )
-            && patterns.iter().any(|p| p.matches(name))
         {
             out.add(name, value.as_bytes(), false)?;
         }
     }
+    // The X-Forwarded-* values repeat from request to request of a client, so they are left
+    // indexable by HPACK (not sensitive).
     let forwarded_for = match (headers.get("x-forwarded-for"), origin.peer) {
-        (Some(earlier), Some(peer)) => {
-            let mut v = earlier.as_bytes().to_vec();
-            v.extend_from_slice(format!(", {}", peer.ip()).as_bytes());
-            Some(v)
-        }
-        (Some(earlier), None) => Some(earlier.as_bytes().to_vec()),
-        (None, Some(peer)) => Some(peer.ip().to_string().into_bytes()),
+        (Some(earlier), Some(peer)) => AsciiMetadataValue::try_from(format!(
+            "{}, {}",
+            earlier.to_str().unwrap_or_default(),
+            peer.ip()
+        ))
+        .ok(),
+        (Some(earlier), None) => AsciiMetadataValue::try_from(earlier.as_bytes()).ok(),
+        (None, Some(peer)) => AsciiMetadataValue::try_from(peer.ip().to_string()).ok(),
         (None, None) => None,
     };
     if let Some(v) = forwarded_for {
-        out.add("x-forwarded-for", &v, true)?;
+        out.add_fixed("x-forwarded-for", v, false)?;
     }
-    match (headers.get("x-forwarded-host"), origin.host) {
-        (Some(v), _) => out.add("x-forwarded-host", v.as_bytes(), false)?,
-        (None, Some(host)) => out.add("x-forwarded-host", host.as_bytes(), false)?,
-        (None, None) => {}
-    }
-    let proto = headers
-        .get("x-forwarded-proto")
+    let host = headers
+        .get("x-forwarded-host")
         .map(HeaderValue::as_bytes)
-        .unwrap_or(if origin.tls { b"https" } else { b"http" });
-    out.add("x-forwarded-proto", proto, false)?;
-    if let Some(agent) = headers.get(axum::http::header::USER_AGENT) {
-        out.add("grpcgateway-user-agent", agent.as_bytes(), false)?;
+        .or(origin.host.map(str::as_bytes));
+    if let Some(v) = host.and_then(|h| AsciiMetadataValue::try_from(h).ok()) {
+        out.add_fixed("x-forwarded-host", v, false)?;
+    }
+    let proto = match headers.get("x-forwarded-proto") {
+        Some(v) => AsciiMetadataValue::try_from(v.as_bytes()).ok(),
+        None if origin.tls => Some(AsciiMetadataValue::from_static("https")),
+        None => Some(AsciiMetadataValue::from_static("http")),
+    };
+    if let Some(v) = proto {
+        out.add_fixed("x-forwarded-proto", v, false)?;
+    }
+    if let Ok(v) = AsciiMetadataValue::try_from(trace.header_value()) {
+        out.add_fixed("traceparent", v, true)?;
+    }
+    for name in ["tracestate", "baggage"] {
+        if let Some(v) = headers.get(name) {
+            out.add(name, v.as_bytes(), false)?;
+        }
+    }
+    if let Some(agent) = headers
+        .get(axum::http::header::USER_AGENT)
+        .and_then(|a| AsciiMetadataValue::try_from(a.as_bytes()).ok())
+    {
+        out.add_fixed("grpcgateway-user-agent", agent, false)?;
     }
     Ok(out.md)
 }
@@ -351,6 +393,7 @@ mod tests {
                 tls: true,
                 host: Some("api.example"),
             },
+            &TraceParent::start(),
             &patterns,
         )
         .expect("within the budget");
@@ -361,6 +404,7 @@ mod tests {
                 "grpcgateway-user-agent",
                 "tenant",
                 "trace-bin",
+                "traceparent",
                 "x-forwarded-for",
                 "x-forwarded-host",
                 "x-forwarded-proto",
@@ -403,6 +447,7 @@ mod tests {
                 tls: false,
                 host: Some("internal:8080"),
             },
+            &TraceParent::start(),
             &[],
         )
         .expect("within the budget");
@@ -421,7 +466,13 @@ mod tests {
             "grpc-metadata-big",
             &"x".repeat(MAX_FORWARDED_METADATA_BYTES),
         )]);
-        let refused = outgoing(&h, &HeaderValue::from_static("rid"), Origin::default(), &[]);
+        let refused = outgoing(
+            &h,
+            &HeaderValue::from_static("rid"),
+            Origin::default(),
+            &TraceParent::start(),
+            &[],
+        );
         assert!(matches!(
             refused,
             Err(GatewayError::MetadataTooLarge { .. })

@@ -2,7 +2,7 @@
 //! services: the stop signal ([`Shutdown`]); the connections a server serves ([`incoming`],
 //! each a [`Conn`], bounded in time before its first request by [`FirstBytes`], and in number
 //! and write time by [`ConnOptions`]); serving HTTP on them ([`serve_http`], for both ports); TLS
-//! ([`Tls`], [`client_config`]); the HTTP/2 client to a backend (`Upstream`, failing with a
+//! ([`Tls`], [`client_config`]); W3C trace context ([`TraceParent`]); the HTTP/2 client to a backend (`Upstream`, failing with a
 //! typed [`UpstreamError`]); and the in-process connection of `serve` (`pipe`).
 //!
 //! It imports nothing else of the crate but the metric names of `telemetry`: `backend` and
@@ -16,6 +16,7 @@ mod pipe;
 mod serve;
 mod shutdown;
 mod tls;
+mod trace;
 mod upstream;
 
 pub use deadline::{DeadlineLayer, grpc_timeout_value, parse_grpc_timeout};
@@ -25,5 +26,6 @@ pub(crate) use pipe::pipe;
 pub use serve::{HttpOptions, serve_http};
 pub use shutdown::{Shutdown, TriggerOnDrop};
 pub use tls::{Tls, TlsError, client_config};
+pub use trace::TraceParent;
 pub use upstream::{BackendTls, DialError, UpstreamError, UrlError};
 pub(crate) use upstream::{Upstream, UpstreamOptions};
