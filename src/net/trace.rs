@@ -4,8 +4,6 @@
 //! parent with a new span id, and starts a trace (sampled) when the client sent none or a
 //! malformed one. `tracestate` and `baggage` travel unchanged. Both sides log the trace id.
 
-use std::fmt::Write as _;
-
 /// A parsed `traceparent`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TraceParent {
@@ -15,6 +13,15 @@ pub struct TraceParent {
     pub parent_id: [u8; 8],
     /// Bit 0: sampled.
     pub flags: u8,
+}
+
+/// Appends `bytes` in lower-case hex (`write!` per byte costs a formatter call each).
+fn push_hex(out: &mut String, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for b in bytes {
+        out.push(DIGITS[usize::from(b >> 4)] as char);
+        out.push(DIGITS[usize::from(b & 0xf)] as char);
+    }
 }
 
 fn hex<const N: usize>(text: &str) -> Option<[u8; N]> {
@@ -89,24 +96,20 @@ impl TraceParent {
 
     /// The trace id in lower-case hex, as logs and tracing back ends show it.
     pub fn trace_id_hex(&self) -> String {
-        self.trace_id
-            .iter()
-            .fold(String::with_capacity(32), |mut s, b| {
-                let _ = write!(s, "{b:02x}");
-                s
-            })
+        let mut s = String::with_capacity(32);
+        push_hex(&mut s, &self.trace_id);
+        s
     }
 
     /// The header value (version 00).
     pub fn header_value(&self) -> String {
         let mut s = String::with_capacity(55);
         s.push_str("00-");
-        s.push_str(&self.trace_id_hex());
+        push_hex(&mut s, &self.trace_id);
         s.push('-');
-        for b in self.parent_id {
-            let _ = write!(s, "{b:02x}");
-        }
-        let _ = write!(s, "-{:02x}", self.flags);
+        push_hex(&mut s, &self.parent_id);
+        s.push('-');
+        push_hex(&mut s, &[self.flags]);
         s
     }
 }
