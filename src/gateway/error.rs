@@ -94,7 +94,7 @@ impl GatewayError {
     }
 
     /// The gRPC code, message and details this error is reported with.
-    fn parts(&self) -> (Code, String, Vec<Any>) {
+    pub(crate) fn parts(&self) -> (Code, String, Vec<Any>) {
         match self {
             Self::NotFound => (Code::NotFound, "no route matches this path".into(), vec![]),
             Self::MethodNotAllowed { allow } => {

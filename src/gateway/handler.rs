@@ -15,6 +15,7 @@ use http_body_util::BodyExt as _;
 use hyper::body::Body as _;
 
 use super::client::BackendClient;
+use super::connect;
 use super::dispatch::{Reply, Transcoded};
 use super::edge::EdgeOptions;
 use super::error::GatewayError;
@@ -24,7 +25,7 @@ use super::matcher::Matcher;
 use super::media::{self, Format};
 use super::request;
 use super::response::RenderOptions;
-use super::routes::{RouteError, RouteTable};
+use super::routes::{Route, RouteError, RouteTable};
 use crate::net::{
     BackendTls, Peer, TraceParent, Upstream, UpstreamError, UpstreamOptions, UrlError,
     parse_grpc_timeout,
@@ -107,6 +108,8 @@ impl std::error::Error for StartError {}
 pub struct Gateway {
     pub(super) matcher: Matcher,
     pub(super) client: BackendClient,
+    /// The route of each method by its gRPC path, for Connect calls.
+    by_rpc_path: std::collections::HashMap<String, usize>,
     /// gRPC-Web, translated and sent on to the backend.
     grpc_web: tonic_web::GrpcWebService<grpc_web::Proxy>,
     config: GatewayConfig,
@@ -140,8 +143,16 @@ impl Gateway {
                 request_timeout: config.request_timeout,
             },
         );
+        let matcher = Matcher::new(RouteTable::compiled().map_err(StartError::Routes)?);
+        let mut by_rpc_path = std::collections::HashMap::new();
+        for (i, route) in matcher.table().routes().iter().enumerate() {
+            by_rpc_path
+                .entry(route.rpc().path().to_string())
+                .or_insert(i);
+        }
         Ok(Self {
-            matcher: Matcher::new(RouteTable::compiled().map_err(StartError::Routes)?),
+            matcher,
+            by_rpc_path,
             client,
             grpc_web,
             config,
@@ -234,6 +245,21 @@ pub(super) async fn handle(State(gw): State<Arc<Gateway>>, req: Request<Body>) -
         // Boxed: the REST path's future stays as small as it was.
         let Ok(resp) = Box::pin(tower::ServiceExt::oneshot(gw.grpc_web.clone(), req)).await;
         resp.map(Body::new)
+    } else if let Some((route, codec)) = connect_target(&gw, &parts) {
+        outcome.route = Some(metrics::SharedString::const_str("connect"));
+        let call = connect_call(
+            started,
+            &gw,
+            &parts,
+            &mut body,
+            &request_id,
+            &trace,
+            &mut outcome,
+            route,
+            codec,
+        )
+        .await;
+        connect_response(call)
     } else {
         rest_response(
             transcode(
@@ -322,6 +348,93 @@ fn rest_response(result: Result<Reply, GatewayError>) -> Response {
     }
 }
 
+/// The route of the method a Connect unary call names (`POST /<service>/<method>` with a
+/// Connect codec), and the codec.
+fn connect_target<'g>(
+    gw: &'g Gateway,
+    parts: &http::request::Parts,
+) -> Option<(&'g Route, Format)> {
+    if parts.method != http::Method::POST {
+        return None;
+    }
+    let codec = connect::codec(&parts.headers)?;
+    let index = *gw.by_rpc_path.get(parts.uri.path())?;
+    Some((&gw.matcher.table().routes()[index], codec))
+}
+
+/// A Connect unary call: the body is the whole request message.
+#[allow(clippy::too_many_arguments)]
+async fn connect_call(
+    started: std::time::Instant,
+    gw: &Gateway,
+    parts: &http::request::Parts,
+    body: &mut Option<Body>,
+    request_id: &HeaderValue,
+    trace: &TraceParent,
+    outcome: &mut Outcome,
+    route: &Route,
+    codec: Format,
+) -> Result<Reply, GatewayError> {
+    let rpc = route.rpc();
+    outcome.rpc = Some(rpc.label().clone());
+    let metadata = outgoing_metadata(gw, parts, request_id, trace)?;
+    let timeout = connect::timeout(&parts.headers).map_or(gw.config.request_timeout, |asked| {
+        asked.min(gw.config.request_timeout)
+    });
+    let bytes = read_body(gw, parts, body, outcome).await?;
+    let input = rpc.method().input();
+    let json = match codec {
+        Format::Json if bytes.iter().all(u8::is_ascii_whitespace) => Vec::new(),
+        Format::Json => bytes.to_vec(),
+        Format::Proto => media::proto_to_json(&input, &bytes)?,
+    };
+    let value = if json.is_empty() {
+        serde_json::Value::Object(Default::default())
+    } else {
+        serde_json::from_slice(&json).map_err(|e| {
+            GatewayError::bad_request(format!("the request body is not valid JSON: {e}"))
+        })?
+    };
+    let json = serde_json::Value::Object(request::message(&input, value, "")?);
+    let transcoded = Transcoded {
+        json,
+        metadata,
+        timeout,
+        output: codec,
+        response_body: None,
+    };
+    let reply = rpc.call(&gw.client, transcoded).await;
+    if started.elapsed() >= timeout {
+        return Err(GatewayError::Upstream(UpstreamError::Deadline(timeout)));
+    }
+    reply
+}
+
+/// The HTTP reply of a Connect unary call.
+fn connect_response(result: Result<Reply, GatewayError>) -> Response {
+    match result {
+        Ok(reply) => {
+            let mut r = reply.body.into_response();
+            let content_type = match reply.format {
+                Format::Json => "application/json",
+                Format::Proto => "application/proto",
+            };
+            r.headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+            connect::metadata_headers(&reply.headers, reply.trailers.as_ref(), r.headers_mut());
+            r
+        }
+        Err(e) => {
+            e.report();
+            let mut r = connect::error_response(&e);
+            if let GatewayError::Backend(status) = &e {
+                connect::metadata_headers(status.metadata(), None, r.headers_mut());
+            }
+            r
+        }
+    }
+}
+
 /// The method a request is routed by: its own, or on a POST the one `X-HTTP-Method-Override`
 /// names (for clients and proxies that send only GET and POST).
 fn method_of(parts: &http::request::Parts) -> Result<http::Method, GatewayError> {
@@ -356,20 +469,13 @@ fn method_of(parts: &http::request::Parts) -> Result<http::Method, GatewayError>
     }
 }
 
-/// Transcodes one request; takes `body` only once the route is known and the body's declared
-/// length is within the limit.
-async fn transcode(
-    started: std::time::Instant,
+/// The metadata a call carries to the backend, by the header policy.
+fn outgoing_metadata(
     gw: &Gateway,
     parts: &http::request::Parts,
-    body: &mut Option<Body>,
     request_id: &HeaderValue,
     trace: &TraceParent,
-    outcome: &mut Outcome,
-) -> Result<Reply, GatewayError> {
-    let m = gw.matcher.find(&method_of(parts)?, parts.uri.path())?;
-    outcome.route = Some(m.route.label().clone());
-    outcome.rpc = Some(m.route.rpc().label().clone());
+) -> Result<tonic::metadata::MetadataMap, GatewayError> {
     let peer = parts.extensions.get::<Peer>();
     let origin = Origin {
         peer: peer.and_then(|p| p.remote),
@@ -380,21 +486,23 @@ async fn transcode(
             .and_then(|h| h.to_str().ok())
             .or_else(|| parts.uri.authority().map(|a| a.as_str())),
     };
-    let metadata = headers::outgoing(
+    headers::outgoing(
         &parts.headers,
         request_id,
         origin,
         trace,
         &gw.config.forward_headers,
-    )?;
-    // The client's deadline, within the gateway's own.
-    let timeout = parts
-        .headers
-        .get("grpc-timeout")
-        .and_then(|v| parse_grpc_timeout(v.as_bytes()))
-        .map_or(gw.config.request_timeout, |asked| {
-            asked.min(gw.config.request_timeout)
-        });
+    )
+}
+
+/// Reads the whole body within the size limit (decompressed, when it came compressed) and the
+/// body-read timeout.
+async fn read_body(
+    gw: &Gateway,
+    parts: &http::request::Parts,
+    body: &mut Option<Body>,
+    outcome: &mut Outcome,
+) -> Result<bytes::Bytes, GatewayError> {
     // The edge decompressed (and removed the header of) every encoding it knows.
     if let Some(encoding) = parts.headers.get(header::CONTENT_ENCODING)
         && !encoding.as_bytes().eq_ignore_ascii_case(b"identity")
@@ -428,6 +536,33 @@ async fn transcode(
             }
         })?;
     outcome.body_cut = false;
+    Ok(body)
+}
+
+/// Transcodes one request; takes `body` only once the route is known and the body's declared
+/// length is within the limit.
+async fn transcode(
+    started: std::time::Instant,
+    gw: &Gateway,
+    parts: &http::request::Parts,
+    body: &mut Option<Body>,
+    request_id: &HeaderValue,
+    trace: &TraceParent,
+    outcome: &mut Outcome,
+) -> Result<Reply, GatewayError> {
+    let m = gw.matcher.find(&method_of(parts)?, parts.uri.path())?;
+    outcome.route = Some(m.route.label().clone());
+    outcome.rpc = Some(m.route.rpc().label().clone());
+    let metadata = outgoing_metadata(gw, parts, request_id, trace)?;
+    // The client's deadline, within the gateway's own.
+    let timeout = parts
+        .headers
+        .get("grpc-timeout")
+        .and_then(|v| parse_grpc_timeout(v.as_bytes()))
+        .map_or(gw.config.request_timeout, |asked| {
+            asked.min(gw.config.request_timeout)
+        });
+    let body = read_body(gw, parts, body, outcome).await?;
     let body = if !body.iter().all(u8::is_ascii_whitespace)
         && media::request_format(&parts.headers)? == Format::Proto
     {

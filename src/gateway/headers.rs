@@ -43,7 +43,7 @@ pub(crate) const MAX_FORWARDED_METADATA_BYTES: usize = 8 * 1024;
 
 /// Headers that are never forwarded either way: hop-by-hop ones, the message's framing, and
 /// what HTTP/2 and gRPC reserve.
-fn never_forwarded(name: &str) -> bool {
+pub(crate) fn never_forwarded(name: &str) -> bool {
     matches!(
         name,
         "connection"

@@ -110,6 +110,14 @@ pub(crate) fn proto_body_to_json(route: &Route, body: &[u8]) -> Result<Vec<u8>, 
     let Some(message) = body_message(route)? else {
         return Ok(body.to_vec());
     };
+    proto_to_json(&message, body)
+}
+
+/// A protobuf encoding of `message` as its proto3 JSON.
+pub(crate) fn proto_to_json(
+    message: &MessageDescriptor,
+    body: &[u8],
+) -> Result<Vec<u8>, GatewayError> {
     let decoded = DynamicMessage::decode(message.clone(), body).map_err(|e| {
         GatewayError::bad_request(format!(
             "the request body is not a valid protobuf encoding of {}: {e}",

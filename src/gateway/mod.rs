@@ -14,6 +14,7 @@
 
 mod admin;
 mod client;
+mod connect;
 mod dispatch;
 mod edge;
 mod error;
