@@ -11,11 +11,10 @@
 //! `Trailer-<name>` headers. GET requests (for methods marked `NO_SIDE_EFFECTS`) and streaming
 //! are not served.
 
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use tonic::Code;
-use tonic::metadata::{KeyAndValueRef, MetadataMap};
 
 use super::error::GatewayError;
 use super::media::Format;
@@ -97,33 +96,6 @@ pub(crate) fn error_response(e: &GatewayError) -> Response {
         HeaderValue::from_static("application/json"),
     );
     r
-}
-
-/// Reply metadata as Connect sends it: header metadata as headers, trailers as `trailer-`
-/// headers, without what HTTP or gRPC reserve.
-pub(crate) fn metadata_headers(
-    headers: &MetadataMap,
-    trailers: Option<&MetadataMap>,
-    response: &mut HeaderMap,
-) {
-    for (prefix, md) in [("", Some(headers)), ("trailer-", trailers)] {
-        let Some(md) = md else { continue };
-        for entry in md.iter() {
-            let (key, value) = match entry {
-                KeyAndValueRef::Ascii(k, v) => (k.as_str(), v.as_encoded_bytes()),
-                KeyAndValueRef::Binary(k, v) => (k.as_str(), v.as_encoded_bytes()),
-            };
-            if super::headers::never_forwarded(key) || key == "x-request-id" {
-                continue;
-            }
-            if let (Ok(name), Ok(value)) = (
-                HeaderName::from_bytes(format!("{prefix}{key}").as_bytes()),
-                HeaderValue::from_bytes(value),
-            ) {
-                response.append(name, value);
-            }
-        }
-    }
 }
 
 /// The deadline a `Connect-Timeout-Ms` asks for (at most 10 digits).

@@ -247,32 +247,27 @@ pub(super) async fn handle(State(gw): State<Arc<Gateway>>, req: Request<Body>) -
         resp.map(Body::new)
     } else if let Some((route, codec)) = connect_target(&gw, &parts) {
         outcome.route = Some(metrics::SharedString::const_str("connect"));
-        let call = connect_call(
+        let mut cx = Ctx {
             started,
-            &gw,
-            &parts,
-            &mut body,
-            &request_id,
-            &trace,
-            &mut outcome,
-            route,
-            codec,
-        )
-        .await;
-        connect_response(call)
+            gw: &gw,
+            parts: &parts,
+            body: &mut body,
+            request_id: &request_id,
+            trace: &trace,
+            outcome: &mut outcome,
+        };
+        connect_response(connect_call(&mut cx, route, codec).await)
     } else {
-        rest_response(
-            transcode(
-                started,
-                &gw,
-                &parts,
-                &mut body,
-                &request_id,
-                &trace,
-                &mut outcome,
-            )
-            .await,
-        )
+        let mut cx = Ctx {
+            started,
+            gw: &gw,
+            parts: &parts,
+            body: &mut body,
+            request_id: &request_id,
+            trace: &trace,
+            outcome: &mut outcome,
+        };
+        rest_response(transcode(&mut cx).await)
     };
     // A reply that did not need the body (an error found before it was read), or that cut its
     // reading short: over HTTP/1 the rest of the body stands between this request and the
@@ -325,9 +320,12 @@ fn rest_response(result: Result<Reply, GatewayError>) -> Response {
                 header::CONTENT_TYPE,
                 HeaderValue::from_static(reply.format.content_type()),
             );
-            if let Some(status) =
-                headers::incoming(&reply.headers, reply.trailers.as_ref(), r.headers_mut())
-            {
+            if let Some(status) = headers::incoming(
+                &reply.headers,
+                reply.trailers.as_ref(),
+                headers::REST,
+                r.headers_mut(),
+            ) {
                 *r.status_mut() = status;
             }
             r
@@ -341,7 +339,7 @@ fn rest_response(result: Result<Reply, GatewayError>) -> Response {
             let mut r = e.into_response();
             if let Some(metadata) = metadata {
                 // An error's status is the code's: an x-http-code does not change it.
-                headers::incoming(&metadata, None, r.headers_mut());
+                headers::incoming(&metadata, None, headers::REST, r.headers_mut());
             }
             r
         }
@@ -362,26 +360,54 @@ fn connect_target<'g>(
     Some((&gw.matcher.table().routes()[index], codec))
 }
 
-/// A Connect unary call: the body is the whole request message.
-#[allow(clippy::too_many_arguments)]
-async fn connect_call(
+/// What one request's handling reads and updates, on every path.
+struct Ctx<'a> {
     started: std::time::Instant,
-    gw: &Gateway,
-    parts: &http::request::Parts,
-    body: &mut Option<Body>,
-    request_id: &HeaderValue,
-    trace: &TraceParent,
-    outcome: &mut Outcome,
+    gw: &'a Gateway,
+    parts: &'a http::request::Parts,
+    /// Taken once the route is known and the declared length is within the limit.
+    body: &'a mut Option<Body>,
+    request_id: &'a HeaderValue,
+    trace: &'a TraceParent,
+    outcome: &'a mut Outcome,
+}
+
+impl Ctx<'_> {
+    /// The deadline of the call: the one the client asks for (`asked`), within the gateway's.
+    fn deadline(&self, asked: Option<std::time::Duration>) -> std::time::Duration {
+        let cap = self.gw.config.request_timeout;
+        asked.map_or(cap, |asked| asked.min(cap))
+    }
+
+    /// Makes the call (`&mut`: a shared `Ctx` would not be `Send`, for the body it holds). A
+    /// reply (or error) that came after the deadline is too late, however
+    /// fast the backend was to send it (a deadline shorter than a timer tick can pass
+    /// unnoticed on the way).
+    async fn call(
+        &mut self,
+        rpc: &super::Rpc,
+        transcoded: Transcoded,
+    ) -> Result<Reply, GatewayError> {
+        let timeout = transcoded.timeout;
+        let reply = rpc.call(&self.gw.client, transcoded).await;
+        if self.started.elapsed() >= timeout {
+            return Err(GatewayError::Upstream(UpstreamError::Deadline(timeout)));
+        }
+        reply
+    }
+}
+
+/// A Connect unary call: the body is the whole request message.
+async fn connect_call(
+    cx: &mut Ctx<'_>,
     route: &Route,
     codec: Format,
 ) -> Result<Reply, GatewayError> {
     let rpc = route.rpc();
-    outcome.rpc = Some(rpc.label().clone());
-    let metadata = outgoing_metadata(gw, parts, request_id, trace)?;
-    let timeout = connect::timeout(&parts.headers).map_or(gw.config.request_timeout, |asked| {
-        asked.min(gw.config.request_timeout)
-    });
-    let bytes = read_body(gw, parts, body, outcome).await?;
+    cx.outcome.rpc = Some(rpc.label().clone());
+    let metadata = outgoing_metadata(cx.gw, cx.parts, cx.request_id, cx.trace)?;
+    let timeout = cx.deadline(connect::timeout(&cx.parts.headers));
+    let bytes = read_body(cx.gw, cx.parts, cx.body, cx.outcome).await?;
     let input = rpc.method().input();
     let json = match codec {
         Format::Json if bytes.iter().all(u8::is_ascii_whitespace) => Vec::new(),
@@ -403,11 +429,7 @@ async fn connect_call(
         output: codec,
         response_body: None,
     };
-    let reply = rpc.call(&gw.client, transcoded).await;
-    if started.elapsed() >= timeout {
-        return Err(GatewayError::Upstream(UpstreamError::Deadline(timeout)));
-    }
-    reply
+    cx.call(rpc, transcoded).await
 }
 
 /// The HTTP reply of a Connect unary call.
@@ -421,14 +443,19 @@ fn connect_response(result: Result<Reply, GatewayError>) -> Response {
             };
             r.headers_mut()
                 .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-            connect::metadata_headers(&reply.headers, reply.trailers.as_ref(), r.headers_mut());
+            headers::incoming(
+                &reply.headers,
+                reply.trailers.as_ref(),
+                headers::CONNECT,
+                r.headers_mut(),
+            );
             r
         }
         Err(e) => {
             e.report();
             let mut r = connect::error_response(&e);
             if let GatewayError::Backend(status) = &e {
-                connect::metadata_headers(status.metadata(), None, r.headers_mut());
+                headers::incoming(status.metadata(), None, headers::CONNECT, r.headers_mut());
             }
             r
         }
@@ -541,28 +568,19 @@ async fn read_body(
 
 /// Transcodes one request; takes `body` only once the route is known and the body's declared
 /// length is within the limit.
-async fn transcode(
-    started: std::time::Instant,
-    gw: &Gateway,
-    parts: &http::request::Parts,
-    body: &mut Option<Body>,
-    request_id: &HeaderValue,
-    trace: &TraceParent,
-    outcome: &mut Outcome,
-) -> Result<Reply, GatewayError> {
+async fn transcode(cx: &mut Ctx<'_>) -> Result<Reply, GatewayError> {
+    let (gw, parts) = (cx.gw, cx.parts);
     let m = gw.matcher.find(&method_of(parts)?, parts.uri.path())?;
-    outcome.route = Some(m.route.label().clone());
-    outcome.rpc = Some(m.route.rpc().label().clone());
-    let metadata = outgoing_metadata(gw, parts, request_id, trace)?;
-    // The client's deadline, within the gateway's own.
-    let timeout = parts
-        .headers
-        .get("grpc-timeout")
-        .and_then(|v| parse_grpc_timeout(v.as_bytes()))
-        .map_or(gw.config.request_timeout, |asked| {
-            asked.min(gw.config.request_timeout)
-        });
-    let body = read_body(gw, parts, body, outcome).await?;
+    cx.outcome.route = Some(m.route.label().clone());
+    cx.outcome.rpc = Some(m.route.rpc().label().clone());
+    let metadata = outgoing_metadata(gw, parts, cx.request_id, cx.trace)?;
+    let timeout = cx.deadline(
+        parts
+            .headers
+            .get("grpc-timeout")
+            .and_then(|v| parse_grpc_timeout(v.as_bytes())),
+    );
+    let body = read_body(gw, parts, cx.body, cx.outcome).await?;
     let body = if !body.iter().all(u8::is_ascii_whitespace)
         && media::request_format(&parts.headers)? == Format::Proto
     {
@@ -578,11 +596,5 @@ async fn transcode(
         output: media::reply_format(&parts.headers),
         response_body: m.route.response_body().cloned(),
     };
-    let reply = m.route.rpc().call(&gw.client, transcoded).await;
-    // A reply (or error) that came after the deadline is too late, however fast the backend
-    // was to send it (a deadline shorter than a timer tick can pass unnoticed on the way).
-    if started.elapsed() >= timeout {
-        return Err(GatewayError::Upstream(UpstreamError::Deadline(timeout)));
-    }
-    reply
+    cx.call(m.route.rpc(), transcoded).await
 }

@@ -275,18 +275,26 @@ pub(crate) fn outgoing(
     Ok(out.md)
 }
 
+/// How reply metadata are named as headers: the prefix of header metadata and of trailers.
+pub(crate) type Prefixes = (&'static str, &'static str);
+
+/// grpc-gateway's names, for REST replies.
+pub(crate) const REST: Prefixes = ("grpc-metadata-", "grpc-trailer-");
+
+/// Connect's names: header metadata as they are, trailers as `trailer-<name>`.
+pub(crate) const CONNECT: Prefixes = ("", "trailer-");
+
 /// The headers a reply carries for the backend's metadata, and the status an `x-http-code`
-/// asks for.
+/// header metadata asks for.
 pub(crate) fn incoming(
     headers: &MetadataMap,
     trailers: Option<&MetadataMap>,
+    prefixes: Prefixes,
     response: &mut HeaderMap,
 ) -> Option<StatusCode> {
     let mut status = None;
-    for (prefix, md) in [
-        ("grpc-metadata-", Some(headers)),
-        ("grpc-trailer-", trailers),
-    ] {
+    for (trailer, md) in [(false, Some(headers)), (true, trailers)] {
+        let prefix = if trailer { prefixes.1 } else { prefixes.0 };
         let Some(md) = md else { continue };
         for entry in md.iter() {
             let (key, value) = match entry {
@@ -296,7 +304,7 @@ pub(crate) fn incoming(
             if never_forwarded(key) || key == "x-request-id" {
                 continue;
             }
-            if key == "x-http-code" && prefix == "grpc-metadata-" {
+            if key == "x-http-code" && !trailer {
                 status = std::str::from_utf8(value)
                     .ok()
                     .and_then(|v| v.trim().parse::<u16>().ok())
@@ -490,7 +498,7 @@ mod tests {
         trailers.insert("x-cost", "7".parse().expect("ascii"));
         trailers.insert("grpc-status", "0".parse().expect("ascii"));
         let mut out = HeaderMap::new();
-        let status = incoming(&head, Some(&trailers), &mut out);
+        let status = incoming(&head, Some(&trailers), REST, &mut out);
         assert_eq!(status, Some(StatusCode::CREATED));
         let mut names: Vec<&str> = out.keys().map(HeaderName::as_str).collect();
         names.sort();
@@ -498,6 +506,6 @@ mod tests {
         // A status outside 200..=599 is ignored.
         let mut head = MetadataMap::new();
         head.insert("x-http-code", "101".parse().expect("ascii"));
-        assert_eq!(incoming(&head, None, &mut HeaderMap::new()), None);
+        assert_eq!(incoming(&head, None, REST, &mut HeaderMap::new()), None);
     }
 }
