@@ -245,18 +245,6 @@ pub(super) async fn handle(State(gw): State<Arc<Gateway>>, req: Request<Body>) -
         // Boxed: the REST path's future stays as small as it was.
         let Ok(resp) = Box::pin(tower::ServiceExt::oneshot(gw.grpc_web.clone(), req)).await;
         resp.map(Body::new)
-    } else if let Some((route, codec)) = connect_target(&gw, &parts) {
-        outcome.route = Some(metrics::SharedString::const_str("connect"));
-        let mut cx = Ctx {
-            started,
-            gw: &gw,
-            parts: &parts,
-            body: &mut body,
-            request_id: &request_id,
-            trace: &trace,
-            outcome: &mut outcome,
-        };
-        connect_response(connect_call(&mut cx, route, codec).await)
     } else {
         let mut cx = Ctx {
             started,
@@ -267,7 +255,13 @@ pub(super) async fn handle(State(gw): State<Arc<Gateway>>, req: Request<Body>) -
             trace: &trace,
             outcome: &mut outcome,
         };
-        rest_response(transcode(&mut cx).await)
+        match connect_target(&gw, &parts) {
+            Some((route, codec)) => {
+                cx.outcome.route = Some(metrics::SharedString::const_str("connect"));
+                connect_response(connect_call(&mut cx, route, codec).await)
+            }
+            None => rest_response(transcode(&mut cx).await),
+        }
     };
     // A reply that did not need the body (an error found before it was read), or that cut its
     // reading short: over HTTP/1 the rest of the body stands between this request and the
