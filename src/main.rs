@@ -7,10 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use compute_gateway::backend::{self, Backend, BackendConfig, Retention};
+use compute_gateway::backend::{self, Backend, BackendConfig, MessageLimits, Retention};
 use compute_gateway::gateway::{
-    self, CorsOrigins, EdgeOptions, Gateway, GatewayConfig, HeaderPattern, ListenerOptions,
-    RenderOptions,
+    self, CorsOrigins, EdgeOptions, Gateway, GatewayConfig, HeaderPattern, InputOptions,
+    ListenerOptions, RenderOptions,
 };
 use compute_gateway::net::{self, BackendTls, ConnOptions, Shutdown, Tls};
 use compute_gateway::serve::{ServeConfig, Server};
@@ -80,6 +80,12 @@ struct BackendArgs {
     /// with GOAWAY (grpc-go's MaxConnectionIdle); the client reconnects when it next calls.
     #[arg(long, env = "CG_GRPC_IDLE_TIMEOUT_MS", default_value_t = 300_000)]
     grpc_idle_timeout_ms: u64,
+    /// Largest gRPC request message taken, in bytes (encoded); a larger one is OUT_OF_RANGE.
+    #[arg(long, env = "CG_GRPC_MAX_RECV_BYTES", default_value_t = MessageLimits::default().max_recv_bytes)]
+    grpc_max_recv_bytes: usize,
+    /// Largest gRPC reply message sent, in bytes (encoded); no limit by default.
+    #[arg(long, env = "CG_GRPC_MAX_SEND_BYTES", default_value_t = MessageLimits::default().max_send_bytes)]
+    grpc_max_send_bytes: usize,
     /// How long done Operations are kept (then purged, with their place in their image's
     /// history): a number and a unit, s, m, h or d.
     #[arg(long, env = "CG_OPERATION_RETENTION", default_value = "30d", value_parser = parse_duration)]
@@ -165,6 +171,12 @@ struct HttpArgs {
     /// Indented JSON replies.
     #[arg(long, env = "CG_PRETTY")]
     pretty: bool,
+    /// Accept enum value names in any letter case (`running` for `RUNNING`).
+    #[arg(long, env = "CG_CASE_INSENSITIVE_ENUMS")]
+    case_insensitive_enums: bool,
+    /// Skip query parameters that name no field of the request instead of answering 400.
+    #[arg(long, env = "CG_IGNORE_UNKNOWN_QUERY_PARAMS")]
+    ignore_unknown_query_params: bool,
     /// Milliseconds a client has to send a request's headers (and finish a TLS handshake).
     #[arg(long, env = "CG_HEADER_READ_TIMEOUT_MS", default_value_t = 10_000)]
     header_read_timeout_ms: u64,
@@ -299,6 +311,10 @@ fn backend_config(args: &BackendArgs, addr: SocketAddr) -> BackendConfig {
         health: Default::default(),
         call_timeout: Duration::from_millis(args.call_timeout_ms),
         idle_timeout: Duration::from_millis(args.grpc_idle_timeout_ms),
+        messages: MessageLimits {
+            max_recv_bytes: args.grpc_max_recv_bytes,
+            max_send_bytes: args.grpc_max_send_bytes,
+        },
         retention: Retention {
             operations: args.operation_retention,
             idempotency_keys: args.idempotency_key_retention,
@@ -333,6 +349,10 @@ fn gateway_config(
             proto_names: args.json_names == "proto",
             enums_as_ints: args.enums_as_ints,
             pretty: args.pretty,
+        },
+        input: InputOptions {
+            case_insensitive_enums: args.case_insensitive_enums,
+            ignore_unknown_query_params: args.ignore_unknown_query_params,
         },
         backend_tls,
         edge: EdgeOptions {

@@ -5,6 +5,7 @@
 mod common;
 
 use common::TestServer;
+use compute_gateway::backend::MessageLimits;
 use compute_gateway::pb::google::rpc::{self, BadRequest};
 use compute_gateway::pb::yandex::cloud::access::*;
 use compute_gateway::pb::yandex::cloud::compute::v1::*;
@@ -964,4 +965,60 @@ async fn idle_and_busy(
         .unwrap_or_else(|_| panic!("{addr}: the idle connection was not closed"));
     let ended = ended.expect("task");
     assert!(ended.is_ok(), "{addr}: closed gracefully: {ended:?}");
+}
+
+/// The gRPC services' message limits are the operator's (`--grpc-max-recv-bytes`,
+/// `--grpc-max-send-bytes`): a request over the first and a reply over the second are refused
+/// with a status that names the limit, and calls within both go through.
+#[tokio::test]
+async fn grpc_message_limits_are_configurable() {
+    let s = TestServer::start_with(common::Options {
+        grpc_messages: MessageLimits {
+            max_recv_bytes: 2048,
+            max_send_bytes: 4096,
+        },
+        ..Default::default()
+    })
+    .await;
+    let mut images = s.images();
+    let create = |name: &str, description: String| CreateImageRequest {
+        folder_id: "b1g".into(),
+        name: name.into(),
+        description,
+        source: Some(create_image_request::Source::DiskId("d".into())),
+        ..Default::default()
+    };
+    let mut big = create("big", String::new());
+    big.labels = (0..40).map(|i| (format!("k{i}"), "v".repeat(60))).collect();
+    let refused = images
+        .create(big)
+        .await
+        .expect_err("over the receive limit");
+    assert_eq!(refused.code(), Code::OutOfRange, "{refused:?}");
+    assert!(refused.message().contains("2048"), "{refused:?}");
+    for i in 0..20 {
+        let op = images
+            .create(create(&format!("img-{i}"), "d".repeat(200)))
+            .await
+            .expect("within the limits")
+            .into_inner();
+        common::wait_done(&mut s.operations(), &op.id).await;
+    }
+    let list = |page_size| ListImagesRequest {
+        folder_id: "b1g".into(),
+        page_size,
+        ..Default::default()
+    };
+    let refused = images
+        .list(list(20))
+        .await
+        .expect_err("over the send limit");
+    assert_eq!(refused.code(), Code::OutOfRange, "{refused:?}");
+    assert!(refused.message().contains("4096"), "{refused:?}");
+    let page = images
+        .list(list(5))
+        .await
+        .expect("a page within it")
+        .into_inner();
+    assert_eq!(page.images.len(), 5);
 }

@@ -363,6 +363,7 @@ async fn start_backend_with(
             health,
             call_timeout: BackendConfig::DEFAULT_CALL_TIMEOUT,
             idle_timeout: BackendConfig::DEFAULT_IDLE_TIMEOUT,
+            messages: Default::default(),
             retention: Default::default(),
         },
     );

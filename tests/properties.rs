@@ -163,7 +163,7 @@ proptest! {
     fn query_parser_types_or_rejects(q in "([a-zA-Z_.\\[\\]%+]{0,12}=[a-zA-Z0-9%+.,:-]{0,12}&?){0,5}", msg in prop::sample::select(all_messages())) {
         let message = compute_gateway::pb::descriptor_pool().get_message_by_name(&msg).expect("message");
         let mut root = Map::new();
-        match compute_gateway::gateway::query::apply(&message, &mut root, &q) {
+        match compute_gateway::gateway::query::apply(&message, &mut root, &q, Default::default()) {
             Ok(()) | Err(GatewayError::BadRequest(_)) => {}
             Err(other) => prop_assert!(false, "{q}: {other:?}"),
         }

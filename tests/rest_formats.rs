@@ -1,11 +1,11 @@
 //! Formats and methods of the REST port (issue 16): HEAD, X-HTTP-Method-Override, request
 //! Content-Types (JSON, curl's form type, protobuf, 415 for the rest), protobuf replies by
-//! Accept, and the output options.
+//! Accept, the output options and the leniency options.
 
 mod common;
 
 use common::TestServer;
-use compute_gateway::gateway::{GatewayConfig, RenderOptions};
+use compute_gateway::gateway::{GatewayConfig, InputOptions, RenderOptions};
 use compute_gateway::pb::yandex::cloud::compute::v1::*;
 use compute_gateway::pb::yandex::cloud::operation::Operation;
 use prost::Message;
@@ -251,4 +251,78 @@ async fn by_default_the_json_is_compact_camel_case_with_enum_names() {
     assert!(!text.contains('\n'), "{text}");
     assert_eq!(json["folderId"], "b1g");
     assert_eq!(json["status"], "READY");
+}
+
+/// Creates an image over REST with `os.type` given as `os_type`, and `query` on the URL.
+async fn create_with(s: &TestServer, query: &str, os_type: &str) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(format!("{}/compute/v1/images{query}", s.http()))
+        .json(&serde_json::json!({
+            "folderId": "b1g", "name": "lenient", "diskId": "d", "os": {"type": os_type}
+        }))
+        .send()
+        .await
+        .expect("create")
+}
+
+#[tokio::test]
+async fn strict_by_default_enum_case_and_unknown_query_parameters_are_refused() {
+    let s = server(RenderOptions::default()).await;
+    let r = create_with(&s, "", "linux").await;
+    assert_eq!(r.status(), 400);
+    let text = r.text().await.expect("body");
+    assert!(text.contains("\\\"linux\\\" is not a value"), "{text}");
+    let r = reqwest::get(format!(
+        "{}/compute/v1/images?folderId=b1g&utm_source=x",
+        s.http()
+    ))
+    .await
+    .expect("list");
+    assert_eq!(r.status(), 400);
+    let text = r.text().await.expect("body");
+    assert!(text.contains("utm_source"), "{text}");
+    assert_eq!(
+        create_with(&s, "?utm_source=x", "LINUX").await.status(),
+        400
+    );
+}
+
+#[tokio::test]
+async fn leniency_options_take_enum_names_in_any_case_and_skip_unknown_query_parameters() {
+    let s = TestServer::start_with(common::Options {
+        gateway: GatewayConfig {
+            input: InputOptions {
+                case_insensitive_enums: true,
+                ignore_unknown_query_params: true,
+            },
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+    .await;
+    // In a body, on a route whose body is the whole request, with an unknown query parameter.
+    let r = create_with(&s, "?utm_source=x", "linux").await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
+    let op: Value = r.json().await.expect("json");
+    common::wait_done(&mut s.operations(), op["id"].as_str().expect("id")).await;
+    let id = op["metadata"]["imageId"].as_str().expect("image id");
+    let (_, image) = get_json(&s, id).await;
+    assert_eq!(
+        image["os"]["type"], "LINUX",
+        "stored under its declared name"
+    );
+
+    let list = |q: &str| reqwest::get(format!("{}/compute/v1/images?{q}", s.http()));
+    let r = list("folderId=b1g&utm_source=x&deep.unknown.path=1")
+        .await
+        .expect("list");
+    assert_eq!(r.status(), 200);
+    let page: Value = r.json().await.expect("json");
+    assert_eq!(page["images"][0]["id"], id);
+    // A known field's bad value is still the client's mistake.
+    let r = list("folderId=b1g&pageSize=lots").await.expect("list");
+    assert_eq!(r.status(), 400);
+    // A parameter that names a field through a scalar is not a field either.
+    let r = list("folderId=b1g&pageSize.x=1").await.expect("list");
+    assert_eq!(r.status(), 200);
 }

@@ -28,7 +28,7 @@ mod validate;
 pub use health::HealthProbe;
 pub use retention::Retention;
 pub use server::serve;
-pub use state::{Backend, BackendConfig};
+pub use state::{Backend, BackendConfig, MessageLimits};
 
 #[cfg(test)]
 mod tests;

@@ -37,15 +37,17 @@ const MAX_HEADER_BYTES: usize = 16 * 1024;
 const DRAIN: Duration = Duration::from_secs(10);
 
 /// A service that takes requests compressed with gzip or zstd (the `grpc-encoding` of gRPC's
-/// message compression), and compresses its replies with one of them when the client's
-/// `grpc-accept-encoding` lists it.
-macro_rules! compressed {
-    ($server:expr) => {
+/// message compression), compresses its replies with one of them when the client's
+/// `grpc-accept-encoding` lists it, and keeps to the message size limits.
+macro_rules! configured {
+    ($server:expr, $limits:expr) => {
         $server
             .accept_compressed(CompressionEncoding::Gzip)
             .accept_compressed(CompressionEncoding::Zstd)
             .send_compressed(CompressionEncoding::Gzip)
             .send_compressed(CompressionEncoding::Zstd)
+            .max_decoding_message_size($limits.max_recv_bytes)
+            .max_encoding_message_size($limits.max_send_bytes)
     };
 }
 
@@ -54,6 +56,7 @@ macro_rules! compressed {
 pub async fn serve(incoming: Incoming, backend: Backend, shutdown: Shutdown) {
     let call_timeout = backend.config().call_timeout;
     let idle_timeout = backend.config().idle_timeout;
+    let limits = backend.config().messages;
     let (health, health_service) = tonic_health::server::health_reporter();
     health::set_all(&health, tonic_health::ServingStatus::Serving).await;
     tokio::spawn(retention::run(
@@ -76,15 +79,18 @@ pub async fn serve(incoming: Incoming, backend: Backend, shutdown: Shutdown) {
     let routes = Routes::new(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(compressed!(ImageServiceServer::new(Images(
-            backend.clone()
-        ))))
-        .add_service(compressed!(OperationServiceServer::new(Operations(
-            backend.clone()
-        ))))
-        .add_service(compressed!(ApiEndpointServiceServer::new(Endpoints(
-            backend
-        ))))
+        .add_service(configured!(
+            ImageServiceServer::new(Images(backend.clone())),
+            limits
+        ))
+        .add_service(configured!(
+            OperationServiceServer::new(Operations(backend.clone())),
+            limits
+        ))
+        .add_service(configured!(
+            ApiEndpointServiceServer::new(Endpoints(backend)),
+            limits
+        ))
         .prepare();
     let service = ServiceBuilder::new()
         .layer(RecoverErrorLayer::new())

@@ -36,6 +36,29 @@ pub struct BackendConfig {
     pub call_timeout: Duration,
     /// A connection with no call in flight for this long is closed with GOAWAY.
     pub idle_timeout: Duration,
+    /// The largest gRPC messages taken and sent.
+    pub messages: MessageLimits,
+}
+
+/// The largest gRPC message, encoded, that the services take and send. A larger request is
+/// refused from its length prefix, before it is read; a larger reply is never sent. Both are
+/// OUT_OF_RANGE naming the limit (tonic's code; grpc-go answers RESOURCE_EXHAUSTED).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MessageLimits {
+    /// Requests: 4 MiB by default, as grpc-go, grpc-java and tonic.
+    pub max_recv_bytes: usize,
+    /// Replies: unlimited by default, as grpc-go and tonic (a List page is bounded by its
+    /// page size).
+    pub max_send_bytes: usize,
+}
+
+impl Default for MessageLimits {
+    fn default() -> Self {
+        Self {
+            max_recv_bytes: 4 << 20,
+            max_send_bytes: usize::MAX,
+        }
+    }
 }
 
 impl BackendConfig {

@@ -45,6 +45,7 @@ fn backend_over(store: Arc<EmbeddedStore>, create_delay: Duration) -> Backend {
             health: HealthProbe::default(),
             call_timeout: BackendConfig::DEFAULT_CALL_TIMEOUT,
             idle_timeout: BackendConfig::DEFAULT_IDLE_TIMEOUT,
+            messages: Default::default(),
             retention: Default::default(),
         },
     )

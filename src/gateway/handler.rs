@@ -26,6 +26,7 @@ use super::media::{self, Format};
 use super::request;
 use super::response::RenderOptions;
 use super::routes::{Route, RouteError, RouteTable};
+use super::value::InputOptions;
 use crate::net::{
     BackendTls, Peer, TraceParent, Upstream, UpstreamError, UpstreamOptions, UrlError,
     parse_grpc_timeout,
@@ -46,6 +47,8 @@ pub struct GatewayConfig {
     pub body_read_timeout: Duration,
     /// How replies are rendered.
     pub render: RenderOptions,
+    /// How forgiving request parsing is (strict by default).
+    pub input: InputOptions,
     /// TLS to the backend (for an `https://` backend URL).
     pub backend_tls: Option<BackendTls>,
     /// CORS and compression.
@@ -74,6 +77,7 @@ impl Default for GatewayConfig {
             request_timeout: Duration::from_secs(30),
             body_read_timeout: Duration::from_secs(10),
             render: RenderOptions::default(),
+            input: InputOptions::default(),
             backend_tls: None,
             edge: EdgeOptions::default(),
             forward_headers: Vec::new(),
@@ -415,7 +419,7 @@ async fn connect_call(
             GatewayError::bad_request(format!("the request body is not valid JSON: {e}"))
         })?
     };
-    let json = serde_json::Value::Object(request::message(&input, value, "")?);
+    let json = serde_json::Value::Object(request::message(&input, value, "", cx.gw.config.input)?);
     let transcoded = Transcoded {
         json,
         metadata,
@@ -582,7 +586,7 @@ async fn transcode(cx: &mut Ctx<'_>) -> Result<Reply, GatewayError> {
     } else {
         body
     };
-    let json = request::build(&m, parts.uri.query(), &body)?;
+    let json = request::build(&m, parts.uri.query(), &body, gw.config.input)?;
     let transcoded = Transcoded {
         json,
         metadata,

@@ -42,3 +42,4 @@ pub use matcher::{Match, Matcher};
 pub use response::RenderOptions;
 pub use routes::{BodySelector, Route, RouteError, RouteTable};
 pub use server::{ListenerOptions, router, serve};
+pub use value::InputOptions;

@@ -9,13 +9,14 @@ use serde_json::{Map, Value};
 
 use super::error::GatewayError;
 use super::template::decode;
-use super::value::{Shape, field, from_url_text, set_unique, shape};
+use super::value::{InputOptions, Shape, field, from_url_text, set_unique, shape};
 
 /// Applies every query parameter to `root`, a JSON object of message `message`.
 pub fn apply(
     message: &MessageDescriptor,
     root: &mut Map<String, Value>,
     query: &str,
+    opts: InputOptions,
 ) -> Result<(), GatewayError> {
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (raw_key, raw_value) = pair.split_once('=').unwrap_or((pair, ""));
@@ -23,7 +24,7 @@ pub fn apply(
             .map_err(|e| GatewayError::bad_request(format!("query string: {e}")))?;
         let value = decode(&raw_value.replace('+', " "), true)
             .map_err(|e| GatewayError::bad_request(format!("query parameter {key:?}: {e}")))?;
-        assign(message, root, &key, &value)
+        assign(message, root, &key, &value, opts)
             .map_err(|e| GatewayError::bad_request(format!("query parameter {key:?}: {e}")))?;
     }
     Ok(())
@@ -34,12 +35,16 @@ fn assign(
     root: &mut Map<String, Value>,
     key: &str,
     value: &str,
+    opts: InputOptions,
 ) -> Result<(), String> {
     let (path, map_key) = match key.strip_suffix(']').and_then(|k| k.split_once('[')) {
         Some((p, k)) => (p, Some(k)),
         None => (key, None),
     };
     let names: Vec<&str> = path.split('.').collect();
+    if opts.ignore_unknown_query_params && !names_a_field(message, &names) {
+        return Ok(());
+    }
     let mut msg = message.clone();
     let mut obj = root;
     for (i, name) in names.iter().enumerate() {
@@ -69,7 +74,7 @@ fn assign(
         }
         return match (shape, map_key) {
             (Shape::Map(_), Some(k)) => {
-                let v = from_url_text(&kind, value)?;
+                let v = from_url_text(&kind, value, opts)?;
                 let map = obj
                     .entry(field.json_name())
                     .or_insert_with(|| Value::Object(Map::new()))
@@ -85,7 +90,7 @@ fn assign(
             }
             (_, Some(_)) => Err(format!("{name} is not a map")),
             (Shape::List, None) => {
-                let v = from_url_text(&kind, value)?;
+                let v = from_url_text(&kind, value, opts)?;
                 let list = obj
                     .entry(field.json_name())
                     .or_insert_with(|| Value::Array(Vec::new()))
@@ -95,13 +100,28 @@ fn assign(
                 Ok(())
             }
             (Shape::Single, None) => {
-                let v = from_url_text(&kind, value)?;
+                let v = from_url_text(&kind, value, opts)?;
                 set_unique(obj, field.json_name(), v)
                     .map_err(|_| "given more than once".to_string())
             }
         };
     }
     Ok(())
+}
+
+/// Whether the dotted `names` lead through `message`'s fields (of any kind) to a field.
+fn names_a_field(message: &MessageDescriptor, names: &[&str]) -> bool {
+    let mut msg = message.clone();
+    for (i, name) in names.iter().enumerate() {
+        let Some(f) = field(&msg, name) else {
+            return false;
+        };
+        match f.kind() {
+            Kind::Message(m) if i + 1 < names.len() => msg = m,
+            _ => return i + 1 == names.len(),
+        }
+    }
+    true
 }
 
 #[cfg(test)]
@@ -114,7 +134,7 @@ mod tests {
             .get_message_by_name(msg)
             .expect("known message");
         let mut root = Map::new();
-        apply(&message, &mut root, q).map_err(|e| e.to_string())?;
+        apply(&message, &mut root, q, InputOptions::default()).map_err(|e| e.to_string())?;
         Ok(Value::Object(root))
     }
 

@@ -13,7 +13,7 @@ use super::matcher::Match;
 use super::query;
 use super::routes::BodySelector;
 use super::value::{
-    Shape, field, from_url_text, is_string_wkt, json_type, scalar, set_unique, shape,
+    InputOptions, Shape, field, from_url_text, is_string_wkt, json_type, scalar, set_unique, shape,
 };
 
 /// Builds the canonical JSON of the request message for a matched route.
@@ -21,6 +21,7 @@ pub fn build(
     m: &Match<'_>,
     query_string: Option<&str>,
     body: &[u8],
+    opts: InputOptions,
 ) -> Result<Value, GatewayError> {
     let route = m.route;
     let input = route.rpc().method().input();
@@ -48,17 +49,21 @@ pub fn build(
         }
     };
     if let Some(q) = query_string.filter(|q| !q.is_empty()) {
-        if matches!(route.body(), BodySelector::Whole) {
-            let key = q.split(['&', '=']).next().unwrap_or_default();
-            return Err(GatewayError::bad_request(format!(
-                "query parameter {key:?} is not accepted: the request body carries every field of this method"
-            )));
+        match route.body() {
+            // Every field is in the body: no query parameter names one it may set.
+            BodySelector::Whole if opts.ignore_unknown_query_params => {}
+            BodySelector::Whole => {
+                let key = q.split(['&', '=']).next().unwrap_or_default();
+                return Err(GatewayError::bad_request(format!(
+                    "query parameter {key:?} is not accepted: the request body carries every field of this method"
+                )));
+            }
+            _ => query::apply(&input, &mut root, q, opts)?,
         }
-        query::apply(&input, &mut root, q)?;
     }
-    let mut root = message(&input, Value::Object(root), "")?;
+    let mut root = message(&input, Value::Object(root), "", opts)?;
     for (var, raw) in route.variables().iter().zip(&m.bindings) {
-        bind_path(&mut root, var, raw)?;
+        bind_path(&mut root, var, raw, opts)?;
     }
     Ok(Value::Object(root))
 }
@@ -92,6 +97,7 @@ fn bind_path(
     root: &mut Map<String, Value>,
     var: &super::routes::PathVariable,
     raw: &str,
+    opts: InputOptions,
 ) -> Result<(), GatewayError> {
     let mut obj = root;
     let (leaf, parents) = var
@@ -109,8 +115,8 @@ fn bind_path(
     }
     let dotted = var.dotted();
     let kind = leaf.kind();
-    let typed = from_url_text(&kind, raw)
-        .and_then(|v| scalar(&kind, v, dotted))
+    let typed = from_url_text(&kind, raw, opts)
+        .and_then(|v| scalar(&kind, v, dotted, opts))
         .map_err(|e| GatewayError::bad_request(format!("path parameter {dotted}: {e}")))?;
     if let Err(old) = set_unique(obj, leaf.json_name(), typed.clone())
         && old != typed
@@ -127,6 +133,7 @@ pub(crate) fn message(
     message: &MessageDescriptor,
     v: Value,
     path: &str,
+    opts: InputOptions,
 ) -> Result<Map<String, Value>, GatewayError> {
     let Value::Object(map) = v else {
         return Err(GatewayError::bad_request(format!(
@@ -165,7 +172,7 @@ pub(crate) fn message(
             }
             oneofs.push((o, field.json_name().to_string()));
         }
-        let canonical = field_value(&field, value, &here)?;
+        let canonical = field_value(&field, value, &here, opts)?;
         out.insert(field.json_name().to_string(), canonical);
     }
     Ok(out)
@@ -191,10 +198,11 @@ fn field_value(
     field: &prost_reflect::FieldDescriptor,
     v: Value,
     path: &str,
+    opts: InputOptions,
 ) -> Result<Value, GatewayError> {
     let (shape, kind) = shape(field);
     match shape {
-        Shape::Single => element(&kind, v, path),
+        Shape::Single => element(&kind, v, path, opts),
         Shape::List => {
             let Value::Array(items) = v else {
                 return Err(GatewayError::bad_request(format!(
@@ -212,7 +220,7 @@ fn field_value(
                             "{here}: null is not allowed in a list"
                         )));
                     }
-                    element(&kind, item, &here)
+                    element(&kind, item, &here, opts)
                 })
                 .collect::<Result<Vec<_>, _>>()
                 .map(Value::Array)
@@ -228,7 +236,7 @@ fn field_value(
             for (k, item) in entries {
                 let here = format!("{path}[{k:?}]");
                 if key_kind != Kind::String {
-                    from_url_text(&key_kind, &k)
+                    from_url_text(&key_kind, &k, opts)
                         .map_err(|e| GatewayError::bad_request(format!("{here}: key {e}")))?;
                 }
                 if item.is_null() {
@@ -236,20 +244,20 @@ fn field_value(
                         "{here}: null is not allowed as a map value"
                     )));
                 }
-                out.insert(k, element(&kind, item, &here)?);
+                out.insert(k, element(&kind, item, &here, opts)?);
             }
             Ok(Value::Object(out))
         }
     }
 }
 
-fn element(kind: &Kind, v: Value, path: &str) -> Result<Value, GatewayError> {
+fn element(kind: &Kind, v: Value, path: &str, opts: InputOptions) -> Result<Value, GatewayError> {
     let Kind::Message(m) = kind else {
-        return scalar(kind, v, path).map_err(GatewayError::BadRequest);
+        return scalar(kind, v, path, opts).map_err(GatewayError::BadRequest);
     };
     let name = m.full_name();
     if !name.starts_with("google.protobuf.") {
-        return message(m, v, path).map(Value::Object);
+        return message(m, v, path, opts).map(Value::Object);
     }
     match (name, &v) {
         (_, Value::String(_)) if is_string_wkt(m) => Ok(v),
@@ -278,7 +286,7 @@ mod tests {
         let descriptor = crate::pb::descriptor_pool()
             .get_message_by_name(msg)
             .expect("known");
-        message(&descriptor, v, "")
+        message(&descriptor, v, "", InputOptions::default())
             .map(Value::Object)
             .map_err(|e| e.to_string())
     }
@@ -423,7 +431,7 @@ mod tests {
     fn well_known_types_and_integer_map_keys_are_checked() {
         let holder = holder();
         let canon = |v: Value| {
-            message(&holder, v, "")
+            message(&holder, v, "", InputOptions::default())
                 .map(Value::Object)
                 .map_err(|e| e.to_string())
         };

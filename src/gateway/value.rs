@@ -7,6 +7,33 @@
 use prost_reflect::{FieldDescriptor, Kind, MessageDescriptor};
 use serde_json::{Map, Number, Value};
 
+/// How forgiving request parsing is; the default is strict, as the real API is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct InputOptions {
+    /// Enum value names match whatever their ASCII case (`--case-insensitive-enums`, Envoy's
+    /// `case_insensitive_enum_parsing`); the request carries the declared name.
+    pub case_insensitive_enums: bool,
+    /// Query parameters that name no field are skipped instead of refused
+    /// (`--ignore-unknown-query-params`, Envoy's `ignore_unknown_query_parameters`); a known
+    /// field's bad value is still an error.
+    pub ignore_unknown_query_params: bool,
+}
+
+impl InputOptions {
+    /// The value of `e` named `name`, exactly or, when allowed, ignoring ASCII case.
+    pub(crate) fn enum_value(
+        self,
+        e: &prost_reflect::EnumDescriptor,
+        name: &str,
+    ) -> Option<prost_reflect::EnumValueDescriptor> {
+        e.get_value_by_name(name).or_else(|| {
+            self.case_insensitive_enums
+                .then(|| e.values().find(|v| v.name().eq_ignore_ascii_case(name)))
+                .flatten()
+        })
+    }
+}
+
 /// The kinds of a field's values, as the transcoder treats them.
 pub(crate) enum Shape {
     /// One value.
@@ -74,7 +101,7 @@ pub(crate) fn json_type(v: &Value) -> &'static str {
 }
 
 /// Types a string from a URL (query or path) by its field kind.
-pub(crate) fn from_url_text(kind: &Kind, s: &str) -> Result<Value, String> {
+pub(crate) fn from_url_text(kind: &Kind, s: &str, opts: InputOptions) -> Result<Value, String> {
     match kind {
         Kind::Bool => match s {
             "true" => Ok(Value::Bool(true)),
@@ -90,9 +117,9 @@ pub(crate) fn from_url_text(kind: &Kind, s: &str) -> Result<Value, String> {
         },
         Kind::Enum(e) => match s.parse::<i64>() {
             Ok(n) => Ok(Value::Number(n.into())),
-            Err(_) => e
-                .get_value_by_name(s)
-                .map(|_| Value::String(s.into()))
+            Err(_) => opts
+                .enum_value(e, s)
+                .map(|v| Value::String(v.name().into()))
                 .ok_or_else(|| format!("{s:?} is not a value of {}", e.full_name())),
         },
         Kind::Message(m) if is_string_wkt(m) => Ok(Value::String(s.into())),
@@ -106,7 +133,12 @@ pub(crate) fn from_url_text(kind: &Kind, s: &str) -> Result<Value, String> {
 }
 
 /// Canonicalises a scalar (anything but a message) from JSON; `path` names it in errors.
-pub(crate) fn scalar(kind: &Kind, v: Value, path: &str) -> Result<Value, String> {
+pub(crate) fn scalar(
+    kind: &Kind,
+    v: Value,
+    path: &str,
+    opts: InputOptions,
+) -> Result<Value, String> {
     let wrong = |what: &str, v: &Value| format!("{path}: expected {what}, got {}", json_type(v));
     match kind {
         Kind::Bool => v
@@ -119,11 +151,14 @@ pub(crate) fn scalar(kind: &Kind, v: Value, path: &str) -> Result<Value, String>
             .ok_or_else(|| wrong("a string", &v)),
         Kind::Double | Kind::Float => match &v {
             Value::Number(_) => Ok(v),
-            Value::String(s) => from_url_text(kind, s).map_err(|e| format!("{path}: {e}")),
+            Value::String(s) => from_url_text(kind, s, opts).map_err(|e| format!("{path}: {e}")),
             _ => Err(wrong("a number", &v)),
         },
         Kind::Enum(e) => match &v {
             Value::String(name) if e.get_value_by_name(name).is_some() => Ok(v),
+            Value::String(name) if let Some(value) = opts.enum_value(e, name) => {
+                Ok(Value::String(value.name().into()))
+            }
             Value::String(name) => Err(format!(
                 "{path}: {name:?} is not a value of {}; expected one of {}",
                 e.full_name(),
@@ -295,72 +330,92 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    const STRICT: InputOptions = InputOptions {
+        case_insensitive_enums: false,
+        ignore_unknown_query_params: false,
+    };
+
     /// Kinds no compiled-in request has (floats, unsigned and 32-bit integers), from the
     /// query string and from JSON.
     #[test]
     fn every_scalar_kind_from_text_and_json() {
-        assert_eq!(from_url_text(&Kind::Bool, "true"), Ok(json!(true)));
-        assert_eq!(from_url_text(&Kind::Bool, "false"), Ok(json!(false)));
-        assert!(from_url_text(&Kind::Bool, "no").is_err());
+        assert_eq!(from_url_text(&Kind::Bool, "true", STRICT), Ok(json!(true)));
+        assert_eq!(
+            from_url_text(&Kind::Bool, "false", STRICT),
+            Ok(json!(false))
+        );
+        assert!(from_url_text(&Kind::Bool, "no", STRICT).is_err());
 
-        assert_eq!(from_url_text(&Kind::Double, "1.5"), Ok(json!(1.5)));
+        assert_eq!(from_url_text(&Kind::Double, "1.5", STRICT), Ok(json!(1.5)));
         for special in ["NaN", "Infinity", "-Infinity"] {
-            assert_eq!(from_url_text(&Kind::Float, special), Ok(json!(special)));
+            assert_eq!(
+                from_url_text(&Kind::Float, special, STRICT),
+                Ok(json!(special))
+            );
         }
         for bad in ["abc", "1e400", "nan", "inf"] {
-            assert!(from_url_text(&Kind::Double, bad).is_err(), "{bad}");
+            assert!(from_url_text(&Kind::Double, bad, STRICT).is_err(), "{bad}");
         }
-        assert_eq!(scalar(&Kind::Double, json!(2.5), "d"), Ok(json!(2.5)));
-        assert_eq!(scalar(&Kind::Float, json!("2.5"), "d"), Ok(json!(2.5)));
         assert_eq!(
-            scalar(&Kind::Double, json!(true), "d"),
+            scalar(&Kind::Double, json!(2.5), "d", STRICT),
+            Ok(json!(2.5))
+        );
+        assert_eq!(
+            scalar(&Kind::Float, json!("2.5"), "d", STRICT),
+            Ok(json!(2.5))
+        );
+        assert_eq!(
+            scalar(&Kind::Double, json!(true), "d", STRICT),
             Err("d: expected a number, got a boolean".into())
         );
 
         assert_eq!(
-            scalar(&Kind::Uint64, json!("18446744073709551615"), "u"),
+            scalar(&Kind::Uint64, json!("18446744073709551615"), "u", STRICT),
             Ok(json!("18446744073709551615"))
         );
         assert_eq!(
-            scalar(&Kind::Fixed64, json!(-1), "u"),
+            scalar(&Kind::Fixed64, json!(-1), "u", STRICT),
             Err("u: -1 is out of range for uint64".into())
         );
-        assert_eq!(scalar(&Kind::Int32, json!("-5"), "i"), Ok(json!(-5)));
         assert_eq!(
-            scalar(&Kind::Sint32, json!(2_147_483_648_i64), "i"),
+            scalar(&Kind::Int32, json!("-5"), "i", STRICT),
+            Ok(json!(-5))
+        );
+        assert_eq!(
+            scalar(&Kind::Sint32, json!(2_147_483_648_i64), "i", STRICT),
             Err("i: 2147483648 is out of range for int32".into())
         );
         assert_eq!(
-            scalar(&Kind::Uint32, json!(4_294_967_295_u32), "n"),
+            scalar(&Kind::Uint32, json!(4_294_967_295_u32), "n", STRICT),
             Ok(json!(4_294_967_295_u32))
         );
         assert_eq!(
-            scalar(&Kind::Fixed32, json!(-1), "n"),
+            scalar(&Kind::Fixed32, json!(-1), "n", STRICT),
             Err("n: -1 is out of range for uint32".into())
         );
         // Each end of a range is in it.
         assert_eq!(
-            scalar(&Kind::Int32, json!("-2147483648"), "i"),
+            scalar(&Kind::Int32, json!("-2147483648"), "i", STRICT),
             Ok(json!(-2_147_483_648_i64))
         );
-        assert_eq!(scalar(&Kind::Uint32, json!(0), "n"), Ok(json!(0)));
+        assert_eq!(scalar(&Kind::Uint32, json!(0), "n", STRICT), Ok(json!(0)));
         assert_eq!(
-            scalar(&Kind::Int64, json!("-9223372036854775808"), "i"),
+            scalar(&Kind::Int64, json!("-9223372036854775808"), "i", STRICT),
             Ok(json!("-9223372036854775808"))
         );
         // A float past 2^64 is no integer of any kind, however whole.
         assert_eq!(
-            scalar(&Kind::Uint64, json!(1.9e19), "u"),
+            scalar(&Kind::Uint64, json!(1.9e19), "u", STRICT),
             Err("u: 1.9e+19 is not an integer".into())
         );
         for blank in ["", " 1", "1 "] {
             assert_eq!(
-                scalar(&Kind::Int64, json!(blank), "i"),
+                scalar(&Kind::Int64, json!(blank), "i", STRICT),
                 Err(format!("i: {blank:?} is not an integer"))
             );
         }
         assert_eq!(
-            scalar(&Kind::Int64, json!([1]), "i"),
+            scalar(&Kind::Int64, json!([1]), "i", STRICT),
             Err("i: expected an integer (int64) as a number or a string, got an array".into())
         );
     }

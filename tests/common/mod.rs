@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use compute_gateway::backend::{BackendConfig, HealthProbe, Retention};
+use compute_gateway::backend::{BackendConfig, HealthProbe, MessageLimits, Retention};
 use compute_gateway::gateway::{self, Gateway, GatewayConfig, ListenerOptions};
 use compute_gateway::json::Any;
 use compute_gateway::net::{self, Shutdown};
@@ -43,6 +43,8 @@ pub(crate) struct Options {
     pub(crate) retention: Retention,
     /// How the backend checks its store.
     pub(crate) health: HealthProbe,
+    /// The gRPC services' message size limits.
+    pub(crate) grpc_messages: MessageLimits,
     /// Opens the store's database (default: the file in the data directory).
     pub(crate) store: Option<Opener>,
     pub(crate) gateway: GatewayConfig,
@@ -60,6 +62,7 @@ impl Default for Options {
             retention: Default::default(),
             store: None,
             health: HealthProbe::default(),
+            grpc_messages: MessageLimits::default(),
             gateway: GatewayConfig::default(),
             listener: ListenerOptions::default(),
             gateway_over_tcp: false,
@@ -99,6 +102,7 @@ impl TestServer {
                 health: options.health,
                 call_timeout: options.call_timeout,
                 idle_timeout: options.listener.idle_timeout,
+                messages: options.grpc_messages,
                 retention: options.retention,
             },
             gateway: options.gateway.clone(),
