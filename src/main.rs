@@ -153,7 +153,7 @@ struct HttpArgs {
     #[arg(long, env = "CG_MAX_BODY_BYTES", default_value_t = 1 << 20)]
     max_body_bytes: usize,
     /// Largest backend reply message in bytes; larger is answered 500 (the gateway's limit).
-    #[arg(long, env = "CG_MAX_REPLY_BYTES", default_value_t = 4 << 20)]
+    #[arg(long, alias = "max-response-bytes", env = "CG_MAX_REPLY_BYTES", default_value_t = 4 << 20)]
     max_reply_bytes: usize,
     /// Deadline of each backend call in milliseconds; past it the reply is 504.
     #[arg(long, env = "CG_REQUEST_TIMEOUT_MS", default_value_t = 30_000)]

@@ -295,3 +295,45 @@ async fn metrics_logs_and_health() {
         assert_eq!(body["code"], 14);
     }
 }
+
+/// `/docs` is a page of our own, in the binary: its HTML loads its script and style from
+/// beside it (no CDN), and all three keep to a policy that allows nothing from elsewhere. The
+/// browser suite (tests/browser) drives it.
+#[tokio::test]
+async fn the_docs_page_is_served_from_the_binary() {
+    let s = TestServer::start().await;
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let get = |path: &str| http.get(format!("{}{path}", s.http())).send();
+    let page = get("/docs").await.expect("docs");
+    assert_eq!(page.status(), 200);
+    assert_eq!(page.headers()["content-type"], "text/html; charset=utf-8");
+    let policy = page.headers()["content-security-policy"]
+        .to_str()
+        .expect("ascii")
+        .to_string();
+    assert!(policy.contains("script-src 'self'"), "{policy}");
+    let html = page.text().await.expect("html");
+    assert!(
+        !html.contains("http://") && !html.contains("https://"),
+        "{html}"
+    );
+    for (asset, kind) in [
+        ("docs/docs.js", "text/javascript"),
+        ("docs/docs.css", "text/css"),
+    ] {
+        assert!(html.contains(&format!("\"{asset}\"")), "{asset} in {html}");
+        let r = get(&format!("/{asset}")).await.expect("asset");
+        assert_eq!(r.status(), 200, "{asset}");
+        let content_type = r.headers()["content-type"].to_str().expect("ascii");
+        assert!(content_type.starts_with(kind), "{asset}: {content_type}");
+        assert_eq!(r.headers()["content-security-policy"], policy.as_str());
+        assert!(!r.text().await.expect("text").is_empty());
+    }
+    assert!(html.contains("openapi.json"));
+    let slash = get("/docs/").await.expect("docs/");
+    assert_eq!(slash.status(), 308);
+    assert_eq!(slash.headers()["location"], "../docs");
+}

@@ -1,4 +1,6 @@
 //! The operator's endpoints beside the API: `GET /openapi.json` (made from the route table),
+//! `GET /docs` (a page of our own, embedded in the binary, that lists the routes of
+//! `/openapi.json` and sends a request from a form),
 //! `GET /metrics` (Prometheus text), `GET /healthz` and `GET /readyz` (both 200 only while the
 //! backend's grpc.health.v1 says SERVING; `/readyz` also turns 503 once shutdown has begun, so
 //! a load balancer drains the instance).
@@ -26,6 +28,39 @@ fn with_type(body: impl IntoResponse, content_type: &'static str) -> Response {
 
 pub(super) async fn openapi(State(gw): State<Arc<Gateway>>) -> Response {
     with_type(gw.openapi().to_string(), "application/json")
+}
+
+/// The page's content security policy: its own script and style, and requests to this origin
+/// only (whatever a route's description says, nothing it holds can load or run anything).
+const DOCS_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+fn docs_file(body: &'static str, content_type: &'static str) -> Response {
+    let mut r = with_type(body, content_type);
+    let headers = r.headers_mut();
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(DOCS_POLICY),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    r
+}
+
+pub(super) async fn docs() -> Response {
+    docs_file(include_str!("docs/index.html"), "text/html; charset=utf-8")
+}
+
+pub(super) async fn docs_script() -> Response {
+    docs_file(
+        include_str!("docs/docs.js"),
+        "text/javascript; charset=utf-8",
+    )
+}
+
+pub(super) async fn docs_style() -> Response {
+    docs_file(include_str!("docs/docs.css"), "text/css; charset=utf-8")
 }
 
 pub(super) async fn metrics() -> Response {

@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::Router;
+use axum::response::Redirect;
 use axum::routing::get;
 
 use super::admin;
@@ -81,6 +82,10 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
     let edge = gateway.config().edge.clone();
     let router = Router::new()
         .route("/openapi.json", get(admin::openapi))
+        .route("/docs", get(admin::docs))
+        .route("/docs/", get(|| async { Redirect::permanent("../docs") }))
+        .route("/docs/docs.js", get(admin::docs_script))
+        .route("/docs/docs.css", get(admin::docs_style))
         .route("/metrics", get(admin::metrics))
         .route("/healthz", get(admin::healthz))
         .route("/readyz", get(admin::readyz))
