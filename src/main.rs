@@ -15,7 +15,7 @@ use compute_gateway::gateway::{
 use compute_gateway::net::{self, BackendTls, ConnOptions, Shutdown, Tls};
 use compute_gateway::serve::{ServeConfig, Server};
 use compute_gateway::store::EmbeddedStore;
-use compute_gateway::telemetry::LogFormat;
+use compute_gateway::telemetry::{LogFormat, Spans};
 use tokio::net::TcpListener;
 use tonic::codec::CompressionEncoding;
 
@@ -38,6 +38,10 @@ struct Cli {
     /// Log line format on stderr: `text` or `json` (filter with RUST_LOG, default info).
     #[arg(long, global = true, env = "CG_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
+    /// Export a span per REST request and per gRPC call over OTLP/gRPC to this collector
+    /// (`http://127.0.0.1:4317`); off by default.
+    #[arg(long, global = true, env = "CG_OTLP_ENDPOINT")]
+    otlp_endpoint: Option<String>,
     #[command(flatten)]
     serve: ServeArgs,
 }
@@ -283,12 +287,31 @@ async fn main() {
         _ => LogFormat::Text,
     });
     compute_gateway::telemetry::metrics();
+    let spans = match cli
+        .otlp_endpoint
+        .as_deref()
+        .map(|e| Spans::otlp(e, "compute-gateway"))
+    {
+        None => None,
+        Some(Ok(spans)) => Some(spans),
+        Some(Err(e)) => {
+            eprintln!("compute-gateway: {e}");
+            std::process::exit(2);
+        }
+    };
     let result = match cli.command.unwrap_or(Command::Serve(cli.serve)) {
-        Command::Serve(args) => serve(args).await,
-        Command::Backend(args) => run_backend(args).await,
-        Command::Gateway(args) => run_gateway(args).await,
+        Command::Serve(args) => serve(args, spans.clone()).await,
+        Command::Backend(args) => run_backend(args, spans.clone()).await,
+        Command::Gateway(args) => run_gateway(args, spans.clone()).await,
         Command::Openapi => print_openapi(),
     };
+    if let Some(spans) = spans {
+        // The spans of the last requests, before the process ends.
+        let flushed = tokio::task::spawn_blocking(move || spans.shutdown()).await;
+        if let Ok(Err(e)) = flushed {
+            tracing::warn!(error = %e, "spans not exported at shutdown");
+        }
+    }
     if let Err(e) = result {
         eprintln!("compute-gateway: {e}");
         std::process::exit(1);
@@ -301,7 +324,7 @@ async fn bind(addr: &str, flag: &str) -> Result<TcpListener, AnyError> {
         .map_err(|e| format!("cannot listen on {addr} ({flag}): {e}").into())
 }
 
-fn backend_config(args: &BackendArgs, addr: SocketAddr) -> BackendConfig {
+fn backend_config(args: &BackendArgs, addr: SocketAddr, spans: &Option<Spans>) -> BackendConfig {
     BackendConfig {
         create_delay: Duration::from_millis(args.create_delay_ms),
         advertise_address: args
@@ -315,6 +338,7 @@ fn backend_config(args: &BackendArgs, addr: SocketAddr) -> BackendConfig {
             max_recv_bytes: args.grpc_max_recv_bytes,
             max_send_bytes: args.grpc_max_send_bytes,
         },
+        spans: spans.clone(),
         retention: Retention {
             operations: args.operation_retention,
             idempotency_keys: args.idempotency_key_retention,
@@ -338,6 +362,7 @@ fn parse_compression(text: &str) -> Result<CompressionEncoding, String> {
 fn gateway_config(
     args: &HttpArgs,
     backend_tls: Option<BackendTls>,
+    spans: &Option<Spans>,
 ) -> Result<GatewayConfig, AnyError> {
     Ok(GatewayConfig {
         max_body_bytes: args.max_body_bytes,
@@ -355,6 +380,7 @@ fn gateway_config(
             ignore_unknown_query_params: args.ignore_unknown_query_params,
         },
         backend_tls,
+        spans: spans.clone(),
         edge: EdgeOptions {
             cors: CorsOrigins::parse(&args.cors_allow_origins)?,
             compress_min_bytes: (!args.no_compression).then_some(args.compress_min_bytes),
@@ -411,7 +437,7 @@ fn write_ready_file(
         .map_err(|e| format!("cannot write --ready-file {}: {e}", path.display()).into())
 }
 
-async fn serve(args: ServeArgs) -> Result<(), AnyError> {
+async fn serve(args: ServeArgs, spans: Option<Spans>) -> Result<(), AnyError> {
     tracing::info!(config = ?args, "serve");
     let tls = args.backend.tls.load()?;
     let grpc = bind(&args.backend.grpc_listen, "--grpc-listen").await?;
@@ -419,8 +445,8 @@ async fn serve(args: ServeArgs) -> Result<(), AnyError> {
     let (grpc_addr, http_addr) = (grpc.local_addr()?, http.local_addr()?);
     let store = EmbeddedStore::open(&args.backend.data_dir)?;
     let config = ServeConfig {
-        backend: backend_config(&args.backend, grpc_addr),
-        gateway: gateway_config(&args.http, None)?,
+        backend: backend_config(&args.backend, grpc_addr, &spans),
+        gateway: gateway_config(&args.http, None, &spans)?,
         listener: listener_options(&args.http, &args.backend.conn),
         grpc_connections: args.backend.conn.options(
             "grpc",
@@ -444,13 +470,13 @@ async fn serve(args: ServeArgs) -> Result<(), AnyError> {
     Ok(())
 }
 
-async fn run_backend(args: BackendArgs) -> Result<(), AnyError> {
+async fn run_backend(args: BackendArgs, spans: Option<Spans>) -> Result<(), AnyError> {
     tracing::info!(config = ?args, "backend");
     let tls = args.tls.load()?;
     let grpc = bind(&args.grpc_listen, "--grpc-listen").await?;
     let addr = grpc.local_addr()?;
     let store = EmbeddedStore::open(&args.data_dir)?;
-    let backend = Backend::new(Arc::new(store), backend_config(&args, addr));
+    let backend = Backend::new(Arc::new(store), backend_config(&args, addr, &spans));
     let recovered = backend.recover().await?;
     if recovered > 0 {
         tracing::info!(recovered, "completed creates left running by the last run");
@@ -468,7 +494,7 @@ async fn run_backend(args: BackendArgs) -> Result<(), AnyError> {
     Ok(())
 }
 
-async fn run_gateway(args: GatewayArgs) -> Result<(), AnyError> {
+async fn run_gateway(args: GatewayArgs, spans: Option<Spans>) -> Result<(), AnyError> {
     tracing::info!(config = ?args, "gateway");
     let tls = args.tls.load()?;
     let backend_tls = match &args.backend_ca {
@@ -486,7 +512,7 @@ async fn run_gateway(args: GatewayArgs) -> Result<(), AnyError> {
     let http_addr = http.local_addr()?;
     let gw = Arc::new(Gateway::new(
         &args.backend,
-        gateway_config(&args.http, backend_tls)?,
+        gateway_config(&args.http, backend_tls, &spans)?,
     )?);
     let shutdown = Shutdown::on_signals();
     let options = listener_options(&args.http, &args.conn);

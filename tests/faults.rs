@@ -364,6 +364,7 @@ async fn start_backend_with(
             call_timeout: BackendConfig::DEFAULT_CALL_TIMEOUT,
             idle_timeout: BackendConfig::DEFAULT_IDLE_TIMEOUT,
             messages: Default::default(),
+            spans: None,
             retention: Default::default(),
         },
     );

@@ -1,16 +1,18 @@
 //! A tower layer around the gRPC server: one log line per call (with the caller's
 //! `x-request-id` and the trace id of its `traceparent`, so REST requests can be followed from
 //! the gateway into the backend) and the
-//! `grpc_server_*` metrics by method and status code.
+//! `grpc_server_*` metrics by method and status code; with `--otlp-endpoint`, a SERVER span
+//! per call, the child of the caller's `traceparent` (the gateway's hop, for a REST request).
 
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use tower::{Layer, Service};
 
-use crate::telemetry;
+use crate::net::TraceParent;
+use crate::telemetry::{self, ServerSpan, Spans};
 
 /// Whether `path` is `/<service>/<method>` of a method served here: the embedded services,
 /// health's and reflection's.
@@ -41,19 +43,38 @@ fn served(path: &str) -> bool {
 }
 
 /// Adds [`Observe`] to a service.
-#[derive(Clone, Copy, Debug, Default)]
-pub(super) struct ObserveLayer;
+#[derive(Clone, Debug, Default)]
+pub(super) struct ObserveLayer {
+    /// Where spans go, when they are exported.
+    pub(super) spans: Option<Spans>,
+}
 
 impl<S> Layer<S> for ObserveLayer {
     type Service = Observe<S>;
     fn layer(&self, inner: S) -> Observe<S> {
-        Observe(inner)
+        Observe {
+            inner,
+            spans: self.spans.clone(),
+        }
     }
 }
 
 /// Logs and measures each call of the wrapped service.
 #[derive(Clone, Debug)]
-pub(super) struct Observe<S>(S);
+pub(super) struct Observe<S> {
+    inner: S,
+    spans: Option<Spans>,
+}
+
+/// Codes a server is to blame for: its span's status is an error (OpenTelemetry's gRPC
+/// conventions); the others are the caller's outcome.
+fn server_fault(code: tonic::Code) -> bool {
+    use tonic::Code::*;
+    matches!(
+        code,
+        Unknown | DeadlineExceeded | Unimplemented | Internal | Unavailable | DataLoss
+    )
+}
 
 impl<S, B, RB> Service<http::Request<B>> for Observe<S>
 where
@@ -65,7 +86,7 @@ where
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.0.poll_ready(cx)
+        self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
@@ -77,13 +98,16 @@ where
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
             .to_string();
-        let trace_id = req
+        let caller = req
             .headers()
             .get("traceparent")
-            .and_then(|v| crate::net::TraceParent::parse(v.as_bytes()))
-            .map(|t| t.trace_id_hex())
-            .unwrap_or_default();
-        let call = self.0.call(req);
+            .and_then(|v| TraceParent::parse(v.as_bytes()));
+        let trace_id = caller.map(|t| t.trace_id_hex()).unwrap_or_default();
+        let span = self.spans.clone().map(|spans| {
+            let trace = caller.map_or_else(TraceParent::start, |t| t.child());
+            (spans, trace, SystemTime::now())
+        });
+        let call = self.inner.call(req);
         Box::pin(async move {
             let resp = call.await?;
             // Errors from a unary handler are trailers-only replies: grpc-status is a header.
@@ -103,6 +127,27 @@ where
                 "unknown".to_string()
             };
             let elapsed = started.elapsed().as_secs_f64();
+            if let Some((spans, trace, start)) = span {
+                let (service, rpc) = method
+                    .trim_start_matches('/')
+                    .split_once('/')
+                    .unwrap_or((&method, ""));
+                spans.record(ServerSpan {
+                    trace,
+                    parent: caller.map(|c| c.parent_id),
+                    name: method.trim_start_matches('/').to_string(),
+                    start,
+                    duration: started.elapsed(),
+                    attributes: vec![
+                        opentelemetry::KeyValue::new("rpc.system", "grpc"),
+                        opentelemetry::KeyValue::new("rpc.service", service.to_string()),
+                        opentelemetry::KeyValue::new("rpc.method", rpc.to_string()),
+                        opentelemetry::KeyValue::new("rpc.grpc.status_code", code as i64),
+                        opentelemetry::KeyValue::new("request_id", request_id.clone()),
+                    ],
+                    error: server_fault(code).then(|| format!("{code:?}")),
+                });
+            }
             let code = telemetry::grpc_code_label(code);
             tracing::info!(
                 target: "compute_gateway::grpc",

@@ -57,6 +57,7 @@ pub async fn serve(incoming: Incoming, backend: Backend, shutdown: Shutdown) {
     let call_timeout = backend.config().call_timeout;
     let idle_timeout = backend.config().idle_timeout;
     let limits = backend.config().messages;
+    let spans = backend.config().spans.clone();
     let (health, health_service) = tonic_health::server::health_reporter();
     health::set_all(&health, tonic_health::ServingStatus::Serving).await;
     tokio::spawn(retention::run(
@@ -94,7 +95,7 @@ pub async fn serve(incoming: Incoming, backend: Backend, shutdown: Shutdown) {
         .prepare();
     let service = ServiceBuilder::new()
         .layer(RecoverErrorLayer::new())
-        .layer(ObserveLayer)
+        .layer(ObserveLayer { spans })
         .layer(DeadlineLayer::new(call_timeout))
         .service(routes);
     let options = HttpOptions {

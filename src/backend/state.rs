@@ -38,6 +38,8 @@ pub struct BackendConfig {
     pub idle_timeout: Duration,
     /// The largest gRPC messages taken and sent.
     pub messages: MessageLimits,
+    /// Where each call's span goes (`--otlp-endpoint`); `None` exports none.
+    pub spans: Option<crate::telemetry::Spans>,
 }
 
 /// The largest gRPC message, encoded, that the services take and send. A larger request is

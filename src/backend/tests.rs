@@ -46,6 +46,7 @@ fn backend_over(store: Arc<EmbeddedStore>, create_delay: Duration) -> Backend {
             call_timeout: BackendConfig::DEFAULT_CALL_TIMEOUT,
             idle_timeout: BackendConfig::DEFAULT_IDLE_TIMEOUT,
             messages: Default::default(),
+            spans: None,
             retention: Default::default(),
         },
     )

@@ -57,6 +57,8 @@ pub struct GatewayConfig {
     pub forward_headers: Vec<HeaderPattern>,
     /// gRPC message compression on the connection to the backend (`--backend-compression`).
     pub backend_compression: Option<tonic::codec::CompressionEncoding>,
+    /// Where each request's span goes (`--otlp-endpoint`); `None` exports none.
+    pub spans: Option<crate::telemetry::Spans>,
 }
 
 impl GatewayConfig {
@@ -82,6 +84,7 @@ impl Default for GatewayConfig {
             edge: EdgeOptions::default(),
             forward_headers: Vec::new(),
             backend_compression: None,
+            spans: None,
         }
     }
 }
@@ -230,11 +233,11 @@ pub(super) async fn handle(State(gw): State<Arc<Gateway>>, req: Request<Body>) -
         });
     let (parts, body) = req.into_parts();
     // This request's hop of the client's trace, or a trace of its own.
-    let trace = parts
+    let caller = parts
         .headers
         .get("traceparent")
-        .and_then(|v| TraceParent::parse(v.as_bytes()))
-        .map_or_else(TraceParent::start, |t| t.child());
+        .and_then(|v| TraceParent::parse(v.as_bytes()));
+    let trace = caller.map_or_else(TraceParent::start, |t| t.child());
     let in_flight = metrics::gauge!(telemetry::HTTP_IN_FLIGHT);
     in_flight.increment(1.0);
     let mut outcome = Outcome::default();
@@ -302,10 +305,53 @@ pub(super) async fn handle(State(gw): State<Arc<Gateway>>, req: Request<Body>) -
     );
     metrics::counter!(telemetry::HTTP_REQUESTS, "route" => route.clone(), "method" => method_label.clone(), "status" => telemetry::status_label(resp.status()))
         .increment(1);
+    if let Some(spans) = &gw.config.spans {
+        spans.record(request_span(
+            &parts,
+            outcome.rpc.as_deref(),
+            &route,
+            status,
+            elapsed,
+            trace,
+            caller,
+        ));
+    }
     metrics::histogram!(telemetry::HTTP_DURATION, "route" => route, "method" => method_label)
         .record(elapsed.as_secs_f64());
     resp.headers_mut().insert("x-request-id", request_id);
     resp
+}
+
+/// The span of one request, in OpenTelemetry's HTTP server conventions.
+fn request_span(
+    parts: &http::request::Parts,
+    rpc: Option<&str>,
+    route: &str,
+    status: u16,
+    elapsed: std::time::Duration,
+    trace: TraceParent,
+    caller: Option<TraceParent>,
+) -> telemetry::ServerSpan {
+    use opentelemetry::KeyValue;
+    let method = parts.method.as_str().to_string();
+    let mut attributes = vec![
+        KeyValue::new("http.request.method", method.clone()),
+        KeyValue::new("http.route", route.to_string()),
+        KeyValue::new("url.path", parts.uri.path().to_string()),
+        KeyValue::new("http.response.status_code", i64::from(status)),
+    ];
+    if let Some(rpc) = rpc {
+        attributes.push(KeyValue::new("rpc.method", rpc.to_string()));
+    }
+    telemetry::ServerSpan {
+        trace,
+        parent: caller.map(|c| c.parent_id),
+        name: format!("{method} {route}"),
+        start: std::time::SystemTime::now() - elapsed,
+        duration: elapsed,
+        attributes,
+        error: (status >= 500).then(|| status.to_string()),
+    }
 }
 
 /// The HTTP reply of a transcoded call: the rendered body with the backend's metadata as

@@ -103,6 +103,7 @@ impl TestServer {
                 call_timeout: options.call_timeout,
                 idle_timeout: options.listener.idle_timeout,
                 messages: options.grpc_messages,
+                spans: options.gateway.spans.clone(),
                 retention: options.retention,
             },
             gateway: options.gateway.clone(),

@@ -1,6 +1,11 @@
 //! Metrics (Prometheus text through the `metrics` facade and its Prometheus exporter) and the
 //! metric names every layer records, in one place; plus the log setup (`tracing`, human or
-//! JSON lines on stderr).
+//! JSON lines on stderr), and the spans exported over OTLP ([`Spans`]).
+
+mod spans;
+
+pub(crate) use spans::ServerSpan;
+pub use spans::Spans;
 
 use std::sync::OnceLock;
 
