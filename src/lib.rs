@@ -9,8 +9,9 @@
 //! serve     one process: backend + gateway over an in-process connection, ordered shutdown
 //!   ├─> gateway   the REST/JSON transcoding gateway, a gRPC client of the backend
 //!   │     └─> net, json, pb, telemetry
-//!   └─> backend   the gRPC services over a store, reflection and health
-//!         └─> store, net, json, pb, telemetry
+//!   └─> backend   the gRPC services over a store, reflection, health, IAM tokens and access
+//!         └─> iam, store, net, json, pb, telemetry
+//! iam       authorized keys, the JWT check, roles, permissions, the IAM config ─> store, json, pb
 //! store     the Store trait and the embedded durable implementation (redb) ─> pb
 //! net       accept loop and connections, FirstBytes, TLS, the HTTP/2 client to a backend,
 //!           the in-process pipe, Shutdown ─> nothing of ours
@@ -24,6 +25,7 @@
 
 pub mod backend;
 pub mod gateway;
+pub mod iam;
 pub mod json;
 pub mod net;
 pub mod pb;

@@ -7,11 +7,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use compute_gateway::backend::{self, Backend, BackendConfig, MessageLimits, Retention};
+use compute_gateway::backend::{
+    self, AuthConfig, Backend, BackendConfig, MessageLimits, Retention,
+};
 use compute_gateway::gateway::{
     self, CorsOrigins, EdgeOptions, Gateway, GatewayConfig, HeaderPattern, InputOptions,
     ListenerOptions, RenderOptions,
 };
+use compute_gateway::iam::{Audience, AuthMode, IamConfig};
 use compute_gateway::net::{self, BackendTls, ConnOptions, Shutdown, Tls};
 use compute_gateway::serve::{ServeConfig, Server};
 use compute_gateway::store::EmbeddedStore;
@@ -56,6 +59,47 @@ enum Command {
     Gateway(GatewayArgs),
     /// Print the OpenAPI 3.1 document of the REST API (the one served at /openapi.json).
     Openapi,
+    /// Service account keys, in the store of --data-dir (stop the server first: the embedded
+    /// store allows one process).
+    Iam {
+        #[command(subcommand)]
+        command: IamCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum IamCommand {
+    /// Make an RSA-2048 authorized key for a service account: its public half is stored, the
+    /// whole key is written as the JSON the official SDKs and `yc` read.
+    CreateKey {
+        /// The service account the key signs for.
+        #[arg(long)]
+        service_account_id: String,
+        /// Where to write the key file (mode 0600); `-` or none for stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// List the stored keys (id, service account, creation time).
+    ListKeys {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Delete a key: JWTs it signs are refused from then on.
+    DeleteKey {
+        /// The key id.
+        id: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+#[derive(Args, Clone, Debug)]
+struct StoreArgs {
+    /// Directory of the durable store (as `serve --data-dir`).
+    #[arg(long, env = "CG_DATA_DIR", default_value = "./data")]
+    data_dir: PathBuf,
 }
 
 #[derive(Args, Clone, Debug)]
@@ -66,6 +110,19 @@ struct BackendArgs {
     /// Directory of the durable store.
     #[arg(long, env = "CG_DATA_DIR", default_value = "./data")]
     data_dir: PathBuf,
+    /// Who may call: `none` (anyone may do anything; a warning says so) or `iam` (every call
+    /// needs an IAM token and the permission of its RPC).
+    #[arg(long, env = "CG_AUTH", default_value = "none", value_parser = ["none", "iam"])]
+    auth: String,
+    /// JSON file of folder role bindings and accepted OAuth tokens:
+    /// `{"folderBindings": {"<folderId>": [{"roleId": "editor", "subject": {"id": "<saId>",
+    /// "type": "serviceAccount"}}]}, "oauthTokens": {"<token>": "<userAccountId>"}}`.
+    #[arg(long, env = "CG_IAM_CONFIG")]
+    iam_config: Option<PathBuf>,
+    /// The one `aud` service account JWTs must carry (default: the real IAM token URL, or
+    /// `https://iam.<endpoint>/iam/v1/tokens` as the Python SDK derives it).
+    #[arg(long, env = "CG_IAM_AUDIENCE")]
+    iam_audience: Option<String>,
     /// Milliseconds a Create stays CREATING before its Operation completes.
     #[arg(long, env = "CG_CREATE_DELAY_MS", default_value_t = 200)]
     create_delay_ms: u64,
@@ -304,6 +361,7 @@ async fn main() {
         Command::Backend(args) => run_backend(args, spans.clone()).await,
         Command::Gateway(args) => run_gateway(args, spans.clone()).await,
         Command::Openapi => print_openapi(),
+        Command::Iam { command } => run_iam(command).await,
     };
     if let Some(spans) = spans {
         // The spans of the last requests, before the process ends.
@@ -324,8 +382,12 @@ async fn bind(addr: &str, flag: &str) -> Result<TcpListener, AnyError> {
         .map_err(|e| format!("cannot listen on {addr} ({flag}): {e}").into())
 }
 
-fn backend_config(args: &BackendArgs, addr: SocketAddr, spans: &Option<Spans>) -> BackendConfig {
-    BackendConfig {
+fn backend_config(
+    args: &BackendArgs,
+    addr: SocketAddr,
+    spans: &Option<Spans>,
+) -> Result<BackendConfig, AnyError> {
+    Ok(BackendConfig {
         create_delay: Duration::from_millis(args.create_delay_ms),
         advertise_address: args
             .advertise_address
@@ -339,12 +401,97 @@ fn backend_config(args: &BackendArgs, addr: SocketAddr, spans: &Option<Spans>) -
             max_send_bytes: args.grpc_max_send_bytes,
         },
         spans: spans.clone(),
+        auth: auth_config(args)?,
         retention: Retention {
             operations: args.operation_retention,
             idempotency_keys: args.idempotency_key_retention,
             ..Retention::default()
         },
+    })
+}
+
+fn auth_config(args: &BackendArgs) -> Result<AuthConfig, AnyError> {
+    let config = match &args.iam_config {
+        Some(path) => IamConfig::load(path)?,
+        None => IamConfig::default(),
+    };
+    let mode = if args.auth == "iam" {
+        AuthMode::Iam
+    } else {
+        tracing::warn!(
+            "--auth none: every caller may read, change and delete every folder's images (use --auth iam)"
+        );
+        AuthMode::None
+    };
+    Ok(AuthConfig {
+        mode,
+        config: Arc::new(config),
+        audience: args
+            .iam_audience
+            .clone()
+            .map_or(Audience::Yandex, Audience::Pinned),
+    })
+}
+
+async fn run_iam(command: IamCommand) -> Result<(), AnyError> {
+    let open = |store: &StoreArgs| {
+        EmbeddedStore::open(&store.data_dir).map_err(|e| {
+            format!(
+                "{e} (is a server running on {}? stop it first: the embedded store allows one process)",
+                store.data_dir.display()
+            )
+        })
+    };
+    match command {
+        IamCommand::CreateKey {
+            service_account_id,
+            out,
+            store,
+        } => {
+            let store: Arc<dyn compute_gateway::store::Store> = Arc::new(open(&store)?);
+            let key = backend::create_key(store, &service_account_id).await?;
+            let json = serde_json::to_string_pretty(&key)? + "\n";
+            match out.filter(|p| p.as_os_str() != "-") {
+                Some(path) => {
+                    write_private(&path, json.as_bytes())
+                        .map_err(|e| format!("cannot write --out {}: {e}", path.display()))?;
+                    eprintln!(
+                        "key {} of {service_account_id} written to {}",
+                        key.id,
+                        path.display()
+                    );
+                }
+                None => print!("{json}"),
+            }
+        }
+        IamCommand::ListKeys { store } => {
+            for key in backend::list_keys(&open(&store)?)? {
+                println!("{}\t{}\t{}", key.id, key.service_account_id, key.created_at);
+            }
+        }
+        IamCommand::DeleteKey { id, store } => {
+            let store: Arc<dyn compute_gateway::store::Store> = Arc::new(open(&store)?);
+            if !backend::delete_key(store, &id).await? {
+                return Err(format!("no key {id}").into());
+            }
+            eprintln!("key {id} deleted");
+        }
     }
+    Ok(())
+}
+
+/// Writes a file only its owner may read (it holds a private key).
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
 }
 
 fn parse_header_pattern(text: &str) -> Result<HeaderPattern, String> {
@@ -445,7 +592,7 @@ async fn serve(args: ServeArgs, spans: Option<Spans>) -> Result<(), AnyError> {
     let (grpc_addr, http_addr) = (grpc.local_addr()?, http.local_addr()?);
     let store = EmbeddedStore::open(&args.backend.data_dir)?;
     let config = ServeConfig {
-        backend: backend_config(&args.backend, grpc_addr, &spans),
+        backend: backend_config(&args.backend, grpc_addr, &spans)?,
         gateway: gateway_config(&args.http, None, &spans)?,
         listener: listener_options(&args.http, &args.backend.conn),
         grpc_connections: args.backend.conn.options(
@@ -476,7 +623,7 @@ async fn run_backend(args: BackendArgs, spans: Option<Spans>) -> Result<(), AnyE
     let grpc = bind(&args.grpc_listen, "--grpc-listen").await?;
     let addr = grpc.local_addr()?;
     let store = EmbeddedStore::open(&args.data_dir)?;
-    let backend = Backend::new(Arc::new(store), backend_config(&args, addr, &spans));
+    let backend = Backend::new(Arc::new(store), backend_config(&args, addr, &spans)?);
     let recovered = backend.recover().await?;
     if recovered > 0 {
         tracing::info!(recovered, "completed creates left running by the last run");

@@ -51,6 +51,11 @@ pub mod yandex {
         pub mod endpoint {
             package!("yandex.cloud.endpoint");
         }
+        pub mod iam {
+            pub mod v1 {
+                package!("yandex.cloud.iam.v1");
+            }
+        }
         pub mod operation {
             package!("yandex.cloud.operation");
         }

@@ -365,6 +365,7 @@ async fn start_backend_with(
             idle_timeout: BackendConfig::DEFAULT_IDLE_TIMEOUT,
             messages: Default::default(),
             spans: None,
+            auth: Default::default(),
             retention: Default::default(),
         },
     );

@@ -675,7 +675,12 @@ async fn grpc_corpus_gets_error_statuses_and_the_server_stays_healthy() {
             .get_field(1)
             .expect("every request message has a field 1");
         let decode = "failed to decode Protobuf message".to_string();
-        let named = format!("{decode}: {}.{}", input.name(), first.name());
+        // A member of a oneof is named by its oneof, in decode errors and when it is missing.
+        let whole = first
+            .containing_oneof()
+            .filter(|o| !o.is_synthetic())
+            .map_or(first.name().to_string(), |o| o.name().to_string());
+        let named = format!("{decode}: {}.{whole}", input.name());
         let bodies: Vec<(&str, Vec<u8>, tonic::Code, String)> = vec![
             (
                 "undecodable protobuf",
@@ -726,7 +731,7 @@ async fn grpc_corpus_gets_error_statuses_and_the_server_stays_healthy() {
                 "empty request",
                 vec![],
                 tonic::Code::InvalidArgument,
-                format!("{field}: is required"),
+                format!("{whole}: is required"),
             ));
             all.push((
                 "NUL-only id",

@@ -8,13 +8,16 @@ use tonic::Status;
 use tonic::metadata::MetadataMap;
 
 use super::page;
-use super::state::{Backend, not_found};
+use super::state::{Backend, Recorded, not_found, require_on_image};
+use super::tokens::Caller;
+use crate::iam::Permission;
 use crate::json::Any;
 use crate::pb::yandex::cloud::access::{
     AccessBinding, AccessBindingAction, AccessBindingDelta, AccessBindingsOperationResult,
     ListAccessBindingsRequest, ListAccessBindingsResponse, SetAccessBindingsMetadata,
     SetAccessBindingsRequest, UpdateAccessBindingsMetadata, UpdateAccessBindingsRequest,
 };
+use crate::pb::yandex::cloud::compute::v1::Image;
 use crate::pb::yandex::cloud::operation::{Operation, operation};
 use crate::store::Tx;
 
@@ -33,11 +36,9 @@ fn binding_key(b: &AccessBinding) -> (String, String, String) {
     (b.role_id.clone(), ty, id)
 }
 
-/// NOT_FOUND unless the image exists.
-fn image_exists(tx: &dyn Tx, id: &str) -> Result<(), Status> {
-    tx.image(id)?
-        .map(|_| ())
-        .ok_or_else(|| not_found("image", id))
+/// The image, or NOT_FOUND.
+fn image_in(tx: &dyn Tx, id: &str) -> Result<Image, Status> {
+    tx.image(id)?.ok_or_else(|| not_found("image", id))
 }
 
 /// A done Operation whose response is the effective deltas.
@@ -51,6 +52,7 @@ fn done(mut op: Operation, effective_deltas: Vec<AccessBindingDelta>) -> Operati
 
 pub(super) async fn list(
     backend: &Backend,
+    caller: &Caller,
     r: ListAccessBindingsRequest,
 ) -> Result<ListAccessBindingsResponse, Status> {
     super::validate::validate_list_bindings(&r.resource_id, r.page_size, &r.page_token)?;
@@ -59,7 +61,14 @@ pub(super) async fn list(
     let size = page::size(r.page_size);
     backend
         .read(move |tx| {
-            image_exists(tx, &r.resource_id)?;
+            let image = image_in(tx, &r.resource_id)?;
+            require_on_image(
+                backend.access(),
+                caller,
+                tx,
+                Permission::ImagesListAccessBindings,
+                &image,
+            )?;
             let keyed = tx
                 .bindings(&r.resource_id)?
                 .into_iter()
@@ -81,13 +90,15 @@ pub(super) async fn list(
 pub(super) async fn set(
     backend: &Backend,
     md: &MetadataMap,
+    caller: &Caller,
     r: SetAccessBindingsRequest,
 ) -> Result<Operation, Status> {
     super::validate::validate_set_bindings(&r)?;
     let bytes = r.encode_to_vec();
     backend
-        .mutate(md, "SetAccessBindings", bytes, move |tx, ctx| {
-            image_exists(tx, &r.resource_id)?;
+        .mutate(md, caller, "SetAccessBindings", bytes, move |tx, ctx| {
+            let image = image_in(tx, &r.resource_id)?;
+            ctx.require_on_image(tx, Permission::ImagesSetAccessBindings, &image)?;
             let old = tx.bindings(&r.resource_id)?;
             let mut seen = HashSet::new();
             let new: Vec<AccessBinding> = r
@@ -117,7 +128,7 @@ pub(super) async fn set(
                     resource_id: r.resource_id.clone(),
                 }),
             );
-            Ok((done(op, effective), r.resource_id))
+            Ok((done(op, effective), Recorded::of(&image)))
         })
         .await
 }
@@ -125,13 +136,15 @@ pub(super) async fn set(
 pub(super) async fn update(
     backend: &Backend,
     md: &MetadataMap,
+    caller: &Caller,
     r: UpdateAccessBindingsRequest,
 ) -> Result<Operation, Status> {
     super::validate::validate_update_bindings(&r)?;
     let bytes = r.encode_to_vec();
     backend
-        .mutate(md, "UpdateAccessBindings", bytes, move |tx, ctx| {
-            image_exists(tx, &r.resource_id)?;
+        .mutate(md, caller, "UpdateAccessBindings", bytes, move |tx, ctx| {
+            let image = image_in(tx, &r.resource_id)?;
+            ctx.require_on_image(tx, Permission::ImagesSetAccessBindings, &image)?;
             // In place, by slot: a removed binding's slot empties, an added one goes last.
             let mut slots: Vec<Option<AccessBinding>> =
                 tx.bindings(&r.resource_id)?.into_iter().map(Some).collect();
@@ -176,7 +189,7 @@ pub(super) async fn update(
                     resource_id: r.resource_id.clone(),
                 }),
             );
-            Ok((done(op, effective), r.resource_id))
+            Ok((done(op, effective), Recorded::of(&image)))
         })
         .await
 }

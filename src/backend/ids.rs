@@ -2,6 +2,8 @@
 
 /// Prefix of image ids.
 pub(crate) const IMAGE_ID_PREFIX: &str = "fd8";
+/// Prefix of service account key ids.
+pub(crate) const KEY_ID_PREFIX: &str = "ajk";
 /// Prefix of operation ids.
 pub(crate) const OPERATION_ID_PREFIX: &str = "epd";
 

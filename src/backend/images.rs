@@ -17,11 +17,14 @@ use std::collections::BTreeSet;
 use prost::Message;
 use tonic::{Request, Response, Status};
 
+use super::auth::caller_of;
 use super::filter::{Filter, Order};
 use super::ids::{IMAGE_ID_PREFIX, new_id};
-use super::state::{Backend, not_found};
+use super::state::{Backend, OpContext, Recorded, not_found, require_on_image};
+use super::tokens::Caller;
 use super::validate::{self, UPDATABLE, invalid};
 use super::{access, page};
+use crate::iam::Permission;
 use crate::json::{Any, Timestamp};
 use crate::pb::yandex::cloud::access::{
     ListAccessBindingsRequest, ListAccessBindingsResponse, SetAccessBindingsRequest,
@@ -39,6 +42,33 @@ use crate::store::{ImageCursor, ImageOrder, OperationCursor, RunningCreate, Tx};
 
 /// The ImageService implementation.
 pub(super) struct Images(pub(super) Backend);
+
+impl Images {
+    fn require_on_image(
+        &self,
+        caller: &Caller,
+        tx: &dyn Tx,
+        permission: Permission,
+        image: &Image,
+    ) -> Result<(), Status> {
+        require_on_image(self.0.access(), caller, tx, permission, image)
+    }
+
+    fn require_in_folder(
+        &self,
+        caller: &Caller,
+        permission: Permission,
+        folder_id: &str,
+    ) -> Result<(), Status> {
+        self.0.access().require(
+            caller,
+            permission,
+            &format!("folder {folder_id}"),
+            folder_id,
+            &[],
+        )
+    }
+}
 
 fn image_in(tx: &dyn Tx, id: &str) -> Result<Image, Status> {
     tx.image(id)?.ok_or_else(|| not_found("image", id))
@@ -69,7 +99,8 @@ fn op_done_with(mut op: Operation, response: Any) -> Operation {
 }
 
 /// The image a Create makes, CREATING, with what its source gives it (see the module's notes).
-fn new_image(tx: &dyn Tx, r: &CreateImageRequest) -> Result<Image, Status> {
+/// Copying an image needs the permission to read it.
+fn new_image(tx: &dyn Tx, r: &CreateImageRequest, ctx: &OpContext) -> Result<Image, Status> {
     use create_image_request::Source;
     let mut img = Image {
         id: new_id(IMAGE_ID_PREFIX),
@@ -91,6 +122,7 @@ fn new_image(tx: &dyn Tx, r: &CreateImageRequest) -> Result<Image, Status> {
         let source = tx
             .image(source_id)?
             .ok_or_else(|| not_found("source image", source_id))?;
+        ctx.require_on_image(tx, Permission::ImagesGet, &source)?;
         img.size = source.size;
         img.storage_size = source.storage_size;
         if img.min_disk_size == 0 {
@@ -144,10 +176,15 @@ fn apply_update(img: &mut Image, r: &UpdateImageRequest) {
 #[tonic::async_trait]
 impl ImageService for Images {
     async fn get(&self, req: Request<GetImageRequest>) -> Result<Response<Image>, Status> {
+        let caller = caller_of(req.extensions());
         let r = req.into_inner();
         validate::validate_image_id(&r.image_id)?;
         self.0
-            .read(move |tx| image_in(tx, &r.image_id))
+            .read(|tx| {
+                let image = image_in(tx, &r.image_id)?;
+                self.require_on_image(&caller, tx, Permission::ImagesGet, &image)?;
+                Ok(image)
+            })
             .await
             .map(Response::new)
     }
@@ -156,8 +193,10 @@ impl ImageService for Images {
         &self,
         req: Request<GetImageLatestByFamilyRequest>,
     ) -> Result<Response<Image>, Status> {
+        let caller = caller_of(req.extensions());
         let r = req.into_inner();
         validate::validate_latest_by_family(&r)?;
+        self.require_in_folder(&caller, Permission::ImagesGetLatest, &r.folder_id)?;
         self.0
             .read(move |tx| {
                 // Newest first, straight from the index, up to the first that qualifies.
@@ -184,8 +223,10 @@ impl ImageService for Images {
         &self,
         req: Request<ListImagesRequest>,
     ) -> Result<Response<ListImagesResponse>, Status> {
+        let caller = caller_of(req.extensions());
         let r = req.into_inner();
         validate::validate_list(&r)?;
+        self.require_in_folder(&caller, Permission::ImagesList, &r.folder_id)?;
         let filter = Filter::parse(&r.filter).map_err(|e| invalid("filter", e))?;
         let order = Order::parse(&r.order_by).map_err(|e| invalid("order_by", e))?;
         let after = match page::decode_short("page_token", &r.page_token, 3)? {
@@ -243,13 +284,15 @@ impl ImageService for Images {
         &self,
         req: Request<CreateImageRequest>,
     ) -> Result<Response<Operation>, Status> {
+        let caller = caller_of(req.extensions());
         let (md, _, r) = req.into_parts();
         validate::validate_create(&r)?;
         let bytes = r.encode_to_vec();
         let op = self
             .0
-            .mutate(&md, "Create", bytes, move |tx, ctx| {
-                let img = new_image(tx, &r)?;
+            .mutate(&md, &caller, "Create", bytes, move |tx, ctx| {
+                ctx.require_in_folder(Permission::ImagesCreate, &r.folder_id)?;
+                let img = new_image(tx, &r, &ctx)?;
                 check_unique_name(tx, &img.folder_id, &img.name, "")?;
                 tx.put_image(&img)?;
                 let op = ctx.operation(
@@ -262,7 +305,7 @@ impl ImageService for Images {
                     operation_id: op.id.clone(),
                     image_id: img.id.clone(),
                 })?;
-                Ok((op, img.id))
+                Ok((op, Recorded::of(&img)))
             })
             .await?;
         if !op.done {
@@ -275,13 +318,15 @@ impl ImageService for Images {
         &self,
         req: Request<UpdateImageRequest>,
     ) -> Result<Response<Operation>, Status> {
+        let caller = caller_of(req.extensions());
         let (md, _, r) = req.into_parts();
         validate::validate_update(&r)?;
         let bytes = r.encode_to_vec();
         let op = self
             .0
-            .mutate(&md, "Update", bytes, move |tx, ctx| {
+            .mutate(&md, &caller, "Update", bytes, move |tx, ctx| {
                 let mut img = image_in(tx, &r.image_id)?;
+                ctx.require_on_image(tx, Permission::ImagesUpdate, &img)?;
                 apply_update(&mut img, &r);
                 check_unique_name(tx, &img.folder_id, &img.name, &img.id)?;
                 tx.put_image(&img)?;
@@ -291,7 +336,8 @@ impl ImageService for Images {
                         image_id: img.id.clone(),
                     }),
                 );
-                Ok((op_done_with(op, Any::pack(&img)), img.id))
+                let recorded = Recorded::of(&img);
+                Ok((op_done_with(op, Any::pack(&img)), recorded))
             })
             .await?;
         Ok(Response::new(op))
@@ -301,13 +347,15 @@ impl ImageService for Images {
         &self,
         req: Request<DeleteImageRequest>,
     ) -> Result<Response<Operation>, Status> {
+        let caller = caller_of(req.extensions());
         let (md, _, r) = req.into_parts();
         validate::validate_image_id(&r.image_id)?;
         let bytes = r.encode_to_vec();
         let op = self
             .0
-            .mutate(&md, "Delete", bytes, move |tx, ctx| {
+            .mutate(&md, &caller, "Delete", bytes, move |tx, ctx| {
                 let img = image_in(tx, &r.image_id)?;
+                ctx.require_on_image(tx, Permission::ImagesDelete, &img)?;
                 if img.status == image::Status::Creating as i32 {
                     return Err(Status::failed_precondition(format!(
                         "image {} is still being created; cancel its create operation instead",
@@ -321,7 +369,7 @@ impl ImageService for Images {
                         image_id: img.id.clone(),
                     }),
                 );
-                Ok((op_done_with(op, Any::pack(&())), img.id))
+                Ok((op_done_with(op, Any::pack(&())), Recorded::of(&img)))
             })
             .await?;
         Ok(Response::new(op))
@@ -331,6 +379,7 @@ impl ImageService for Images {
         &self,
         req: Request<ListImageOperationsRequest>,
     ) -> Result<Response<ListImageOperationsResponse>, Status> {
+        let caller = caller_of(req.extensions());
         let r = req.into_inner();
         validate::validate_list_operations(&r)?;
         let after = page::decode_short("page_token", &r.page_token, 2)?
@@ -346,8 +395,9 @@ impl ImageService for Images {
             .transpose()?;
         let size = page::size(r.page_size);
         self.0
-            .read(move |tx| {
-                image_in(tx, &r.image_id)?;
+            .read(|tx| {
+                let image = image_in(tx, &r.image_id)?;
+                self.require_on_image(&caller, tx, Permission::ImagesListOperations, &image)?;
                 // Newest first, straight from the index; one extra tells whether a page follows.
                 let mut ops = tx.image_operations_page(&r.image_id, after.as_ref(), size + 1)?;
                 let mut more = ops.len() > size;
@@ -372,7 +422,8 @@ impl ImageService for Images {
         &self,
         req: Request<ListAccessBindingsRequest>,
     ) -> Result<Response<ListAccessBindingsResponse>, Status> {
-        access::list(&self.0, req.into_inner())
+        let caller = caller_of(req.extensions());
+        access::list(&self.0, &caller, req.into_inner())
             .await
             .map(Response::new)
     }
@@ -381,15 +432,21 @@ impl ImageService for Images {
         &self,
         req: Request<SetAccessBindingsRequest>,
     ) -> Result<Response<Operation>, Status> {
+        let caller = caller_of(req.extensions());
         let (md, _, r) = req.into_parts();
-        access::set(&self.0, &md, r).await.map(Response::new)
+        access::set(&self.0, &md, &caller, r)
+            .await
+            .map(Response::new)
     }
 
     async fn update_access_bindings(
         &self,
         req: Request<UpdateAccessBindingsRequest>,
     ) -> Result<Response<Operation>, Status> {
+        let caller = caller_of(req.extensions());
         let (md, _, r) = req.into_parts();
-        access::update(&self.0, &md, r).await.map(Response::new)
+        access::update(&self.0, &md, &caller, r)
+            .await
+            .map(Response::new)
     }
 }

@@ -10,9 +10,11 @@
 //! filter language (`filter.rs`); paging (`page.rs`); the API's field rules (`validate.rs`).
 
 mod access;
+mod auth;
 mod endpoints;
 mod filter;
 mod health;
+mod iam_tokens;
 mod ids;
 mod images;
 mod observe;
@@ -23,12 +25,15 @@ mod runner;
 mod server;
 mod state;
 mod storage;
+mod tokens;
 mod validate;
 
 pub use health::HealthProbe;
+pub use iam_tokens::{create_key, delete_key, list_keys};
 pub use retention::Retention;
 pub use server::serve;
-pub use state::{Backend, BackendConfig, MessageLimits};
+pub use state::{AuthConfig, Backend, BackendConfig, MessageLimits};
+pub use tokens::{Caller, Subject};
 
 #[cfg(test)]
 mod tests;

@@ -61,6 +61,7 @@ pub(super) async fn purge(store: &dyn Store, retention: Retention) -> Result<usi
     let cutoffs = Cutoffs {
         operations: now.saturating_sub(retention.operations.as_nanos()),
         idempotency_keys: now.saturating_sub(retention.idempotency_keys.as_nanos()),
+        tokens: now,
     };
     let mut total = 0;
     loop {

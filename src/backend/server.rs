@@ -13,10 +13,13 @@ use tower::ServiceBuilder;
 use crate::net::{DeadlineLayer, HttpOptions, Incoming, Shutdown, serve_http};
 use crate::pb::yandex::cloud::compute::v1::image_service_server::ImageServiceServer;
 use crate::pb::yandex::cloud::endpoint::api_endpoint_service_server::ApiEndpointServiceServer;
+use crate::pb::yandex::cloud::iam::v1::iam_token_service_server::IamTokenServiceServer;
 use crate::pb::yandex::cloud::operation::operation_service_server::OperationServiceServer;
 
+use super::auth::AuthLayer;
 use super::endpoints::Endpoints;
 use super::health;
+use super::iam_tokens::IamTokens;
 use super::images::Images;
 use super::observe::ObserveLayer;
 use super::operations::Operations;
@@ -89,7 +92,11 @@ pub async fn serve(incoming: Incoming, backend: Backend, shutdown: Shutdown) {
             limits
         ))
         .add_service(configured!(
-            ApiEndpointServiceServer::new(Endpoints(backend)),
+            IamTokenServiceServer::new(IamTokens(backend.clone())),
+            limits
+        ))
+        .add_service(configured!(
+            ApiEndpointServiceServer::new(Endpoints(backend.clone())),
             limits
         ))
         .prepare();
@@ -97,6 +104,7 @@ pub async fn serve(incoming: Incoming, backend: Backend, shutdown: Shutdown) {
         .layer(RecoverErrorLayer::new())
         .layer(ObserveLayer { spans })
         .layer(DeadlineLayer::new(call_timeout))
+        .layer(AuthLayer(backend.access().clone()))
         .service(routes);
     let options = HttpOptions {
         http2_only: true,

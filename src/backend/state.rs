@@ -9,14 +9,17 @@ use std::time::Duration;
 use tonic::Status;
 use tonic::metadata::MetadataMap;
 
+use super::auth::Access;
 use super::health::HealthProbe;
 use super::ids::{OPERATION_ID_PREFIX, new_id};
 use super::retention::Retention;
 use super::runner::OperationRunner;
 use super::storage;
+use super::tokens::{Caller, Tokens};
+use crate::iam::{Audience, AuthMode, IamConfig, Permission};
 use crate::json::{Any, Timestamp};
 use crate::pb::yandex::cloud::operation::Operation;
-use crate::store::{IdempotencyRecord, Store, StoreError, Tx, TxMut};
+use crate::store::{IdempotencyRecord, OperationResource, Store, StoreError, Tx, TxMut};
 
 /// Backend settings.
 #[derive(Debug, Clone)]
@@ -40,6 +43,29 @@ pub struct BackendConfig {
     pub messages: MessageLimits,
     /// Where each call's span goes (`--otlp-endpoint`); `None` exports none.
     pub spans: Option<crate::telemetry::Spans>,
+    /// Who may call, and what they may do.
+    pub auth: AuthConfig,
+}
+
+/// The IAM settings (`--auth`, `--iam-config`, `--iam-audience`).
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    /// Whether calls need a token.
+    pub mode: AuthMode,
+    /// Folder bindings and accepted OAuth tokens.
+    pub config: Arc<IamConfig>,
+    /// Which `aud` the JWTs may carry.
+    pub audience: Audience,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            mode: AuthMode::None,
+            config: Arc::default(),
+            audience: Audience::Yandex,
+        }
+    }
 }
 
 /// The largest gRPC message, encoded, that the services take and send. A larger request is
@@ -80,17 +106,27 @@ struct Inner {
     store: Arc<dyn Store>,
     config: BackendConfig,
     runner: OperationRunner,
+    access: Arc<Access>,
 }
 
 impl Backend {
     /// A backend over `store`; call [`Backend::recover`] before serving.
     pub fn new(store: Arc<dyn Store>, config: BackendConfig) -> Self {
         let runner = OperationRunner::new(store.clone(), config.create_delay);
+        let access = Arc::new(Access {
+            mode: config.auth.mode,
+            tokens: Tokens::new(
+                store.clone(),
+                config.auth.config.clone(),
+                config.auth.audience.clone(),
+            ),
+        });
         Self {
             inner: Arc::new(Inner {
                 store,
                 config,
                 runner,
+                access,
             }),
         }
     }
@@ -111,6 +147,11 @@ impl Backend {
 
     pub(super) fn runner(&self) -> &OperationRunner {
         &self.inner.runner
+    }
+
+    /// Tokens and permissions.
+    pub(super) fn access(&self) -> &Arc<Access> {
+        &self.inner.access
     }
 
     /// Runs `f` on a read snapshot (see [`storage::read`]).
@@ -138,22 +179,26 @@ impl Backend {
     /// sees this one's Operation. A retry with the same key and request returns the first
     /// Operation (as it is now) and changes nothing; the same key with another request is
     /// FAILED_PRECONDITION. The record keeps a SHA-256 of the request, not the request. Key,
-    /// mutation and Operation commit together. `f` returns the new Operation and the id of the
-    /// image it is recorded against.
+    /// mutation and Operation commit together. `f` returns the new Operation and the image it
+    /// is recorded against (id and folder; the folder is kept with the Operation, whose reads
+    /// and cancels it authorizes). `f` checks the caller's permission on what it finds.
     pub(super) async fn mutate<F>(
         &self,
         md: &MetadataMap,
+        caller: &Caller,
         method: &str,
         request: Vec<u8>,
         f: F,
     ) -> Result<Operation, Status>
     where
-        F: FnOnce(&mut dyn TxMut, OpContext) -> Result<(Operation, String), Status>
+        F: FnOnce(&mut dyn TxMut, OpContext) -> Result<(Operation, Recorded), Status>
             + Send
             + 'static,
     {
         let ctx = OpContext {
-            created_by: created_by(md),
+            created_by: caller.id().to_string(),
+            caller: caller.clone(),
+            access: self.inner.access.clone(),
         };
         let key = idempotency_key(md)?.map(|key| {
             let scoped = format!("{}\0{method}\0{key}", ctx.created_by);
@@ -177,8 +222,15 @@ impl Backend {
                     return Ok(op);
                 }
             }
-            let (op, image_id) = f(tx, ctx)?;
-            tx.put_operation(&op, &image_id)?;
+            let (op, recorded) = f(tx, ctx)?;
+            tx.put_operation(&op, &recorded.image_id)?;
+            tx.put_operation_resource(
+                &op.id,
+                &OperationResource {
+                    image_id: recorded.image_id,
+                    folder_id: recorded.folder_id,
+                },
+            )?;
             if let Some((_, scoped)) = &key {
                 let record = IdempotencyRecord {
                     fingerprint,
@@ -192,12 +244,55 @@ impl Backend {
     }
 }
 
-/// Who and when, for a new Operation.
+/// The image a new Operation is recorded against.
+pub(super) struct Recorded {
+    pub(super) image_id: String,
+    pub(super) folder_id: String,
+}
+
+impl Recorded {
+    pub(super) fn of(image: &crate::pb::yandex::cloud::compute::v1::Image) -> Self {
+        Self {
+            image_id: image.id.clone(),
+            folder_id: image.folder_id.clone(),
+        }
+    }
+}
+
+/// Who and when, for a new Operation; and whether the caller may make it.
 pub(super) struct OpContext {
     created_by: String,
+    caller: Caller,
+    access: Arc<Access>,
 }
 
 impl OpContext {
+    /// PERMISSION_DENIED unless the caller holds `permission` on `image` (by its folder's
+    /// bindings or its own, read in `tx`).
+    pub(super) fn require_on_image(
+        &self,
+        tx: &dyn Tx,
+        permission: Permission,
+        image: &crate::pb::yandex::cloud::compute::v1::Image,
+    ) -> Result<(), Status> {
+        require_on_image(&self.access, &self.caller, tx, permission, image)
+    }
+
+    /// PERMISSION_DENIED unless the caller holds `permission` in `folder_id`.
+    pub(super) fn require_in_folder(
+        &self,
+        permission: Permission,
+        folder_id: &str,
+    ) -> Result<(), Status> {
+        self.access.require(
+            &self.caller,
+            permission,
+            &format!("folder {folder_id}"),
+            folder_id,
+            &[],
+        )
+    }
+
     /// A new Operation with its metadata; `done` and the result are the caller's to set.
     pub(super) fn operation(&self, description: &str, metadata: Any) -> Operation {
         let now = Timestamp::now();
@@ -229,19 +324,24 @@ fn idempotency_key(md: &MetadataMap) -> Result<Option<String>, Status> {
     Ok(Some(key.to_string()))
 }
 
-/// `created_by` of new Operations: the subject of the bearer token. There is no IAM here, so
-/// the subject is a stable opaque ID derived from the token (never the token itself), or
-/// `anonymous` without one.
-fn created_by(md: &MetadataMap) -> String {
-    let Some(token) = md.get("authorization").and_then(|v| v.to_str().ok()) else {
-        return "anonymous".into();
-    };
-    // FNV-1a: stable across runs and versions, unlike std's hasher.
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in token.bytes() {
-        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+/// PERMISSION_DENIED unless `caller` holds `permission` on `image`, by its folder's bindings
+/// or its own (read in `tx` only when the folder's do not grant it).
+pub(super) fn require_on_image(
+    access: &Access,
+    caller: &Caller,
+    tx: &dyn Tx,
+    permission: Permission,
+    image: &crate::pb::yandex::cloud::compute::v1::Image,
+) -> Result<(), Status> {
+    let resource = format!("image {}", image.id);
+    if access
+        .require(caller, permission, &resource, &image.folder_id, &[])
+        .is_ok()
+    {
+        return Ok(());
     }
-    format!("aje{h:016x}")
+    let own = tx.bindings(&image.id)?;
+    access.require(caller, permission, &resource, &image.folder_id, &own)
 }
 
 /// NOT_FOUND for a resource of `kind`.

@@ -47,6 +47,7 @@ fn backend_over(store: Arc<EmbeddedStore>, create_delay: Duration) -> Backend {
             idle_timeout: BackendConfig::DEFAULT_IDLE_TIMEOUT,
             messages: Default::default(),
             spans: None,
+            auth: Default::default(),
             retention: Default::default(),
         },
     )

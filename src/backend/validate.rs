@@ -18,6 +18,7 @@ use crate::pb::yandex::cloud::compute::v1::{
     CreateImageRequest, GetImageLatestByFamilyRequest, ListImageOperationsRequest,
     ListImagesRequest, UpdateImageRequest, create_image_request,
 };
+use crate::pb::yandex::cloud::iam::v1::CreateIamTokenRequest;
 
 /// Image and family names and label keys/values, anchored versions of the proto patterns.
 pub(crate) static NAME: LazyLock<Regex> =
@@ -217,6 +218,35 @@ pub(crate) fn invalid(field: &str, description: impl Into<String>) -> Status {
     let mut v = Violations::default();
     v.add(field, description);
     v.check().expect_err("one violation was recorded")
+}
+
+/// CreateIamToken: exactly one identity, each an opaque string without control characters.
+pub(super) fn validate_create_token(r: &CreateIamTokenRequest) -> Result<(), Status> {
+    use crate::pb::yandex::cloud::iam::v1::create_iam_token_request::Identity;
+    let mut v = Violations::default();
+    match &r.identity {
+        None => v.add(
+            "identity",
+            "is required (set jwt or yandex_passport_oauth_token)",
+        ),
+        Some(Identity::Jwt(jwt)) => v.id("jwt", jwt, 8192),
+        Some(Identity::YandexPassportOauthToken(t)) => v.id("yandex_passport_oauth_token", t, 1024),
+    }
+    v.check()
+}
+
+/// An IAM token in a request (Revoke): required, without control characters.
+pub(super) fn validate_iam_token(token: &str) -> Result<(), Status> {
+    let mut v = Violations::default();
+    v.id("iam_token", token, 1024);
+    v.check()
+}
+
+/// A service account id (CreateForServiceAccount): required, at most 50 characters.
+pub(super) fn validate_service_account_id(id: &str) -> Result<(), Status> {
+    let mut v = Violations::default();
+    v.id("service_account_id", id, 50);
+    v.check()
 }
 
 /// The most `product_ids` an image has. The API names no limit; this one bounds a stored image

@@ -205,6 +205,54 @@ impl ImageCursor {
     }
 }
 
+/// The public half of a service account's authorized key, as `iam create-key` stored it.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct ServiceAccountKey {
+    /// The key id: a JWT's `kid`.
+    #[prost(string, tag = "1")]
+    pub id: String,
+    /// The service account it signs for: a JWT's `iss`.
+    #[prost(string, tag = "2")]
+    pub service_account_id: String,
+    /// When it was made, RFC 3339.
+    #[prost(string, tag = "3")]
+    pub created_at: String,
+    /// `RSA_2048`.
+    #[prost(string, tag = "4")]
+    pub key_algorithm: String,
+    /// The public key, PEM (SubjectPublicKeyInfo).
+    #[prost(string, tag = "5")]
+    pub public_key: String,
+}
+
+/// The resource an Operation acts on: what its reads and cancels are authorized against.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct OperationResource {
+    /// The image.
+    #[prost(string, tag = "1")]
+    pub image_id: String,
+    /// Its folder.
+    #[prost(string, tag = "2")]
+    pub folder_id: String,
+}
+
+/// An IAM token this server issued, stored under the SHA-256 of the token (never the token).
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct IssuedToken {
+    /// Whose it is.
+    #[prost(string, tag = "1")]
+    pub subject_id: String,
+    /// `serviceAccount` or `userAccount`.
+    #[prost(string, tag = "2")]
+    pub subject_type: String,
+    /// When it stops being accepted, in nanoseconds since the epoch.
+    #[prost(uint64, tag = "3")]
+    pub expires_nanos: u64,
+    /// Revoked before it expired.
+    #[prost(bool, tag = "4")]
+    pub revoked: bool,
+}
+
 /// A create whose Operation is not done yet.
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct RunningCreate {
@@ -253,6 +301,17 @@ pub trait Tx {
     fn running_creates(&self) -> Result<Vec<RunningCreate>, StoreError>;
     /// The running create of this Operation, if it is one.
     fn running_create(&self, operation_id: &str) -> Result<Option<RunningCreate>, StoreError>;
+    /// The resource an Operation acts on, as recorded when it was made (it may be gone since).
+    fn operation_resource(
+        &self,
+        operation_id: &str,
+    ) -> Result<Option<OperationResource>, StoreError>;
+    /// A service account key by id.
+    fn service_account_key(&self, id: &str) -> Result<Option<ServiceAccountKey>, StoreError>;
+    /// Every service account key, by id.
+    fn service_account_keys(&self) -> Result<Vec<ServiceAccountKey>, StoreError>;
+    /// An issued token by the hex SHA-256 of the token.
+    fn issued_token(&self, hash: &str) -> Result<Option<IssuedToken>, StoreError>;
 }
 
 /// Reads and writes within one transaction.
@@ -277,9 +336,22 @@ pub trait TxMut: Tx {
     fn clear_running_create(&mut self, operation_id: &str) -> Result<(), StoreError>;
     /// Writes a small record of its own: the health probe's test that writes commit again.
     fn touch(&mut self) -> Result<(), StoreError>;
-    /// Removes up to `limit` done operations and up to `limit` idempotency records from before
-    /// their cutoffs (the oldest are not necessarily first); returns how many it removed. An
-    /// operation leaves its image's history with it; a running create stays.
+    /// Records the resource a new Operation acts on (purged with the Operation).
+    fn put_operation_resource(
+        &mut self,
+        operation_id: &str,
+        resource: &OperationResource,
+    ) -> Result<(), StoreError>;
+    /// Inserts or replaces a service account key.
+    fn put_service_account_key(&mut self, key: &ServiceAccountKey) -> Result<(), StoreError>;
+    /// Removes a service account key; whether there was one.
+    fn delete_service_account_key(&mut self, id: &str) -> Result<bool, StoreError>;
+    /// Inserts or replaces an issued token under the hex SHA-256 of the token.
+    fn put_issued_token(&mut self, hash: &str, token: &IssuedToken) -> Result<(), StoreError>;
+    /// Removes up to `limit` done operations, up to `limit` idempotency records and up to
+    /// `limit` issued tokens from before their cutoffs (the oldest are not necessarily first);
+    /// returns how many it removed. An operation leaves its image's history with it; a running
+    /// create stays.
     fn purge(&mut self, cutoffs: Cutoffs, limit: usize) -> Result<usize, StoreError>;
 }
 
@@ -291,6 +363,8 @@ pub struct Cutoffs {
     pub operations: u128,
     /// Idempotency records made before this.
     pub idempotency_keys: u128,
+    /// Issued tokens that expired before this.
+    pub tokens: u128,
 }
 
 /// Now, in nanoseconds since the epoch (0 before it).

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use compute_gateway::backend::{BackendConfig, HealthProbe, MessageLimits, Retention};
+use compute_gateway::backend::{AuthConfig, BackendConfig, HealthProbe, MessageLimits, Retention};
 use compute_gateway::gateway::{self, Gateway, GatewayConfig, ListenerOptions};
 use compute_gateway::json::Any;
 use compute_gateway::net::{self, Shutdown};
@@ -45,6 +45,8 @@ pub(crate) struct Options {
     pub(crate) health: HealthProbe,
     /// The gRPC services' message size limits.
     pub(crate) grpc_messages: MessageLimits,
+    /// Who may call.
+    pub(crate) auth: AuthConfig,
     /// Opens the store's database (default: the file in the data directory).
     pub(crate) store: Option<Opener>,
     pub(crate) gateway: GatewayConfig,
@@ -63,6 +65,7 @@ impl Default for Options {
             store: None,
             health: HealthProbe::default(),
             grpc_messages: MessageLimits::default(),
+            auth: AuthConfig::default(),
             gateway: GatewayConfig::default(),
             listener: ListenerOptions::default(),
             gateway_over_tcp: false,
@@ -104,6 +107,7 @@ impl TestServer {
                 idle_timeout: options.listener.idle_timeout,
                 messages: options.grpc_messages,
                 spans: options.gateway.spans.clone(),
+                auth: options.auth.clone(),
                 retention: options.retention,
             },
             gateway: options.gateway.clone(),

@@ -12,7 +12,8 @@ use crate::pb::yandex::cloud::access::{AccessBinding, ListAccessBindingsResponse
 use crate::pb::yandex::cloud::compute::v1::Image;
 use crate::pb::yandex::cloud::operation::Operation;
 use crate::store::{
-    IdempotencyRecord, ImageCursor, ImageOrder, OperationCursor, RunningCreate, StoreError, Tx,
+    IdempotencyRecord, ImageCursor, ImageOrder, IssuedToken, OperationCursor, OperationResource,
+    RunningCreate, ServiceAccountKey, StoreError, Tx,
 };
 
 /// A table: its redb definition and a small id that batches index their open tables by.
@@ -53,8 +54,16 @@ pub(super) const FOLDER_BY_CREATED: Table = table(11, "folder_images_by_created"
 
 /// Records of the store itself: `health` -> the time of the health probe's last write.
 pub(super) const META: Table = table(12, "meta");
+/// Operation id -> the resource it acts on.
+pub(super) const OPERATION_FOLDERS: Table = table(13, "operation_resources");
+/// Key id -> a service account's public key.
+pub(super) const SA_KEYS: Table = table(14, "service_account_keys");
+/// Hex SHA-256 of an IAM token -> the issued token.
+pub(super) const TOKENS: Table = table(15, "iam_tokens");
+/// `expires nanos (zero-padded) \0 token hash` -> empty: tokens by expiry, for retention.
+pub(super) const TOKENS_BY_EXPIRY: Table = table(16, "iam_tokens_by_expiry");
 
-pub(super) const ALL_TABLES: [Table; 13] = [
+pub(super) const ALL_TABLES: [Table; 17] = [
     IMAGES,
     FOLDER_IMAGES,
     FOLDER_NAMES,
@@ -68,6 +77,10 @@ pub(super) const ALL_TABLES: [Table; 13] = [
     FOLDER_BY_NAME,
     FOLDER_BY_CREATED,
     META,
+    OPERATION_FOLDERS,
+    SA_KEYS,
+    TOKENS,
+    TOKENS_BY_EXPIRY,
 ];
 
 /// The index of an order, and the key of a place in it.
@@ -420,6 +433,26 @@ impl<S: Source> Tx for S {
             .iter()
             .map(|(_, v)| decode(v))
             .collect()
+    }
+    fn operation_resource(
+        &self,
+        operation_id: &str,
+    ) -> Result<Option<OperationResource>, StoreError> {
+        self.get(OPERATION_FOLDERS, operation_id)?
+            .map(|b| decode(&b))
+            .transpose()
+    }
+    fn service_account_key(&self, id: &str) -> Result<Option<ServiceAccountKey>, StoreError> {
+        self.get(SA_KEYS, id)?.map(|b| decode(&b)).transpose()
+    }
+    fn service_account_keys(&self) -> Result<Vec<ServiceAccountKey>, StoreError> {
+        self.prefix(SA_KEYS, "")?
+            .iter()
+            .map(|(_, v)| decode(v))
+            .collect()
+    }
+    fn issued_token(&self, hash: &str) -> Result<Option<IssuedToken>, StoreError> {
+        self.get(TOKENS, hash)?.map(|b| decode(&b)).transpose()
     }
 }
 

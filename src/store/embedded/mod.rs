@@ -582,6 +582,7 @@ mod tests {
             purge(Cutoffs {
                 operations: 100 * second,
                 idempotency_keys: 0,
+                tokens: 0,
             }),
             1,
             "the old done operation; the running create is kept"
@@ -593,6 +594,7 @@ mod tests {
             purge(Cutoffs {
                 operations: 100 * second,
                 idempotency_keys: now_nanos() + second,
+                tokens: 0,
             }),
             1,
             "the key, indexed when the store opened"
@@ -602,6 +604,7 @@ mod tests {
             purge(Cutoffs {
                 operations: 100 * second,
                 idempotency_keys: now_nanos() + second,
+                tokens: 0,
             }),
             0,
             "nothing is left to purge"

@@ -11,16 +11,16 @@ use prost::Message;
 
 use super::layout::{
     BINDINGS, FOLDER_IMAGES, FOLDER_NAMES, IDEMPOTENCY, IDEMPOTENCY_BY_TIME, IMAGE_OPERATIONS,
-    IMAGES, IndexedFields, META, OPERATIONS, OPERATIONS_BY_TIME, RUNNING, Source, Table,
-    TableReads, Tables, before, decode, err, key, op_index_key, op_time_key, order_index,
-    order_key,
+    IMAGES, IndexedFields, META, OPERATION_FOLDERS, OPERATIONS, OPERATIONS_BY_TIME, RUNNING,
+    SA_KEYS, Source, TOKENS, TOKENS_BY_EXPIRY, Table, TableReads, Tables, before, decode, err, key,
+    op_index_key, op_time_key, order_index, order_key,
 };
 use crate::pb::yandex::cloud::access::{AccessBinding, ListAccessBindingsResponse};
 use crate::pb::yandex::cloud::compute::v1::Image;
 use crate::pb::yandex::cloud::operation::Operation;
 use crate::store::{
-    Cutoffs, IdempotencyRecord, ImageCursor, ImageOrder, RunningCreate, StoreError, Tx, TxMut,
-    now_nanos,
+    Cutoffs, IdempotencyRecord, ImageCursor, ImageOrder, IssuedToken, OperationResource,
+    RunningCreate, ServiceAccountKey, StoreError, Tx, TxMut, now_nanos,
 };
 
 /// The tables of a write transaction, open for one batch, indexed by [`Table::id`].
@@ -286,6 +286,7 @@ impl TxMut for Staged<'_, '_> {
                 Some(op) => {
                     self.remove(IMAGE_OPERATIONS, &op_index_key(image_id, &op))?;
                     self.remove(OPERATIONS, op_id)?;
+                    self.remove(OPERATION_FOLDERS, op_id)?;
                 }
                 None => {}
             }
@@ -304,6 +305,18 @@ impl TxMut for Staged<'_, '_> {
             self.remove(IDEMPOTENCY_BY_TIME, &index)?;
             purged += 1;
         }
+        let range = before(cutoffs.tokens);
+        for index in self.keys_rev(
+            TOKENS_BY_EXPIRY,
+            range.start.as_str()..range.end.as_str(),
+            limit,
+        )? {
+            if let Some((_, hash)) = index.split_once('\0') {
+                self.remove(TOKENS, hash)?;
+            }
+            self.remove(TOKENS_BY_EXPIRY, &index)?;
+            purged += 1;
+        }
         Ok(purged)
     }
     fn put_running_create(&mut self, running: &RunningCreate) -> Result<(), StoreError> {
@@ -314,5 +327,27 @@ impl TxMut for Staged<'_, '_> {
     }
     fn touch(&mut self) -> Result<(), StoreError> {
         self.put(META, "health", now_nanos().to_be_bytes().to_vec())
+    }
+    fn put_operation_resource(
+        &mut self,
+        operation_id: &str,
+        resource: &OperationResource,
+    ) -> Result<(), StoreError> {
+        self.put(OPERATION_FOLDERS, operation_id, resource.encode_to_vec())
+    }
+    fn put_service_account_key(&mut self, key: &ServiceAccountKey) -> Result<(), StoreError> {
+        self.put(SA_KEYS, &key.id, key.encode_to_vec())
+    }
+    fn delete_service_account_key(&mut self, id: &str) -> Result<bool, StoreError> {
+        let existed = self.get(SA_KEYS, id)?.is_some();
+        self.remove(SA_KEYS, id)?;
+        Ok(existed)
+    }
+    fn put_issued_token(&mut self, hash: &str, token: &IssuedToken) -> Result<(), StoreError> {
+        if self.get(TOKENS, hash)?.is_none() {
+            let index = format!("{:020}\0{hash}", token.expires_nanos);
+            self.put(TOKENS_BY_EXPIRY, &index, Vec::new())?;
+        }
+        self.put(TOKENS, hash, token.encode_to_vec())
     }
 }
