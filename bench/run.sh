@@ -10,6 +10,7 @@
 #   SERVE_CONNS="32 64 128" bash bench/run.sh   # concurrencies of the serve rows
 #   ROUNDS=3 bash bench/run.sh             # the pinned scenarios 3 times over, interleaved;
 #                                          # ratios per round and their median
+#   GATEWAY_FLAGS=--no-compression bash bench/run.sh   # flags for our gateway
 #
 # Needs wrk, h2load and protoc (Debian: wrk, nghttp2-client, protobuf-compiler); the
 # grpc-gateway columns also need ../shared/anchors/grpc-gateway/install.sh to have run.
@@ -39,7 +40,8 @@ backend_port=$(free_port)
 taskset -c "$BACKEND_CPUS" $bin backend --grpc-listen "127.0.0.1:$backend_port" --data-dir "$work/data" 2>"$work/backend.log" &
 backend_pid=$!; pids+=($backend_pid)
 ours_port=$(free_port)
-taskset -c "$GW_CPUS" $bin gateway --http-listen "127.0.0.1:$ours_port" --backend "http://127.0.0.1:$backend_port" 2>"$work/gateway.log" &
+# shellcheck disable=SC2086 # GATEWAY_FLAGS is a list of flags
+taskset -c "$GW_CPUS" $bin gateway --http-listen "127.0.0.1:$ours_port" --backend "http://127.0.0.1:$backend_port" ${GATEWAY_FLAGS:-} 2>"$work/gateway.log" &
 ours_pid=$!; pids+=($ours_pid)
 wait_port "$backend_port"; wait_port "$ours_port"
 

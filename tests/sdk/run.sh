@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The official clients against the real binary: builds the release binary, starts it twice on
-# free ports with temporary data dirs (plaintext, and TLS with a certificate made here), runs
+# free ports with temporary data dirs (plaintext, TLS with a certificate made here, and TLS with
+# --auth iam and a service account key made by `iam create-key`), runs
 #   - tests/sdk/python: the official Python SDK (stubs, the SDK's TLS create-and-wait path, a
 #     grpcurl-style reflection client, and the REST reference with `requests`), under pytest;
 #   - tests/sdk/node: the official Node.js SDK over TLS, under node's test runner;
-# then stops both servers. Needs python3 and node; installs the pinned packages itself.
+# then stops the servers. Needs python3 and node; installs the pinned packages itself.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 root=$PWD
@@ -17,11 +18,21 @@ venv=${CG_SDK_VENV:-$root/target/sdk-venv}
 (cd tests/sdk/node && npm ci --no-audit --no-fund --loglevel=error)
 "$venv/bin/python" tests/sdk/make_cert.py "$work"
 
+# A server with --auth iam, and a service account key made for it the way a user makes one.
+target/release/compute-gateway iam create-key --service-account-id ajesdkpython \
+  --data-dir "$work/iam" --out "$work/sa-key.json"
+cat >"$work/iam.json" <<'JSON'
+{"folderBindings": {"b1gsdkiam": [{"roleId": "editor", "subject": {"id": "ajesdkpython", "type": "serviceAccount"}}]}}
+JSON
+
 start_serve plain --create-delay-ms 300
 start_serve tls --create-delay-ms 300 --tls-cert "$work/cert.pem" --tls-key "$work/key.pem"
 export CG_GRPC=$(ready_addr plain grpc) CG_HTTP=$(ready_addr plain http)
 export CG_TLS_GRPC=$(ready_addr tls grpc) CG_TLS_HTTP=$(ready_addr tls http)
 export CG_TLS_CERT=$work/cert.pem
+start_serve iam --create-delay-ms 100 --auth iam --iam-config "$work/iam.json" \
+  --tls-cert "$work/cert.pem" --tls-key "$work/key.pem"
+export CG_IAM_GRPC=$(ready_addr iam grpc) CG_IAM_KEY=$work/sa-key.json CG_IAM_FOLDER=b1gsdkiam
 
 echo "== Python: official SDK, reflection, REST (plaintext $CG_GRPC / $CG_HTTP, TLS $CG_TLS_GRPC)"
 "$venv/bin/python" -m pytest -q -p no:cacheprovider tests/sdk/python
