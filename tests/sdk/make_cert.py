@@ -22,7 +22,9 @@ cert = (
     .serial_number(x509.random_serial_number())
     .not_valid_before(now - datetime.timedelta(minutes=5))
     .not_valid_after(now + datetime.timedelta(days=1))
-    .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+    # iam.api.cloud.yandex.net: the Node.js SDK dials the real IAM endpoint by name; its test
+    # tunnels that name to the server (tests/sdk/node/iam.test.mjs).
+    .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.DNSName("iam.api.cloud.yandex.net"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
     .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
     .sign(key, hashes.SHA256())
 )

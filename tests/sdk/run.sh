@@ -4,7 +4,8 @@
 # --auth iam and a service account key made by `iam create-key`), runs
 #   - tests/sdk/python: the official Python SDK (stubs, the SDK's TLS create-and-wait path, a
 #     grpcurl-style reflection client, and the REST reference with `requests`), under pytest;
-#   - tests/sdk/node: the official Node.js SDK over TLS, under node's test runner;
+#   - tests/sdk/node: the official Node.js SDK over TLS, and its serviceAccountJson sign-in,
+#     under node's test runner;
 # then stops the servers. Needs python3 and node; installs the pinned packages itself.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -19,10 +20,14 @@ venv=${CG_SDK_VENV:-$root/target/sdk-venv}
 "$venv/bin/python" tests/sdk/make_cert.py "$work"
 
 # A server with --auth iam, and a service account key made for it the way a user makes one.
-target/release/compute-gateway iam create-key --service-account-id ajesdkpython \
-  --data-dir "$work/iam" --out "$work/sa-key.json"
+for sa in ajesdkpython ajesdknode; do
+  target/release/compute-gateway iam create-key --service-account-id $sa \
+    --data-dir "$work/iam" --out "$work/$sa.json"
+done
 cat >"$work/iam.json" <<'JSON'
-{"folderBindings": {"b1gsdkiam": [{"roleId": "editor", "subject": {"id": "ajesdkpython", "type": "serviceAccount"}}]}}
+{"folderBindings": {
+  "b1gsdkiam": [{"roleId": "editor", "subject": {"id": "ajesdkpython", "type": "serviceAccount"}}],
+  "b1gsdkiamnode": [{"roleId": "compute.editor", "subject": {"id": "ajesdknode", "type": "serviceAccount"}}]}}
 JSON
 
 start_serve plain --create-delay-ms 300
@@ -32,9 +37,10 @@ export CG_TLS_GRPC=$(ready_addr tls grpc) CG_TLS_HTTP=$(ready_addr tls http)
 export CG_TLS_CERT=$work/cert.pem
 start_serve iam --create-delay-ms 100 --auth iam --iam-config "$work/iam.json" \
   --tls-cert "$work/cert.pem" --tls-key "$work/key.pem"
-export CG_IAM_GRPC=$(ready_addr iam grpc) CG_IAM_KEY=$work/sa-key.json CG_IAM_FOLDER=b1gsdkiam
+export CG_IAM_GRPC=$(ready_addr iam grpc) CG_IAM_KEY=$work/ajesdkpython.json CG_IAM_FOLDER=b1gsdkiam
+export CG_IAM_NODE_KEY=$work/ajesdknode.json CG_IAM_NODE_FOLDER=b1gsdkiamnode
 
 echo "== Python: official SDK, reflection, REST (plaintext $CG_GRPC / $CG_HTTP, TLS $CG_TLS_GRPC)"
 "$venv/bin/python" -m pytest -q -p no:cacheprovider tests/sdk/python
-echo "== Node.js: official SDK over TLS ($CG_TLS_GRPC)"
-(cd tests/sdk/node && node --test)
+echo "== Node.js: official SDK over TLS ($CG_TLS_GRPC), and signing in with serviceAccountJson ($CG_IAM_GRPC)"
+(cd tests/sdk/node && GRPC_DEFAULT_SSL_ROOTS_FILE_PATH=$work/cert.pem node --test)
