@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use compute_gateway::backend::{
-    self, AuthConfig, Backend, BackendConfig, MessageLimits, Retention,
+    self, AuthConfig, Backend, BackendConfig, MessageLimits, RateLimit, Retention,
 };
 use compute_gateway::gateway::{
     self, CorsOrigins, EdgeOptions, Gateway, GatewayConfig, HeaderPattern, InputOptions,
@@ -49,6 +49,8 @@ struct Cli {
     serve: ServeArgs,
 }
 
+// Parsed once at start: the size of the largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// gRPC backend and REST gateway in one process (the default).
@@ -123,6 +125,13 @@ struct BackendArgs {
     /// `https://iam.<endpoint>/iam/v1/tokens` as the Python SDK derives it).
     #[arg(long, env = "CG_IAM_AUDIENCE")]
     iam_audience: Option<String>,
+    /// Calls per second each caller may make (`100/s`): a subject, or the client's address
+    /// without a valid token; past it, RESOURCE_EXHAUSTED (429 over REST) with Retry-After.
+    #[arg(long, env = "CG_RATE_LIMIT", value_parser = RateLimit::parse)]
+    rate_limit: Option<RateLimit>,
+    /// Calls a caller may make at once after a quiet spell (default: the rate per second).
+    #[arg(long, env = "CG_RATE_LIMIT_BURST")]
+    rate_limit_burst: Option<std::num::NonZeroU32>,
     /// Milliseconds a Create stays CREATING before its Operation completes.
     #[arg(long, env = "CG_CREATE_DELAY_MS", default_value_t = 200)]
     create_delay_ms: u64,
@@ -430,6 +439,10 @@ fn auth_config(args: &BackendArgs) -> Result<AuthConfig, AnyError> {
             .iam_audience
             .clone()
             .map_or(Audience::Yandex, Audience::Pinned),
+        rate_limit: args.rate_limit.map(|limit| RateLimit {
+            burst: args.rate_limit_burst.unwrap_or(limit.burst),
+            ..limit
+        }),
     })
 }
 

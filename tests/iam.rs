@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use common::TestServer;
-use compute_gateway::backend::{self, AuthConfig};
+use compute_gateway::backend::{self, AuthConfig, RateLimit};
 use compute_gateway::iam::{Audience, AuthMode, IamConfig, KeyFile, YANDEX_AUDIENCE};
 use compute_gateway::pb::yandex::cloud::access::*;
 use compute_gateway::pb::yandex::cloud::compute::v1::*;
@@ -183,6 +183,7 @@ impl World {
                     mode: AuthMode::Iam,
                     config: Arc::new(IamConfig::load(&path).expect("config")),
                     audience: Audience::Yandex,
+                    rate_limit: None,
                 },
                 ..Default::default()
             },
@@ -888,4 +889,123 @@ async fn a_deleted_key_signs_nothing() {
         .expect_err("deleted key");
     assert_eq!(err.code(), Code::Unauthenticated);
     assert!(err.message().contains("unknown or deleted"), "{err:?}");
+}
+
+/// The delay a RESOURCE_EXHAUSTED's RetryInfo names.
+fn retry_delay(status: &tonic::Status) -> std::time::Duration {
+    let details =
+        <compute_gateway::pb::google::rpc::Status as prost::Message>::decode(status.details())
+            .expect("details");
+    let info: compute_gateway::pb::google::rpc::RetryInfo = common::unpack(&details.details[0]);
+    let delay = info.retry_delay.expect("retry_delay");
+    std::time::Duration::new(delay.seconds as u64, delay.nanos as u32)
+}
+
+/// `--rate-limit`: each caller (a subject, or an address without a token) has its own rate; past
+/// it a call is RESOURCE_EXHAUSTED with a RetryInfo (429 with Retry-After over REST), and after
+/// the time it names the caller is served again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limits_count_each_caller_apart_and_say_when_to_retry() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (first, second) = {
+        let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path()).expect("store"));
+        (
+            backend::create_key(store.clone(), "ajefirst")
+                .await
+                .expect("key"),
+            backend::create_key(store, "ajesecond").await.expect("key"),
+        )
+    };
+    let one = std::num::NonZeroU32::new(1).expect("1");
+    let s = TestServer::start_in(
+        dir.path(),
+        common::Options {
+            auth: AuthConfig {
+                rate_limit: Some(RateLimit {
+                    per_second: std::num::NonZeroU32::new(20).expect("20"),
+                    burst: one,
+                }),
+                ..AuthConfig::default()
+            },
+            ..Default::default()
+        },
+    )
+    .await;
+    let iam = IamTokenServiceClient::new(s.channel());
+    // The exchanges are counted too (anonymous, by address): a client waits as it is told.
+    let token = |key: &KeyFile| {
+        let jwt = jwt(key, |_| {});
+        let mut iam = iam.clone();
+        async move {
+            loop {
+                let request = CreateIamTokenRequest {
+                    identity: Some(Identity::Jwt(jwt.clone())),
+                };
+                match iam.create(request).await {
+                    Ok(r) => return r.into_inner().iam_token,
+                    Err(status) if status.code() == Code::ResourceExhausted => {
+                        tokio::time::sleep(retry_delay(&status)).await;
+                    }
+                    Err(status) => panic!("token: {status:?}"),
+                }
+            }
+        }
+    };
+    let (a, b) = (token(&first).await, token(&second).await);
+    let list = |t: &str| {
+        let mut images = s.images();
+        let request = authed(
+            ListImagesRequest {
+                folder_id: F.into(),
+                ..Default::default()
+            },
+            Some(t),
+        );
+        async move { images.list(request).await }
+    };
+    // A burst of one: the first call goes, the next at once is over the rate.
+    let mut limited = None;
+    for _ in 0..3 {
+        if let Err(status) = list(&a).await {
+            limited = Some(status);
+            break;
+        }
+    }
+    let status = limited.expect("over the rate");
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(
+        status.message().contains("20 calls per second"),
+        "{status:?}"
+    );
+    let wait = retry_delay(&status);
+    assert!(wait > std::time::Duration::ZERO && wait <= std::time::Duration::from_millis(50));
+    // Another subject is counted apart.
+    list(&b).await.expect("another caller");
+    // After the time the server named, the caller is served again.
+    tokio::time::sleep(wait).await;
+    list(&a).await.expect("served again");
+
+    // Over REST: 429, the Status body, and Retry-After in whole seconds.
+    let http = reqwest::Client::new();
+    let mut seen = None;
+    for _ in 0..3 {
+        let reply = http
+            .get(format!("{}/compute/v1/images?folderId={F}", s.http()))
+            .send()
+            .await
+            .expect("list");
+        if reply.status() == 429 {
+            seen = Some(reply);
+            break;
+        }
+        assert_eq!(reply.status(), 200);
+    }
+    let reply = seen.expect("REST over the rate");
+    assert_eq!(reply.headers()["retry-after"], "1");
+    let body: Value = reply.json().await.expect("Status");
+    assert_eq!(body["code"], 8);
+    assert_eq!(
+        body["details"][0]["@type"],
+        "type.googleapis.com/google.rpc.RetryInfo"
+    );
 }

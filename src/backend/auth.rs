@@ -5,12 +5,24 @@
 //! the resource it found, whether the caller holds the permission the one table
 //! ([`permission_of`]) names for it (PERMISSION_DENIED naming the permission otherwise).
 //! Health, reflection, endpoint discovery and the token exchange itself stay open.
+//!
+//! With `--rate-limit`, the same layer counts each caller's calls (governor's GCRA, keyed by the
+//! subject, or by the client's address for a call without a valid token; health is not
+//! counted): past the rate and its burst a call is RESOURCE_EXHAUSTED with a
+//! `google.rpc.RetryInfo` that says when to come back (the gateway's 429 has it as
+//! `Retry-After`).
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota};
+use prost::Message;
 use tonic::Status;
 use tower::{Layer, Service};
 
@@ -51,10 +63,117 @@ fn anonymous(value: Option<&[u8]>) -> Caller {
     Caller::Anonymous(format!("aje{h:016x}"))
 }
 
+/// The most calls a caller may make per second, and how many at once after a quiet spell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    /// Calls per second.
+    pub per_second: NonZeroU32,
+    /// Calls in a burst.
+    pub burst: NonZeroU32,
+}
+
+impl RateLimit {
+    /// `N/s`, with a burst of N.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let n = text
+            .strip_suffix("/s")
+            .and_then(|n| n.parse::<u32>().ok())
+            .and_then(NonZeroU32::new)
+            .ok_or_else(|| format!("{text:?}: expected calls per second, as 100/s"))?;
+        Ok(Self {
+            per_second: n,
+            burst: n,
+        })
+    }
+}
+
+/// Callers' call rates.
+pub(crate) struct Limiter {
+    limit: RateLimit,
+    limiter: DefaultKeyedRateLimiter<String>,
+}
+
+impl Limiter {
+    pub(crate) fn new(limit: RateLimit) -> Self {
+        let quota = Quota::per_second(limit.per_second).allow_burst(limit.burst);
+        Self {
+            limit,
+            limiter: DefaultKeyedRateLimiter::keyed(quota),
+        }
+    }
+
+    /// Counts one call of `key`; RESOURCE_EXHAUSTED with a RetryInfo when it is over its rate.
+    fn check(&self, key: &str) -> Result<(), Status> {
+        // The key is copied only when the caller has no state yet (its first call, or its
+        // first since it was forgotten).
+        let outcome = self.limiter.check_key(&key.to_string());
+        let Err(not_until) = outcome else {
+            return Ok(());
+        };
+        let wait = not_until.wait_time_from(DefaultClock::default().now());
+        let wait = wait.max(Duration::from_millis(1));
+        let info = crate::pb::google::rpc::RetryInfo {
+            retry_delay: Some(pbjson_types::Duration {
+                seconds: wait.as_secs() as i64,
+                nanos: wait.subsec_nanos() as i32,
+            }),
+        };
+        let details = crate::pb::google::rpc::Status {
+            code: tonic::Code::ResourceExhausted as i32,
+            message: String::new(),
+            details: vec![crate::json::Any::pack(&info)],
+        };
+        Err(Status::with_details(
+            tonic::Code::ResourceExhausted,
+            format!(
+                "rate limit of {} calls per second (burst {}) exceeded; retry in {} ms",
+                self.limit.per_second,
+                self.limit.burst,
+                wait.as_millis().max(1)
+            ),
+            details.encode_to_vec().into(),
+        ))
+    }
+
+    /// Forgets callers whose state is back to a full burst: the map holds the callers of the
+    /// last moments, not every caller ever seen.
+    pub(crate) fn forget_idle(&self) {
+        self.limiter.retain_recent();
+        self.limiter.shrink_to_fit();
+    }
+}
+
+/// The key a call is counted under: its subject, or for a call without a valid token, the
+/// client's address. Calls that come through the gateway of this process (the in-process
+/// connection has no address) are counted by the client address the gateway forwarded.
+fn rate_key<B>(caller: &Caller, req: &http::Request<B>) -> String {
+    if let Caller::Subject(s) = caller {
+        return format!("subject:{}", s.id);
+    }
+    let peer = req
+        .extensions()
+        .get::<crate::net::Peer>()
+        .and_then(|p| p.remote);
+    match peer {
+        Some(addr) => format!("ip:{}", addr.ip()),
+        None => {
+            let forwarded = req
+                .headers()
+                .get("x-forwarded-for")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.split(',').next())
+                .map(str::trim)
+                .unwrap_or("in-process");
+            format!("ip:{forwarded}")
+        }
+    }
+}
+
 /// What the auth layer and every RPC share.
 pub(crate) struct Access {
     pub(crate) mode: AuthMode,
     pub(crate) tokens: Tokens,
+    pub(crate) limiter: Option<Limiter>,
 }
 
 impl Access {
@@ -164,7 +283,14 @@ where
     fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
         let path = req.uri().path();
         let authorization = req.headers().get("authorization").map(|v| v.as_bytes());
-        match self.access.caller(path, authorization) {
+        let counted = !path.starts_with("/grpc.health.v1.");
+        let admitted = self.access.caller(path, authorization).and_then(|caller| {
+            if let Some(limiter) = self.access.limiter.as_ref().filter(|_| counted) {
+                limiter.check(&rate_key(&caller, &req))?;
+            }
+            Ok(caller)
+        });
+        match admitted {
             Ok(caller) => {
                 req.extensions_mut().insert(caller);
                 Box::pin(self.inner.call(req))

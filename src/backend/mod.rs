@@ -28,6 +28,7 @@ mod storage;
 mod tokens;
 mod validate;
 
+pub use auth::RateLimit;
 pub use health::HealthProbe;
 pub use iam_tokens::{create_key, delete_key, list_keys};
 pub use retention::Retention;

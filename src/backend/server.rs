@@ -61,6 +61,9 @@ pub async fn serve(incoming: Incoming, backend: Backend, shutdown: Shutdown) {
     let idle_timeout = backend.config().idle_timeout;
     let limits = backend.config().messages;
     let spans = backend.config().spans.clone();
+    if backend.access().limiter.is_some() {
+        tokio::spawn(forget_idle_callers(backend.clone(), shutdown.clone()));
+    }
     let (health, health_service) = tonic_health::server::health_reporter();
     health::set_all(&health, tonic_health::ServingStatus::Serving).await;
     tokio::spawn(retention::run(
@@ -134,4 +137,19 @@ fn reflection() -> tonic_reflection::server::Builder<'static> {
     tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+}
+
+/// Every minute, the rate limiter forgets the callers that are back to a full burst.
+async fn forget_idle_callers(backend: Backend, shutdown: Shutdown) {
+    let stop = shutdown.requested();
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            () = &mut stop => return,
+            () = tokio::time::sleep(Duration::from_secs(60)) => {}
+        }
+        if let Some(limiter) = &backend.access().limiter {
+            limiter.forget_idle();
+        }
+    }
 }

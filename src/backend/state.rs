@@ -9,7 +9,7 @@ use std::time::Duration;
 use tonic::Status;
 use tonic::metadata::MetadataMap;
 
-use super::auth::Access;
+use super::auth::{Access, Limiter, RateLimit};
 use super::health::HealthProbe;
 use super::ids::{OPERATION_ID_PREFIX, new_id};
 use super::retention::Retention;
@@ -56,6 +56,8 @@ pub struct AuthConfig {
     pub config: Arc<IamConfig>,
     /// Which `aud` the JWTs may carry.
     pub audience: Audience,
+    /// Calls per caller (`--rate-limit`); `None` counts none.
+    pub rate_limit: Option<RateLimit>,
 }
 
 impl Default for AuthConfig {
@@ -64,6 +66,7 @@ impl Default for AuthConfig {
             mode: AuthMode::None,
             config: Arc::default(),
             audience: Audience::Yandex,
+            rate_limit: None,
         }
     }
 }
@@ -120,6 +123,7 @@ impl Backend {
                 config.auth.config.clone(),
                 config.auth.audience.clone(),
             ),
+            limiter: config.auth.rate_limit.map(Limiter::new),
         });
         Self {
             inner: Arc::new(Inner {

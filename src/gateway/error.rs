@@ -208,6 +208,18 @@ pub(crate) fn http_status(code: Code) -> StatusCode {
     }
 }
 
+/// `Retry-After` (whole seconds, rounded up) of a status that carries a `google.rpc.RetryInfo`,
+/// as a rate limit's RESOURCE_EXHAUSTED does.
+fn retry_after(details: &[crate::json::Any]) -> Option<HeaderValue> {
+    let info = details
+        .iter()
+        .find(|d| d.type_url.ends_with("/google.rpc.RetryInfo"))
+        .and_then(|d| <rpc::RetryInfo as prost::Message>::decode(d.value.as_slice()).ok())?;
+    let delay = info.retry_delay?;
+    let seconds = delay.seconds.max(0) + i64::from(delay.nanos > 0);
+    HeaderValue::from_str(&seconds.max(1).to_string()).ok()
+}
+
 impl IntoResponse for GatewayError {
     fn into_response(self) -> Response {
         let (code, message, details) = self.parts();
@@ -248,6 +260,9 @@ impl IntoResponse for GatewayError {
                 header::ACCEPT_ENCODING,
                 HeaderValue::from_static(ACCEPTED_ENCODINGS),
             );
+        }
+        if let Some(after) = retry_after(&body.details) {
+            resp.headers_mut().insert(header::RETRY_AFTER, after);
         }
         if let Self::MethodNotAllowed { allow } = &self {
             let allow: Vec<&str> = allow.iter().map(Method::as_str).collect();
