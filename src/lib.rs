@@ -17,7 +17,8 @@
 //!           the in-process pipe, Shutdown ─> nothing of ours
 //! json      canonical proto3 JSON for FieldMask, Timestamp and Any ─> pb
 //! pb        generated protobuf code and the embedded descriptor set
-//! telemetry metric names, the Prometheus recorder, log setup (a leaf every layer may use)
+//! telemetry metric names, the Prometheus recorder, log setup, OTLP span export (a leaf every
+//!           layer may use)
 //! ```
 //!
 //! `gateway` never imports `backend` or `store`: it reaches the backend only over gRPC, even

@@ -133,7 +133,9 @@ where
                     .split_once('/')
                     .unwrap_or((&method, ""));
                 spans.record(ServerSpan {
-                    trace,
+                    trace_id: trace.trace_id,
+                    span_id: trace.parent_id,
+                    sampled: trace.flags & 1 == 1,
                     parent: caller.map(|c| c.parent_id),
                     name: method.trim_start_matches('/').to_string(),
                     start,

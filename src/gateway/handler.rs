@@ -344,7 +344,9 @@ fn request_span(
         attributes.push(KeyValue::new("rpc.method", rpc.to_string()));
     }
     telemetry::ServerSpan {
-        trace,
+        trace_id: trace.trace_id,
+        span_id: trace.parent_id,
+        sampled: trace.flags & 1 == 1,
         parent: caller.map(|c| c.parent_id),
         name: format!("{method} {route}"),
         start: std::time::SystemTime::now() - elapsed,

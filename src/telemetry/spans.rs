@@ -21,8 +21,6 @@ use opentelemetry_sdk::trace::{
     BatchConfigBuilder, BatchSpanProcessor, SpanData, SpanEvents, SpanLinks, SpanProcessor,
 };
 
-use crate::net::TraceParent;
-
 /// Where finished spans go: a cheap-to-clone handle on one batch processor.
 #[derive(Clone)]
 pub struct Spans {
@@ -38,8 +36,12 @@ impl fmt::Debug for Spans {
 
 /// A finished server span.
 pub(crate) struct ServerSpan {
-    /// The trace and this span's own id (`parent_id` of the `traceparent` this hop sends on).
-    pub(crate) trace: TraceParent,
+    /// The trace.
+    pub(crate) trace_id: [u8; 16],
+    /// This span's own id (the parent id of the `traceparent` this hop sends on).
+    pub(crate) span_id: [u8; 8],
+    /// Whether the trace is sampled (only sampled ones are exported).
+    pub(crate) sampled: bool,
     /// The span that called us, when the caller sent a `traceparent`.
     pub(crate) parent: Option<[u8; 8]>,
     pub(crate) name: String,
@@ -80,12 +82,12 @@ impl Spans {
 
     /// Queues a finished span for export, if its trace is sampled.
     pub(crate) fn record(&self, span: ServerSpan) {
-        if span.trace.flags & 1 == 0 {
+        if !span.sampled {
             return;
         }
         let context = SpanContext::new(
-            TraceId::from_bytes(span.trace.trace_id),
-            SpanId::from_bytes(span.trace.parent_id),
+            TraceId::from_bytes(span.trace_id),
+            SpanId::from_bytes(span.span_id),
             TraceFlags::SAMPLED,
             false,
             TraceState::default(),
