@@ -308,9 +308,16 @@ struct ServeArgs {
 struct GatewayArgs {
     #[command(flatten)]
     http: HttpArgs,
-    /// URL of the gRPC backend; `https://` dials TLS.
-    #[arg(long, env = "CG_BACKEND", default_value = "http://127.0.0.1:50051")]
-    backend: String,
+    /// URL of the gRPC backend; `https://` dials TLS. Repeat it (or separate URLs with commas)
+    /// for several backends serving the same data: calls are spread over those that are up,
+    /// and a call a backend certainly did not process moves on to the next.
+    #[arg(
+        long,
+        env = "CG_BACKEND",
+        default_value = "http://127.0.0.1:50051",
+        value_delimiter = ','
+    )]
+    backend: Vec<String>,
     /// PEM certificate to trust for an `https://` backend (default: the system's roots are not
     /// loaded, so set this for TLS backends).
     #[arg(long, env = "CG_BACKEND_CA")]
@@ -670,7 +677,7 @@ async fn run_gateway(args: GatewayArgs, spans: Option<Spans>) -> Result<(), AnyE
     };
     let http = bind(&args.http.http_listen, "--http-listen").await?;
     let http_addr = http.local_addr()?;
-    let gw = Arc::new(Gateway::new(
+    let gw = Arc::new(Gateway::balancing(
         &args.backend,
         gateway_config(&args.http, backend_tls, &spans)?,
     )?);
@@ -682,7 +689,7 @@ async fn run_gateway(args: GatewayArgs, spans: Option<Spans>) -> Result<(), AnyE
         options.connections(),
         shutdown.clone(),
     );
-    tracing::info!(http = %http_addr, backend = %args.backend, tls = tls.is_some(), "serving");
+    tracing::info!(http = %http_addr, backends = ?args.backend, tls = tls.is_some(), "serving");
     gateway::serve(incoming, gw, options, shutdown).await;
     Ok(())
 }

@@ -808,3 +808,107 @@ async fn connections_that_never_get_to_a_request_are_closed_on_both_ports() {
         }
     }
 }
+
+/// `gateway --backend A --backend B`: calls are spread over the backends that are up; a backend
+/// that stops (GOAWAY, then refused connections) is skipped and no call fails for it; one that
+/// was never there is skipped from the first call; and one that comes up on a dead address is
+/// taken into the rotation once its health check answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_spreads_calls_over_its_backends_and_fails_over() {
+    let dirs = [
+        tempfile::tempdir().expect("dir"),
+        tempfile::tempdir().expect("dir"),
+        tempfile::tempdir().expect("dir"),
+    ];
+    let (la, lb) = (
+        TcpListener::bind("127.0.0.1:0").await.expect("bind"),
+        TcpListener::bind("127.0.0.1:0").await.expect("bind"),
+    );
+    let (a_addr, b_addr) = (
+        la.local_addr().expect("addr"),
+        lb.local_addr().expect("addr"),
+    );
+    let a = start_backend(la, dirs[0].path()).await;
+    let b = start_backend(lb, dirs[1].path()).await;
+    // An image that only A has: a GET of it says which backend answered (200 A, 404 B).
+    let channel = tonic::transport::Channel::from_shared(format!("http://{a_addr}"))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect");
+    let op = compute_gateway::pb::yandex::cloud::compute::v1::image_service_client::ImageServiceClient::new(channel.clone())
+        .create(compute_gateway::pb::yandex::cloud::compute::v1::CreateImageRequest {
+            folder_id: "b1gspread".into(),
+            name: "only-on-a".into(),
+            source: Some(compute_gateway::pb::yandex::cloud::compute::v1::create_image_request::Source::DiskId("d".into())),
+            ..Default::default()
+        })
+        .await
+        .expect("create")
+        .into_inner();
+    let mut ops = compute_gateway::pb::yandex::cloud::operation::operation_service_client::OperationServiceClient::new(channel);
+    common::wait_done(&mut ops, &op.id).await;
+    let meta: compute_gateway::pb::yandex::cloud::compute::v1::CreateImageMetadata =
+        common::unpack(op.metadata.as_ref().expect("metadata"));
+    let dead = common::dead_address().await;
+    let urls: Vec<String> = [a_addr, b_addr, dead]
+        .iter()
+        .map(|a| format!("http://{a}"))
+        .collect();
+    let gw = common::gateway_over(&urls, GatewayConfig::default()).await;
+    let http = reqwest::Client::new();
+    let get = || {
+        http.get(format!(
+            "http://{}/compute/v1/images/{}",
+            gw.addr, meta.image_id
+        ))
+        .send()
+    };
+    let mut by_status = std::collections::BTreeMap::new();
+    for _ in 0..20 {
+        let status = get().await.expect("get").status().as_u16();
+        *by_status.entry(status).or_insert(0) += 1;
+    }
+    assert_eq!(
+        by_status.keys().copied().collect::<Vec<_>>(),
+        [200, 404],
+        "both backends answer, and the dead one is never an error: {by_status:?}"
+    );
+    assert!(
+        by_status[&200] >= 5 && by_status[&404] >= 5,
+        "{by_status:?}"
+    );
+
+    // B goes away: every call goes to A, none fails.
+    b.stop().await;
+    for i in 0..20 {
+        let status = get().await.expect("get").status();
+        assert_eq!(status, 200, "call {i} after B stopped");
+    }
+    let health = http
+        .get(format!("http://{}/healthz", gw.addr))
+        .send()
+        .await
+        .expect("healthz");
+    assert_eq!(health.status(), 200, "one backend serves");
+
+    // A backend comes up where nothing was: once its health check answers, it takes calls.
+    let listener = TcpListener::bind(dead)
+        .await
+        .expect("the dead address is free");
+    let c = start_backend(listener, dirs[2].path()).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if get().await.expect("get").status() == 404 {
+            break; // answered by the new backend, which has no such image
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the new backend never took a call"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(gw);
+    a.stop().await;
+    c.stop().await;
+}

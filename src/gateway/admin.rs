@@ -7,14 +7,10 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use tonic_health::pb::HealthCheckRequest;
-use tonic_health::pb::health_check_response::ServingStatus;
-use tonic_health::pb::health_client::HealthClient;
 
 use super::error::GatewayError;
 use super::handler::Gateway;
@@ -69,17 +65,9 @@ pub(super) async fn metrics() -> Response {
     with_type(handle.render(), "text/plain; version=0.0.4")
 }
 
-/// The backend's overall health, asked over the gateway's connection to it.
+/// Whether a backend serves, asked over the gateway's connections (any one, of several).
 async fn backend_serving(gw: &Gateway) -> bool {
-    let upstream = gw.client.upstream();
-    let mut client = HealthClient::with_origin(upstream.clone(), upstream.origin());
-    let check = client.check(HealthCheckRequest {
-        service: String::new(),
-    });
-    matches!(
-        tokio::time::timeout(Duration::from_secs(2), check).await,
-        Ok(Ok(r)) if r.get_ref().status == ServingStatus::Serving as i32
-    )
+    gw.client.upstream().any_serving().await
 }
 
 fn serving() -> Response {

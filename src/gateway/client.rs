@@ -1,16 +1,17 @@
-//! The gateway's client of the backend: its one HTTP/2 connection ([`Upstream`]), the message
-//! compression on it, and how replies are rendered.
+//! The gateway's client of its backends: their HTTP/2 connections ([`Pool`]: one backend, or
+//! several that calls are spread over), the message compression on them, and how replies are
+//! rendered.
 
 use tonic::codec::CompressionEncoding;
 
-use crate::net::Upstream;
+use crate::net::Pool;
 
 use super::response::RenderOptions;
 
 /// The gateway's connection to the backend, shared by every request (cheap to clone).
 #[derive(Clone)]
 pub(crate) struct BackendClient {
-    upstream: Upstream,
+    upstream: Pool,
     render: RenderOptions,
     compression: Option<CompressionEncoding>,
 }
@@ -18,7 +19,7 @@ pub(crate) struct BackendClient {
 impl BackendClient {
     /// A client over `upstream`, whose messages are compressed with `compression`, if any.
     pub(crate) fn new(
-        upstream: Upstream,
+        upstream: Pool,
         render: RenderOptions,
         compression: Option<CompressionEncoding>,
     ) -> Self {
@@ -29,8 +30,8 @@ impl BackendClient {
         }
     }
 
-    /// The connection calls go on.
-    pub(crate) fn upstream(&self) -> &Upstream {
+    /// The backends calls go to.
+    pub(crate) fn upstream(&self) -> &Pool {
         &self.upstream
     }
 
@@ -45,7 +46,7 @@ impl BackendClient {
     ///
     /// With compression, requests are compressed and compressed replies are asked for
     /// (`grpc-accept-encoding`).
-    pub(crate) fn grpc(&self) -> tonic::client::Grpc<Upstream> {
+    pub(crate) fn grpc(&self) -> tonic::client::Grpc<Pool> {
         let grpc = tonic::client::Grpc::with_origin(self.upstream.clone(), self.upstream.origin())
             .max_decoding_message_size(usize::MAX);
         match self.compression {

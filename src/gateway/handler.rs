@@ -28,7 +28,7 @@ use super::response::RenderOptions;
 use super::routes::{Route, RouteError, RouteTable};
 use super::value::InputOptions;
 use crate::net::{
-    BackendTls, Peer, TraceParent, Upstream, UpstreamError, UpstreamOptions, UrlError,
+    BackendTls, Peer, Pool, TraceParent, Upstream, UpstreamError, UpstreamOptions, UrlError,
     parse_grpc_timeout,
 };
 use crate::telemetry;
@@ -129,10 +129,27 @@ impl Gateway {
     /// with [`GatewayConfig::backend_tls`]). The connection is made lazily and re-made after
     /// failures; a bad route table or URL fails here.
     pub fn new(url: &str, config: GatewayConfig) -> Result<Self, StartError> {
-        let upstream =
-            Upstream::from_url(url, config.backend_tls.as_ref(), config.upstream_options())
-                .map_err(StartError::Url)?;
-        Self::with_upstream(upstream, config)
+        Self::balancing(&[url.to_string()], config)
+    }
+
+    /// A gateway in front of several backends serving the same services: calls go to the ones
+    /// that are up, in turn, and one the chosen backend certainly did not process moves on to
+    /// the next (see [`crate::net::Pool`]).
+    pub fn balancing(urls: &[String], config: GatewayConfig) -> Result<Self, StartError> {
+        let upstreams = urls
+            .iter()
+            .map(|url| {
+                Upstream::from_url(url, config.backend_tls.as_ref(), config.upstream_options())
+                    .map_err(StartError::Url)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if upstreams.is_empty() {
+            return Err(StartError::Url(UrlError::Invalid {
+                url: String::new(),
+                why: "no backend URL was given".into(),
+            }));
+        }
+        Self::with_pool(Pool::new(upstreams), config)
     }
 
     /// A gateway over an existing connection to the backend.
@@ -140,7 +157,11 @@ impl Gateway {
         upstream: Upstream,
         config: GatewayConfig,
     ) -> Result<Self, StartError> {
-        let client = BackendClient::new(upstream, config.render, config.backend_compression);
+        Self::with_pool(Pool::new(vec![upstream]), config)
+    }
+
+    fn with_pool(pool: Pool, config: GatewayConfig) -> Result<Self, StartError> {
+        let client = BackendClient::new(pool, config.render, config.backend_compression);
         let grpc_web = tower::Layer::layer(
             &tonic_web::GrpcWebLayer::new(),
             grpc_web::Proxy {

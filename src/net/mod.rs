@@ -28,4 +28,4 @@ pub use shutdown::{Shutdown, TriggerOnDrop};
 pub use tls::{Tls, TlsError, client_config};
 pub use trace::TraceParent;
 pub use upstream::{BackendTls, DialError, UpstreamError, UrlError};
-pub(crate) use upstream::{Upstream, UpstreamOptions};
+pub(crate) use upstream::{Pool, Upstream, UpstreamOptions};

@@ -129,7 +129,7 @@ impl TestServer {
         })];
         if options.gateway_over_tcp {
             let (addr, task) = spawn_gateway(
-                &format!("http://{grpc_addr}"),
+                &[format!("http://{grpc_addr}")],
                 options.gateway,
                 options.listener,
                 shutdown.clone(),
@@ -240,9 +240,15 @@ impl Drop for GatewayOnly {
 
 /// Starts a [`GatewayOnly`].
 pub(crate) async fn gateway_only(backend_url: &str, config: GatewayConfig) -> GatewayOnly {
+    gateway_over(&[backend_url.to_string()], config).await
+}
+
+/// Starts a [`GatewayOnly`] in front of several backends.
+#[allow(dead_code)]
+pub(crate) async fn gateway_over(backend_urls: &[String], config: GatewayConfig) -> GatewayOnly {
     let shutdown = Shutdown::new();
     let (addr, task) = spawn_gateway(
-        backend_url,
+        backend_urls,
         config,
         ListenerOptions::default(),
         shutdown.clone(),
@@ -257,12 +263,12 @@ pub(crate) async fn gateway_only(backend_url: &str, config: GatewayConfig) -> Ga
 
 /// The `gateway` command's wiring on 127.0.0.1:0, until `shutdown`.
 async fn spawn_gateway(
-    backend_url: &str,
+    backend_urls: &[String],
     config: GatewayConfig,
     options: ListenerOptions,
     shutdown: Shutdown,
 ) -> (SocketAddr, JoinHandle<()>) {
-    let gw = Arc::new(Gateway::new(backend_url, config).expect("gateway"));
+    let gw = Arc::new(Gateway::balancing(backend_urls, config).expect("gateway"));
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let incoming = net::incoming(listener, None, options.connections(), shutdown.clone());

@@ -30,6 +30,7 @@
 
 mod dial;
 mod error;
+mod pool;
 mod reply;
 
 use std::future::Future;
@@ -46,6 +47,7 @@ use tonic::body::Body;
 pub use dial::{BackendTls, UrlError};
 pub(crate) use dial::{Dial, Dialing, Io};
 pub use error::{DialError, UpstreamError};
+pub(crate) use pool::Pool;
 pub(crate) use reply::Reply;
 
 /// What the backend sees as the caller's software (a client's own agent travels as the
