@@ -15,4 +15,4 @@ npm ci --no-audit --no-fund --loglevel=error
 rm -rf gen dist
 npx buf generate
 npx esbuild page/app.ts --bundle --format=esm --target=es2022 --log-level=warning --outfile=dist/app.js
-CHROMIUM=$(command -v chromium) node --test
+CHROMIUM=$(command -v chromium) node --test --test-force-exit --test-timeout=120000

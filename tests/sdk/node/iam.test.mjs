@@ -23,19 +23,28 @@ const keyFile = JSON.parse(readFileSync(process.env.CG_IAM_NODE_KEY, 'utf8'));
 const folderId = process.env.CG_IAM_NODE_FOLDER;
 let proxy;
 const tunnelled = [];
+// Every socket of every tunnel, closed at the end: the SDK's channels keep theirs open, and an
+// open socket keeps this test file's process alive.
+const sockets = new Set();
+const track = (socket) => {
+  sockets.add(socket);
+  socket.on('close', () => sockets.delete(socket));
+  return socket;
+};
 
 before(async () => {
   proxy = http.createServer();
   proxy.on('connect', (req, client, head) => {
+    track(client);
     const [host, port] = req.url.split(':');
     tunnelled.push(host);
     const [toHost, toPort] = host === 'iam.api.cloud.yandex.net' ? [iamHost, iamPort] : [host, Number(port)];
-    const upstream = net.connect(toPort, toHost, () => {
+    const upstream = track(net.connect(toPort, toHost, () => {
       client.write('HTTP/1.1 200 Connection Established\r\n\r\n');
       upstream.write(head);
       upstream.pipe(client);
       client.pipe(upstream);
-    });
+    }));
     upstream.on('error', () => client.destroy());
     client.on('error', () => upstream.destroy());
   });
@@ -44,8 +53,8 @@ before(async () => {
 });
 
 after(() => {
+  for (const socket of sockets) socket.destroy();
   proxy?.close();
-  proxy?.closeAllConnections?.();
 });
 
 test('serviceAccountJson signs in through the real IAM name, and the roles apply', async () => {
