@@ -912,3 +912,97 @@ async fn the_gateway_spreads_calls_over_its_backends_and_fails_over() {
     a.stop().await;
     c.stop().await;
 }
+
+/// A backend that reports NOT_SERVING (here: a write stuck past the store's limit) stops taking
+/// calls from a gateway with several backends, and takes them again once it serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_that_is_not_serving_is_skipped_until_it_serves_again() {
+    let dirs = [
+        tempfile::tempdir().expect("dir"),
+        tempfile::tempdir().expect("dir"),
+    ];
+    let stuck_store = Arc::new(EmbeddedStore::open(dirs[0].path()).expect("store"));
+    let (lx, ly) = (
+        TcpListener::bind("127.0.0.1:0").await.expect("bind"),
+        TcpListener::bind("127.0.0.1:0").await.expect("bind"),
+    );
+    let (x_addr, y_addr) = (
+        lx.local_addr().expect("addr"),
+        ly.local_addr().expect("addr"),
+    );
+    let probe = HealthProbe {
+        interval: Duration::from_millis(20),
+        write_stall_limit: Duration::from_millis(200),
+    };
+    let x = start_backend_with(
+        lx,
+        stuck_store.clone(),
+        probe,
+        None,
+        Duration::from_secs(10),
+    )
+    .await;
+    let y = start_backend(ly, dirs[1].path()).await;
+    let gw = common::gateway_over(
+        &[format!("http://{x_addr}"), format!("http://{y_addr}")],
+        GatewayConfig::default(),
+    )
+    .await;
+    let http = reqwest::Client::new();
+    // An image that is on neither: both answer 404 by themselves; what tells them apart is
+    // an image on Y only.
+    let channel = tonic::transport::Channel::from_shared(format!("http://{y_addr}"))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect");
+    let op = ImageServiceClient::new(channel.clone())
+        .create(compute_gateway::pb::yandex::cloud::compute::v1::CreateImageRequest {
+            folder_id: "b1gskip".into(),
+            source: Some(compute_gateway::pb::yandex::cloud::compute::v1::create_image_request::Source::DiskId("d".into())),
+            ..Default::default()
+        })
+        .await
+        .expect("create")
+        .into_inner();
+    let mut ops = compute_gateway::pb::yandex::cloud::operation::operation_service_client::OperationServiceClient::new(channel);
+    common::wait_done(&mut ops, &op.id).await;
+    let meta: compute_gateway::pb::yandex::cloud::compute::v1::CreateImageMetadata =
+        common::unpack(op.metadata.as_ref().expect("metadata"));
+    let url = format!("http://{}/compute/v1/images/{}", gw.addr, meta.image_id);
+    let statuses = |n: usize| {
+        let (http, url) = (http.clone(), url.clone());
+        async move {
+            let mut out = Vec::new();
+            for _ in 0..n {
+                out.push(http.get(&url).send().await.expect("get").status().as_u16());
+            }
+            out
+        }
+    };
+    assert!(
+        statuses(10).await.contains(&404),
+        "X takes calls while it serves"
+    );
+
+    let (release, held) = std::sync::mpsc::channel();
+    stuck_store.submit(Box::new(StuckWrite(std::sync::Mutex::new(held))));
+    // The gateway checks every backend every few seconds: X is skipped once it says so.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while statuses(10).await.contains(&404) {
+        assert!(
+            Instant::now() < deadline,
+            "X still takes calls while NOT_SERVING"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    release.send(()).expect("release the write");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !statuses(10).await.contains(&404) {
+        assert!(Instant::now() < deadline, "X never took calls again");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(gw);
+    x.stop().await;
+    y.stop().await;
+}

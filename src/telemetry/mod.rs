@@ -19,6 +19,8 @@ pub(crate) const HTTP_DURATION: &str = "http_request_duration_seconds";
 pub(crate) const HTTP_IN_FLIGHT: &str = "http_requests_in_flight";
 /// The gateway's backend call latency by gRPC method.
 pub(crate) const BACKEND_DURATION: &str = "gateway_backend_call_duration_seconds";
+/// Whether the gateway sends calls to a backend (1) or skips it (0), by backend URL.
+pub(crate) const BACKEND_UP: &str = "gateway_backend_up";
 /// gRPC server requests by method and status code.
 pub(crate) const GRPC_REQUESTS: &str = "grpc_server_requests_total";
 /// gRPC server latency by method.

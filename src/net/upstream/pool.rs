@@ -33,6 +33,8 @@ const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 struct Member {
     upstream: Upstream,
     up: AtomicBool,
+    /// `gateway_backend_up{backend}`: 1 while calls go to it.
+    gauge: metrics::Gauge,
 }
 
 struct Shared {
@@ -50,12 +52,28 @@ impl Pool {
     /// A pool of `upstreams` (at least one), all taken to be up.
     pub(crate) fn new(upstreams: Vec<Upstream>) -> Self {
         assert!(!upstreams.is_empty(), "a pool has a backend");
+        let several = upstreams.len() > 1;
         Self(Arc::new(Shared {
             members: upstreams
                 .into_iter()
-                .map(|upstream| Member {
-                    upstream,
-                    up: AtomicBool::new(true),
+                .map(|upstream| {
+                    // One series per configured backend: the label is the operator's, not a
+                    // client's.
+                    // One backend is never checked: it has no such series.
+                    let gauge = if several {
+                        metrics::gauge!(
+                            crate::telemetry::BACKEND_UP,
+                            "backend" => upstream.origin().to_string()
+                        )
+                    } else {
+                        metrics::Gauge::noop()
+                    };
+                    gauge.set(1.0);
+                    Member {
+                        upstream,
+                        up: AtomicBool::new(true),
+                        gauge,
+                    }
                 })
                 .collect(),
             next: AtomicUsize::new(0),
@@ -90,6 +108,7 @@ impl Pool {
                     if full || !member.up.load(Ordering::Relaxed) {
                         let serving = serving(&member.upstream).await;
                         let was = member.up.swap(serving, Ordering::Relaxed);
+                        member.gauge.set(f64::from(u8::from(serving)));
                         if was != serving {
                             tracing::warn!(
                                 backend = %member.upstream.origin(),
@@ -146,6 +165,7 @@ impl Pool {
                 http::Request::from_parts(head, Body::new(http_body_util::Full::new(body.clone())));
             match tower::ServiceExt::oneshot(member.upstream.clone(), attempt).await {
                 Err(e @ UpstreamError::Dial(_)) => {
+                    member.gauge.set(0.0);
                     if member.up.swap(false, Ordering::Relaxed) {
                         tracing::warn!(backend = %origin, error = %e, "backend down; calls go to the others");
                     }
