@@ -809,6 +809,31 @@ async fn connections_that_never_get_to_a_request_are_closed_on_both_ports() {
     }
 }
 
+/// A READY image made over gRPC on the backend at `addr` alone; its id.
+async fn image_on(addr: SocketAddr) -> String {
+    use compute_gateway::pb::yandex::cloud::compute::v1::{
+        CreateImageMetadata, CreateImageRequest, create_image_request,
+    };
+    use compute_gateway::pb::yandex::cloud::operation::operation_service_client::OperationServiceClient;
+    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect");
+    let op = ImageServiceClient::new(channel.clone())
+        .create(CreateImageRequest {
+            folder_id: "b1gpool".into(),
+            source: Some(create_image_request::Source::DiskId("d".into())),
+            ..Default::default()
+        })
+        .await
+        .expect("create")
+        .into_inner();
+    common::wait_done(&mut OperationServiceClient::new(channel), &op.id).await;
+    let meta: CreateImageMetadata = common::unpack(op.metadata.as_ref().expect("metadata"));
+    meta.image_id
+}
+
 /// `gateway --backend A --backend B`: calls are spread over the backends that are up; a backend
 /// that stops (GOAWAY, then refused connections) is skipped and no call fails for it; one that
 /// was never there is skipped from the first call; and one that comes up on a dead address is
@@ -831,25 +856,7 @@ async fn the_gateway_spreads_calls_over_its_backends_and_fails_over() {
     let a = start_backend(la, dirs[0].path()).await;
     let b = start_backend(lb, dirs[1].path()).await;
     // An image that only A has: a GET of it says which backend answered (200 A, 404 B).
-    let channel = tonic::transport::Channel::from_shared(format!("http://{a_addr}"))
-        .expect("uri")
-        .connect()
-        .await
-        .expect("connect");
-    let op = compute_gateway::pb::yandex::cloud::compute::v1::image_service_client::ImageServiceClient::new(channel.clone())
-        .create(compute_gateway::pb::yandex::cloud::compute::v1::CreateImageRequest {
-            folder_id: "b1gspread".into(),
-            name: "only-on-a".into(),
-            source: Some(compute_gateway::pb::yandex::cloud::compute::v1::create_image_request::Source::DiskId("d".into())),
-            ..Default::default()
-        })
-        .await
-        .expect("create")
-        .into_inner();
-    let mut ops = compute_gateway::pb::yandex::cloud::operation::operation_service_client::OperationServiceClient::new(channel);
-    common::wait_done(&mut ops, &op.id).await;
-    let meta: compute_gateway::pb::yandex::cloud::compute::v1::CreateImageMetadata =
-        common::unpack(op.metadata.as_ref().expect("metadata"));
+    let image_id = image_on(a_addr).await;
     let dead = common::dead_address().await;
     let urls: Vec<String> = [a_addr, b_addr, dead]
         .iter()
@@ -858,11 +865,8 @@ async fn the_gateway_spreads_calls_over_its_backends_and_fails_over() {
     let gw = common::gateway_over(&urls, GatewayConfig::default()).await;
     let http = reqwest::Client::new();
     let get = || {
-        http.get(format!(
-            "http://{}/compute/v1/images/{}",
-            gw.addr, meta.image_id
-        ))
-        .send()
+        http.get(format!("http://{}/compute/v1/images/{image_id}", gw.addr))
+            .send()
     };
     let mut by_status = std::collections::BTreeMap::new();
     for _ in 0..20 {
@@ -949,27 +953,9 @@ async fn a_backend_that_is_not_serving_is_skipped_until_it_serves_again() {
     )
     .await;
     let http = reqwest::Client::new();
-    // An image that is on neither: both answer 404 by themselves; what tells them apart is
-    // an image on Y only.
-    let channel = tonic::transport::Channel::from_shared(format!("http://{y_addr}"))
-        .expect("uri")
-        .connect()
-        .await
-        .expect("connect");
-    let op = ImageServiceClient::new(channel.clone())
-        .create(compute_gateway::pb::yandex::cloud::compute::v1::CreateImageRequest {
-            folder_id: "b1gskip".into(),
-            source: Some(compute_gateway::pb::yandex::cloud::compute::v1::create_image_request::Source::DiskId("d".into())),
-            ..Default::default()
-        })
-        .await
-        .expect("create")
-        .into_inner();
-    let mut ops = compute_gateway::pb::yandex::cloud::operation::operation_service_client::OperationServiceClient::new(channel);
-    common::wait_done(&mut ops, &op.id).await;
-    let meta: compute_gateway::pb::yandex::cloud::compute::v1::CreateImageMetadata =
-        common::unpack(op.metadata.as_ref().expect("metadata"));
-    let url = format!("http://{}/compute/v1/images/{}", gw.addr, meta.image_id);
+    // An image on Y only: a GET of it says which backend answered (200 Y, 404 X).
+    let image_id = image_on(y_addr).await;
+    let url = format!("http://{}/compute/v1/images/{image_id}", gw.addr);
     let statuses = |n: usize| {
         let (http, url) = (http.clone(), url.clone());
         async move {
