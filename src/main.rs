@@ -241,6 +241,15 @@ struct HttpArgs {
     /// Indented JSON replies.
     #[arg(long, env = "CG_PRETTY")]
     pretty: bool,
+    /// A binary FileDescriptorSet (`protoc --include_imports -o`, `buf build -o`) of more
+    /// services to serve over REST by their google.api.http rules, transcoded without
+    /// generated code (repeatable; the compiled-in services win a conflict).
+    #[arg(
+        long = "descriptor-set",
+        env = "CG_DESCRIPTOR_SET",
+        value_delimiter = ','
+    )]
+    descriptor_sets: Vec<PathBuf>,
     /// Accept enum value names in any letter case (`running` for `RUNNING`).
     #[arg(long, env = "CG_CASE_INSENSITIVE_ENUMS")]
     case_insensitive_enums: bool,
@@ -548,6 +557,7 @@ fn gateway_config(
         },
         backend_tls,
         spans: spans.clone(),
+        descriptor_sets: args.descriptor_sets.clone(),
         edge: EdgeOptions {
             cors: CorsOrigins::parse(&args.cors_allow_origins)?,
             compress_min_bytes: (!args.no_compression).then_some(args.compress_min_bytes),

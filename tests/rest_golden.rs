@@ -5,84 +5,16 @@
 //! with `@type`, so a fixture is readable and still exact (it is decoded to bytes through the
 //! Any registry before comparing).
 
-use std::convert::Infallible;
-use std::sync::{Arc, Mutex};
+mod common;
 
-use bytes::{Buf, Bytes};
+use std::sync::Arc;
+
 use compute_gateway::gateway::{Gateway, GatewayConfig, router};
 use compute_gateway::json::Any;
-use http::{HeaderMap, HeaderValue, Request, Response};
-use http_body_util::{BodyExt, StreamBody};
-use hyper::body::{Frame, Incoming};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use http::Request;
+use http_body_util::BodyExt;
 use serde_json::Value;
 use tower::ServiceExt;
-
-#[derive(Default)]
-struct Recorded {
-    path: String,
-    message: Vec<u8>,
-    metadata: Vec<(String, String)>,
-}
-
-/// A gRPC server that records one unary call and answers with `reply` (an encoded message).
-async fn recording_backend(reply: Vec<u8>) -> (String, Arc<Mutex<Recorded>>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let seen = Arc::new(Mutex::new(Recorded::default()));
-    let record = seen.clone();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let record = record.clone();
-            let reply = reply.clone();
-            let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                let record = record.clone();
-                let reply = reply.clone();
-                async move {
-                    let path = req.uri().path().to_string();
-                    let metadata = req
-                        .headers()
-                        .iter()
-                        .filter(|(k, _)| {
-                            !k.as_str().starts_with("grpc-")
-                                && !["te", "content-type", "user-agent"].contains(&k.as_str())
-                        })
-                        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or_default().to_string()))
-                        .collect();
-                    let mut body = req.into_body().collect().await.expect("body").to_bytes();
-                    body.advance(5); // gRPC frame: flag + length
-                    *record.lock().expect("lock") = Recorded {
-                        path,
-                        message: body.to_vec(),
-                        metadata,
-                    };
-                    let mut frame = vec![0u8];
-                    frame.extend_from_slice(&(reply.len() as u32).to_be_bytes());
-                    frame.extend_from_slice(&reply);
-                    let mut trailers = HeaderMap::new();
-                    trailers.insert("grpc-status", HeaderValue::from_static("0"));
-                    let frames: Vec<Result<Frame<Bytes>, Infallible>> = vec![
-                        Ok(Frame::data(Bytes::from(frame))),
-                        Ok(Frame::trailers(trailers)),
-                    ];
-                    let resp = Response::builder()
-                        .header("content-type", "application/grpc")
-                        .body(StreamBody::new(tokio_stream::iter(frames)))
-                        .expect("response");
-                    Ok::<_, Infallible>(resp)
-                }
-            });
-            tokio::spawn(async move {
-                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
-    });
-    (format!("http://{addr}"), seen)
-}
 
 fn any_bytes(json: &Value) -> Vec<u8> {
     let any: Any = serde_json::from_value(json.clone())
@@ -98,7 +30,7 @@ async fn every_rpc_transcodes_exactly_as_the_fixtures_say() {
     let mut covered = std::collections::BTreeSet::new();
     for case in cases {
         let name = case["name"].as_str().expect("name");
-        let (url, seen) = recording_backend(any_bytes(&case["backend_reply"])).await;
+        let (url, seen) = common::recording_backend(any_bytes(&case["backend_reply"])).await;
         let gw = Arc::new(Gateway::new(&url, GatewayConfig::default()).expect("gateway"));
         let http = &case["http"];
         let mut req = Request::builder()

@@ -1,8 +1,9 @@
 //! A route's call ([`Rpc`]): the typed call of its method, found once at startup by the
 //! method's full name in the list build.rs generates from `proto/` (the only per-RPC list in the
-//! crate).
-//! Each typed call does the same generic thing: deserialize the canonical JSON once (pbjson),
-//! make the unary call over the gateway's connection to the backend, render the reply.
+//! crate), or, for a method of a service loaded at run time (`--descriptor-set`), the dynamic
+//! call: the same steps with `prost_reflect::DynamicMessage` in place of generated types.
+//! Each call does the same thing: deserialize the canonical JSON once, make the unary call over
+//! the gateway's connection to the backend, render the reply.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -13,7 +14,7 @@ use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder};
 use tonic_prost::ProstCodec;
 
 use http::uri::PathAndQuery;
-use prost_reflect::MethodDescriptor;
+use prost_reflect::{DynamicMessage, MethodDescriptor};
 
 use super::client::BackendClient;
 use super::error::GatewayError;
@@ -29,7 +30,8 @@ pub struct Rpc {
     path: PathAndQuery,
     /// The same, as a metric label value.
     label: metrics::SharedString,
-    typed: &'static TypedRpc,
+    /// The compiled-in method's typed call; `None` for a method known only from descriptors.
+    typed: Option<&'static TypedRpc>,
 }
 
 impl std::fmt::Debug for Rpc {
@@ -44,8 +46,7 @@ impl Rpc {
         if method.is_client_streaming() || method.is_server_streaming() {
             return Err("streaming methods have no HTTP binding here".into());
         }
-        let typed = typed(method.full_name())
-            .ok_or_else(|| "not a service compiled into this binary".to_string())?;
+        let typed = typed(method.full_name());
         let path = format!("/{}/{}", method.parent_service().full_name(), method.name());
         Ok(Self {
             method: method.clone(),
@@ -76,13 +77,19 @@ impl Rpc {
         client: &'a BackendClient,
         request: Transcoded,
     ) -> Calling<'a> {
-        (self.typed.call)(client, self, request)
+        match self.typed {
+            Some(typed) => (typed.call)(client, self, request),
+            None => dynamic_call(client, self, request),
+        }
     }
 
     /// Deserializes the canonical JSON of the request into the typed request message and drops
     /// it: what a call does before it goes out, for tests and fuzzing without a backend.
     pub fn check(&self, json: serde_json::Value) -> Result<(), GatewayError> {
-        (self.typed.check)(self, json)
+        match self.typed {
+            Some(typed) => (typed.check)(self, json),
+            None => dynamic_request(self, json).map(drop),
+        }
     }
 }
 
@@ -155,47 +162,126 @@ where
 {
     Box::pin(async move {
         let message: Req = parse(rpc, request.json)?;
-        let mut req = tonic::Request::new(message);
-        *req.metadata_mut() = request.metadata;
-        // The deadline travels as `grpc-timeout`; the connection holds the call to it too.
-        req.set_timeout(request.timeout);
-        let mut grpc = client.grpc();
-        let started = std::time::Instant::now();
-        // A unary call, read as a stream of one message so that the reply's header metadata
-        // and its trailers stay apart (tonic's `unary` merges them).
-        let exchange = async {
-            let (headers, mut stream, _) = grpc
-                .server_streaming::<Req, Resp, _>(
-                    req,
-                    rpc.path.clone(),
-                    ReplyCodec(ProstCodec::default()),
-                )
-                .await?
-                .into_parts();
-            let Some(message) = stream.message().await? else {
-                return Err(UpstreamError::undecodable(tonic::Status::internal(
-                    "the backend sent no reply message",
-                )));
-            };
-            let trailers = stream.trailers().await?;
-            Ok((headers, message, trailers))
-        };
-        let exchanged = exchange.await;
-        metrics::histogram!(crate::telemetry::BACKEND_DURATION, "grpc_method" => rpc.label().clone())
-            .record(started.elapsed().as_secs_f64());
-        let (headers, message, trailers) = exchanged.map_err(GatewayError::from_call)?;
-        let body = match request.output {
+        let (output, response_body) = (request.output, request.response_body.clone());
+        let (headers, reply, trailers) = exchange(
+            client,
+            rpc,
+            message,
+            request.metadata,
+            request.timeout,
+            ReplyCodec(ProstCodec::<Req, Resp>::default()),
+        )
+        .await?;
+        let body = match output {
             Format::Json => render(
-                &message,
+                &reply,
                 &rpc.method().output(),
-                request.response_body.as_ref(),
+                response_body.as_ref(),
                 client.render_options(),
             )?,
-            Format::Proto => proto_reply(
-                &message,
-                &rpc.method().output(),
-                request.response_body.as_ref(),
+            Format::Proto => proto_reply(&reply, &rpc.method().output(), response_body.as_ref())?,
+        };
+        Ok(Reply {
+            body,
+            headers,
+            trailers,
+            format: output,
+        })
+    })
+}
+
+/// The unary call itself, whatever the message types: the reply's header metadata, its
+/// message and its trailers.
+async fn exchange<Req, Resp, C>(
+    client: &BackendClient,
+    rpc: &Rpc,
+    message: Req,
+    metadata: tonic::metadata::MetadataMap,
+    timeout: std::time::Duration,
+    codec: C,
+) -> Result<
+    (
+        tonic::metadata::MetadataMap,
+        Resp,
+        Option<tonic::metadata::MetadataMap>,
+    ),
+    GatewayError,
+>
+where
+    Req: Send + Sync + 'static,
+    Resp: Send + Sync + 'static,
+    C: Codec<Encode = Req, Decode = Resp> + Send + 'static,
+{
+    let mut req = tonic::Request::new(message);
+    *req.metadata_mut() = metadata;
+    // The deadline travels as `grpc-timeout`; the connection holds the call to it too.
+    req.set_timeout(timeout);
+    let mut grpc = client.grpc();
+    let started = std::time::Instant::now();
+    // A unary call, read as a stream of one message so that the reply's header metadata and
+    // its trailers stay apart (tonic's `unary` merges them).
+    let exchange = async {
+        let (headers, mut stream, _) = grpc
+            .server_streaming(req, rpc.path.clone(), codec)
+            .await?
+            .into_parts();
+        let Some(message) = stream.message().await? else {
+            return Err(UpstreamError::undecodable(tonic::Status::internal(
+                "the backend sent no reply message",
+            )));
+        };
+        let trailers = stream.trailers().await?;
+        Ok((headers, message, trailers))
+    };
+    let exchanged = exchange.await;
+    metrics::histogram!(crate::telemetry::BACKEND_DURATION, "grpc_method" => rpc.label().clone())
+        .record(started.elapsed().as_secs_f64());
+    exchanged.map_err(GatewayError::from_call)
+}
+
+/// The request message of a method known only from descriptors, from its canonical JSON.
+fn dynamic_request(rpc: &Rpc, json: serde_json::Value) -> Result<DynamicMessage, GatewayError> {
+    DynamicMessage::deserialize(rpc.method().input(), json).map_err(|e| {
+        GatewayError::bad_request(format!(
+            "invalid request for {}: {e}",
+            rpc.method().input().full_name()
+        ))
+    })
+}
+
+/// A dynamic reply, written as the typed path writes one: every field, defaults included
+/// (the render options then drop what they drop), 64-bit integers as strings.
+struct AllFields<'a>(&'a DynamicMessage);
+
+impl Serialize for AllFields<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let options = prost_reflect::SerializeOptions::new().skip_default_fields(false);
+        self.0.serialize_with_options(serializer, &options)
+    }
+}
+
+fn dynamic_call<'a>(client: &'a BackendClient, rpc: &'a Rpc, request: Transcoded) -> Calling<'a> {
+    Box::pin(async move {
+        let message = dynamic_request(rpc, request.json)?;
+        let output = rpc.method().output();
+        let (headers, reply, trailers) = exchange(
+            client,
+            rpc,
+            message,
+            request.metadata,
+            request.timeout,
+            DynamicCodec(output.clone()),
+        )
+        .await?;
+        let response_body = request.response_body.as_ref();
+        let body = match request.output {
+            Format::Json => render(
+                &AllFields(&reply),
+                &output,
+                response_body,
+                client.render_options(),
             )?,
+            Format::Proto => proto_reply(&reply, &output, response_body)?,
         };
         Ok(Reply {
             body,
@@ -204,6 +290,51 @@ where
             format: request.output,
         })
     })
+}
+
+/// The codec of a method known only from descriptors: requests are encoded as any message
+/// is; replies are decoded by the output type's descriptor, and one that does not decode is
+/// the backend's fault ([`UpstreamError::Undecodable`]).
+struct DynamicCodec(prost_reflect::MessageDescriptor);
+
+struct DynamicEncoder;
+
+impl tonic::codec::Encoder for DynamicEncoder {
+    type Item = DynamicMessage;
+    type Error = tonic::Status;
+    fn encode(
+        &mut self,
+        item: DynamicMessage,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        prost::Message::encode(&item, dst)
+            .map_err(|e| tonic::Status::internal(format!("encoding the request: {e}")))
+    }
+}
+
+struct DynamicDecoder(prost_reflect::MessageDescriptor);
+
+impl Decoder for DynamicDecoder {
+    type Item = DynamicMessage;
+    type Error = tonic::Status;
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<DynamicMessage>, tonic::Status> {
+        DynamicMessage::decode(self.0.clone(), src)
+            .map(Some)
+            .map_err(|e| UpstreamError::undecodable(tonic::Status::internal(e.to_string())))
+    }
+}
+
+impl Codec for DynamicCodec {
+    type Encode = DynamicMessage;
+    type Decode = DynamicMessage;
+    type Encoder = DynamicEncoder;
+    type Decoder = DynamicDecoder;
+    fn encoder(&mut self) -> DynamicEncoder {
+        DynamicEncoder
+    }
+    fn decoder(&mut self) -> DynamicDecoder {
+        DynamicDecoder(self.0.clone())
+    }
 }
 
 /// Prost's codec, with a reply that does not decode reported as the backend's fault

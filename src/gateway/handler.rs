@@ -59,6 +59,9 @@ pub struct GatewayConfig {
     pub backend_compression: Option<tonic::codec::CompressionEncoding>,
     /// Where each request's span goes (`--otlp-endpoint`); `None` exports none.
     pub spans: Option<crate::telemetry::Spans>,
+    /// Descriptor sets of further services to route (`--descriptor-set`), transcoded
+    /// dynamically.
+    pub descriptor_sets: Vec<std::path::PathBuf>,
 }
 
 impl GatewayConfig {
@@ -85,6 +88,7 @@ impl Default for GatewayConfig {
             forward_headers: Vec::new(),
             backend_compression: None,
             spans: None,
+            descriptor_sets: Vec::new(),
         }
     }
 }
@@ -171,7 +175,10 @@ impl Gateway {
                 request_timeout: config.request_timeout,
             },
         );
-        let matcher = Matcher::new(RouteTable::compiled().map_err(StartError::Routes)?);
+        let matcher = Matcher::new(
+            RouteTable::with_descriptor_sets(&config.descriptor_sets)
+                .map_err(StartError::Routes)?,
+        );
         let mut by_rpc_path = std::collections::HashMap::new();
         for (i, route) in matcher.table().routes().iter().enumerate() {
             by_rpc_path

@@ -110,6 +110,8 @@ pub enum RouteError {
         /// Why.
         why: String,
     },
+    /// A descriptor set cannot be read or does not fit the descriptors already known.
+    Descriptors(String),
 }
 
 impl std::fmt::Display for RouteError {
@@ -117,11 +119,26 @@ impl std::fmt::Display for RouteError {
         match self {
             Self::Rule(e) => write!(f, "route table: {e}"),
             Self::Binding { route, why } => write!(f, "route table: {route}: {why}"),
+            Self::Descriptors(why) => write!(f, "--descriptor-set: {why}"),
         }
     }
 }
 
 impl std::error::Error for RouteError {}
+
+/// A `FileDescriptorSet`, each file left encoded.
+#[derive(Clone, PartialEq, ::prost::Message)]
+struct RawSet {
+    #[prost(bytes = "vec", repeated, tag = "1")]
+    file: Vec<Vec<u8>>,
+}
+
+/// The name of an encoded `FileDescriptorProto` (its other fields are skipped).
+#[derive(Clone, PartialEq, ::prost::Message)]
+struct RawName {
+    #[prost(string, tag = "1")]
+    name: String,
+}
 
 /// Every route, in declaration order (services by full name, then methods and bindings as
 /// declared, then the bindings the gateway adds), and the pool they were made from.
@@ -134,6 +151,52 @@ impl RouteTable {
     /// The routes of the services compiled into this binary (the embedded descriptor set).
     pub fn compiled() -> Result<Self, RouteError> {
         Self::new(crate::pb::descriptor_pool())
+    }
+
+    /// The routes of the compiled-in services and of every service in the descriptor sets at
+    /// `paths` (binary `FileDescriptorSet`s, as `protoc --include_imports -o` or `buf build -o`
+    /// write them). A file already known (the compiled-in ones, or one from an earlier set) is
+    /// kept as it was: the first source wins, and the log says which files were skipped.
+    pub fn with_descriptor_sets(paths: &[std::path::PathBuf]) -> Result<Self, RouteError> {
+        if paths.is_empty() {
+            return Self::compiled();
+        }
+        let mut pool = crate::pb::descriptor_pool().clone();
+        for path in paths {
+            let bytes = std::fs::read(path).map_err(|e| {
+                RouteError::Descriptors(format!("cannot read {}: {e}", path.display()))
+            })?;
+            let set = <RawSet as prost::Message>::decode(bytes.as_slice()).map_err(|e| {
+                RouteError::Descriptors(format!(
+                    "{} is not a FileDescriptorSet: {e}",
+                    path.display()
+                ))
+            })?;
+            let mut kept = Vec::new();
+            for file in set.file {
+                let name = <RawName as prost::Message>::decode(file.as_slice())
+                    .map(|n| n.name)
+                    .unwrap_or_default();
+                if pool.get_file_by_name(&name).is_some() {
+                    kept.push(name);
+                    continue;
+                }
+                // Decoded from its bytes, so that its options (google.api.http among them)
+                // stay.
+                pool.decode_file_descriptor_proto(file.as_slice())
+                    .map_err(|e| {
+                        RouteError::Descriptors(format!("{}: {name}: {e}", path.display()))
+                    })?;
+            }
+            if !kept.is_empty() {
+                tracing::info!(
+                    set = %path.display(),
+                    files = ?kept,
+                    "files already known from an earlier source were kept as they were"
+                );
+            }
+        }
+        Self::new(&pool)
     }
 
     /// The routes of every service in `pool` whose methods have HTTP rules.

@@ -284,3 +284,78 @@ pub(crate) async fn dead_address() -> SocketAddr {
         .local_addr()
         .expect("addr")
 }
+
+/// What a [`recording_backend`] saw of its last call.
+#[derive(Default)]
+#[allow(dead_code)]
+pub(crate) struct Recorded {
+    pub(crate) path: String,
+    pub(crate) message: Vec<u8>,
+    pub(crate) metadata: Vec<(String, String)>,
+}
+
+/// A gRPC server that records one unary call and answers with `reply` (an encoded message).
+#[allow(dead_code)]
+pub(crate) async fn recording_backend(reply: Vec<u8>) -> (String, Arc<std::sync::Mutex<Recorded>>) {
+    use bytes::{Buf, Bytes};
+    use http::{HeaderMap, HeaderValue, Request, Response};
+    use http_body_util::{BodyExt, StreamBody};
+    use hyper::body::{Frame, Incoming};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use std::convert::Infallible;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let seen = Arc::new(std::sync::Mutex::new(Recorded::default()));
+    let record = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let record = record.clone();
+            let reply = reply.clone();
+            let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let record = record.clone();
+                let reply = reply.clone();
+                async move {
+                    let path = req.uri().path().to_string();
+                    let metadata = req
+                        .headers()
+                        .iter()
+                        .filter(|(k, _)| {
+                            !k.as_str().starts_with("grpc-")
+                                && !["te", "content-type", "user-agent"].contains(&k.as_str())
+                        })
+                        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or_default().to_string()))
+                        .collect();
+                    let mut body = req.into_body().collect().await.expect("body").to_bytes();
+                    body.advance(5); // gRPC frame: flag + length
+                    *record.lock().expect("lock") = Recorded {
+                        path,
+                        message: body.to_vec(),
+                        metadata,
+                    };
+                    let mut frame = vec![0u8];
+                    frame.extend_from_slice(&(reply.len() as u32).to_be_bytes());
+                    frame.extend_from_slice(&reply);
+                    let mut trailers = HeaderMap::new();
+                    trailers.insert("grpc-status", HeaderValue::from_static("0"));
+                    let frames: Vec<Result<Frame<Bytes>, Infallible>> = vec![
+                        Ok(Frame::data(Bytes::from(frame))),
+                        Ok(Frame::trailers(trailers)),
+                    ];
+                    let resp = Response::builder()
+                        .header("content-type", "application/grpc")
+                        .body(StreamBody::new(tokio_stream::iter(frames)))
+                        .expect("response");
+                    Ok::<_, Infallible>(resp)
+                }
+            });
+            tokio::spawn(async move {
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    (format!("http://{addr}"), seen)
+}
