@@ -9,12 +9,22 @@ use std::sync::OnceLock;
 /// options (`google.api.http`, `yandex.cloud.*`): what reflection serves.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/descriptor.bin"));
 
-/// [`FILE_DESCRIPTOR_SET`], decoded once: what the gateway builds its routes from.
+/// [`FILE_DESCRIPTOR_SET`], decoded once, with every well-known type besides (those our protos
+/// do not import too, such as `google.protobuf.Empty`, so that an `Any` holding one resolves):
+/// what the gateway builds its routes from.
 pub fn descriptor_pool() -> &'static prost_reflect::DescriptorPool {
     static POOL: OnceLock<prost_reflect::DescriptorPool> = OnceLock::new();
     POOL.get_or_init(|| {
-        prost_reflect::DescriptorPool::decode(FILE_DESCRIPTOR_SET)
-            .expect("the build embedded a valid descriptor set")
+        let mut pool = prost_reflect::DescriptorPool::decode(FILE_DESCRIPTOR_SET)
+            .expect("the build embedded a valid descriptor set");
+        let missing: Vec<_> = prost_reflect::DescriptorPool::global()
+            .files()
+            .filter(|f| pool.get_file_by_name(f.name()).is_none())
+            .map(|f| f.file_descriptor_proto().clone())
+            .collect();
+        pool.add_file_descriptor_protos(missing)
+            .expect("the well-known types fit any pool");
+        pool
     })
 }
 

@@ -187,6 +187,76 @@ fn is_default(field: &FieldDescriptor, v: &Value) -> bool {
     }
 }
 
+/// The JSON of a message serialized from a `DynamicMessage`, made the same as the typed path's:
+/// fields in declaration order (prost-reflect writes them by number), and an `Any` holding
+/// `google.protobuf.Empty` as `{"@type": "…"}` (the real API's form; prost-reflect adds
+/// `"value": {}`). At every depth, inside `Any` too.
+pub(crate) fn as_typed(message: &MessageDescriptor, value: &mut Value) {
+    let Value::Object(map) = value else { return };
+    let name = message.full_name();
+    if name == "google.protobuf.Any" {
+        let type_name = map
+            .get("@type")
+            .and_then(Value::as_str)
+            .and_then(|url| url.rsplit_once('/'))
+            .map(|(_, name)| name.to_string());
+        let Some(type_name) = type_name else { return };
+        if type_name == "google.protobuf.Empty" {
+            if map
+                .get("value")
+                .is_some_and(|v| v.as_object().is_some_and(|o| o.is_empty()))
+            {
+                map.remove("value");
+            }
+            return;
+        }
+        let Some(inner) = message.parent_pool().get_message_by_name(&type_name) else {
+            return;
+        };
+        if inner.full_name().starts_with("google.protobuf.") {
+            return; // a well-known type keeps its form (under "value" when it is not an object)
+        }
+        let type_url = map.shift_remove("@type").unwrap_or(Value::Null);
+        let mut rest = Value::Object(std::mem::take(map));
+        as_typed(&inner, &mut rest);
+        map.insert("@type".into(), type_url);
+        if let Value::Object(rest) = rest {
+            map.extend(rest);
+        }
+        return;
+    }
+    if name.starts_with("google.protobuf.") {
+        return;
+    }
+    let mut old = std::mem::take(map);
+    // As declared in the .proto (`fields()` goes by number).
+    let declared = message
+        .descriptor_proto()
+        .field
+        .iter()
+        .filter_map(|f| message.get_field_by_name(f.name()));
+    for field in declared {
+        if let Some(mut v) = old.shift_remove(field.json_name()) {
+            as_typed_field(&field, &mut v);
+            map.insert(field.json_name().to_string(), v);
+        }
+    }
+    map.extend(old);
+}
+
+fn as_typed_field(field: &FieldDescriptor, value: &mut Value) {
+    let (shape, kind) = shape(field);
+    let Kind::Message(m) = kind else { return };
+    match (shape, value) {
+        (Shape::Single, v) => as_typed(&m, v),
+        (Shape::List, Value::Array(items)) => items.iter_mut().for_each(|i| as_typed(&m, i)),
+        (Shape::Map(_), Value::Object(entries)) => {
+            entries.values_mut().for_each(|v| as_typed(&m, v));
+        }
+        _ => {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
