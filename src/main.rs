@@ -60,7 +60,18 @@ enum Command {
     /// The REST gateway only, in front of a backend at --backend.
     Gateway(GatewayArgs),
     /// Print the OpenAPI 3.1 document of the REST API (the one served at /openapi.json).
-    Openapi,
+    Openapi {
+        /// Descriptor sets of more services, as `serve --descriptor-set`.
+        #[arg(long = "descriptor-set", value_delimiter = ',')]
+        descriptor_sets: Vec<PathBuf>,
+    },
+    /// Print the route table the gateway would serve, one route a line: HTTP method, path
+    /// template, body, gRPC method, and whether its call is compiled in (typed) or dynamic.
+    Describe {
+        /// Descriptor sets of more services, as `serve --descriptor-set`.
+        #[arg(long = "descriptor-set", value_delimiter = ',')]
+        descriptor_sets: Vec<PathBuf>,
+    },
     /// Service account keys, in the store of --data-dir (stop the server first: the embedded
     /// store allows one process).
     Iam {
@@ -385,7 +396,8 @@ async fn main() {
         Command::Serve(args) => serve(args, spans.clone()).await,
         Command::Backend(args) => run_backend(args, spans.clone()).await,
         Command::Gateway(args) => run_gateway(args, spans.clone()).await,
-        Command::Openapi => print_openapi(),
+        Command::Openapi { descriptor_sets } => print_openapi(&descriptor_sets),
+        Command::Describe { descriptor_sets } => describe(&descriptor_sets),
         Command::Iam { command } => run_iam(command).await,
     };
     if let Some(spans) = spans {
@@ -581,15 +593,45 @@ fn listener_options(args: &HttpArgs, conn: &ConnArgs) -> ListenerOptions {
 }
 
 /// The OpenAPI document of the compiled-in routes, on stdout.
-fn print_openapi() -> Result<(), AnyError> {
+/// Writes `text` to stdout; a closed pipe (`| head`) is the reader's choice, not an error.
+fn print(text: &str) -> Result<(), AnyError> {
     use std::io::Write as _;
-    let routes = gateway::RouteTable::compiled()?;
-    let mut out = std::io::stdout().lock();
-    // A closed pipe (`| head`) is the reader's choice, not an error.
-    match out.write_all(gateway::openapi::document(&routes).as_bytes()) {
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
         Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
         _ => Ok(()),
     }
+}
+
+fn print_openapi(descriptor_sets: &[PathBuf]) -> Result<(), AnyError> {
+    let routes = gateway::RouteTable::with_descriptor_sets(descriptor_sets)?;
+    print(&gateway::openapi::document(&routes))
+}
+
+fn describe(descriptor_sets: &[PathBuf]) -> Result<(), AnyError> {
+    use std::fmt::Write as _;
+    let routes = gateway::RouteTable::with_descriptor_sets(descriptor_sets)?;
+    let mut text = String::new();
+    for route in routes.routes() {
+        let body = match route.body() {
+            gateway::BodySelector::None => "-".to_string(),
+            gateway::BodySelector::Whole => "*".to_string(),
+            gateway::BodySelector::Field(f) => f.name().to_string(),
+        };
+        let _ = writeln!(
+            text,
+            "{:<7} {:<60} body={:<10} {} ({})",
+            route.method().as_str(),
+            route.pattern(),
+            body,
+            route.rpc().path(),
+            if route.rpc().is_typed() {
+                "typed"
+            } else {
+                "dynamic"
+            }
+        );
+    }
+    print(&text)
 }
 
 /// Writes the ready file atomically (temp file + rename), so a reader never sees half of it;

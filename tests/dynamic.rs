@@ -226,3 +226,57 @@ fn a_descriptor_set_that_does_not_read_is_a_clear_start_error() {
         assert!(err.contains(&path.display().to_string()), "{err}");
     }
 }
+
+/// `compute-gateway describe --descriptor-set FILE` prints the routes it would serve, the
+/// loaded ones (dynamic) beside the compiled-in ones (typed), before anything is served.
+#[test]
+fn describe_prints_the_route_table_of_the_given_sources() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (set, _) = shop_descriptor_set(dir.path());
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_compute-gateway"))
+        .arg("describe")
+        .arg("--descriptor-set")
+        .arg(&set)
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).expect("utf8");
+    let line = |needle: &str| {
+        text.lines()
+            .find(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no route {needle} in:\n{text}"))
+            .split_whitespace()
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        line("/acme.shop.v1.Shop/GetItem"),
+        [
+            "GET",
+            "/v1/shops/{shop}/items/{item_id}",
+            "body=-",
+            "/acme.shop.v1.Shop/GetItem",
+            "(dynamic)"
+        ]
+    );
+    assert_eq!(
+        line("/acme.shop.v1.Shop/CreateItem"),
+        [
+            "POST",
+            "/v1/shops/{shop}/items",
+            "body=item",
+            "/acme.shop.v1.Shop/CreateItem",
+            "(dynamic)"
+        ]
+    );
+    assert_eq!(line("ImageService/Get ")[4], "(typed)");
+    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_compute-gateway"))
+        .args(["describe", "--descriptor-set", "/nonexistent/set.binpb"])
+        .output()
+        .expect("run");
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("/nonexistent/set.binpb"));
+}

@@ -56,6 +56,11 @@ impl Rpc {
         })
     }
 
+    /// Whether its call is compiled in (else it is transcoded dynamically).
+    pub fn is_typed(&self) -> bool {
+        self.typed.is_some()
+    }
+
     /// The method.
     pub fn method(&self) -> &MethodDescriptor {
         &self.method
