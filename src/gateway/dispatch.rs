@@ -148,12 +148,15 @@ fn typed(full_name: &str) -> Option<&'static TypedRpc> {
 
 /// The typed request from its canonical JSON (pbjson); a failure is the client's 400.
 fn parse<Req: DeserializeOwned>(rpc: &Rpc, json: serde_json::Value) -> Result<Req, GatewayError> {
-    serde_json::from_value(json).map_err(|e| {
-        GatewayError::bad_request(format!(
-            "invalid request for {}: {e}",
-            rpc.method().input().full_name()
-        ))
-    })
+    serde_json::from_value(json).map_err(|e| invalid_request(rpc, e))
+}
+
+/// A request message that does not deserialize: the client's 400, naming the message type.
+fn invalid_request(rpc: &Rpc, e: impl std::fmt::Display) -> GatewayError {
+    GatewayError::bad_request(format!(
+        "invalid request for {}: {e}",
+        rpc.method().input().full_name()
+    ))
 }
 
 fn check<Req: DeserializeOwned>(rpc: &Rpc, json: serde_json::Value) -> Result<(), GatewayError> {
@@ -246,12 +249,7 @@ where
 
 /// The request message of a method known only from descriptors, from its canonical JSON.
 fn dynamic_request(rpc: &Rpc, json: serde_json::Value) -> Result<DynamicMessage, GatewayError> {
-    DynamicMessage::deserialize(rpc.method().input(), json).map_err(|e| {
-        GatewayError::bad_request(format!(
-            "invalid request for {}: {e}",
-            rpc.method().input().full_name()
-        ))
-    })
+    DynamicMessage::deserialize(rpc.method().input(), json).map_err(|e| invalid_request(rpc, e))
 }
 
 /// A dynamic reply, written as the typed path writes one: every field, defaults included
