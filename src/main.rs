@@ -59,19 +59,13 @@ enum Command {
     Backend(BackendArgs),
     /// The REST gateway only, in front of a backend at --backend.
     Gateway(GatewayArgs),
-    /// Print the OpenAPI 3.1 document of the REST API (the one served at /openapi.json).
-    Openapi {
-        /// Descriptor sets of more services, as `serve --descriptor-set`.
-        #[arg(long = "descriptor-set", value_delimiter = ',')]
-        descriptor_sets: Vec<PathBuf>,
-    },
-    /// Print the route table the gateway would serve, one route a line: HTTP method, path
-    /// template, body, gRPC method, and whether its call is compiled in (typed) or dynamic.
-    Describe {
-        /// Descriptor sets of more services, as `serve --descriptor-set`.
-        #[arg(long = "descriptor-set", value_delimiter = ',')]
-        descriptor_sets: Vec<PathBuf>,
-    },
+    /// Print the OpenAPI 3.1 document of the REST API (the one served at /openapi.json) for
+    /// the given sources.
+    Openapi(DescribeArgs),
+    /// Print the route table the gateway would serve for the given sources, one route a line:
+    /// HTTP method, path template, body, gRPC method, and whether its call is compiled in
+    /// (typed) or dynamic.
+    Describe(DescribeArgs),
     /// Service account keys, in the store of --data-dir (stop the server first: the embedded
     /// store allows one process).
     Iam {
@@ -252,15 +246,8 @@ struct HttpArgs {
     /// Indented JSON replies.
     #[arg(long, env = "CG_PRETTY")]
     pretty: bool,
-    /// A binary FileDescriptorSet (`protoc --include_imports -o`, `buf build -o`) of more
-    /// services to serve over REST by their google.api.http rules, transcoded without
-    /// generated code (repeatable; the compiled-in services win a conflict).
-    #[arg(
-        long = "descriptor-set",
-        env = "CG_DESCRIPTOR_SET",
-        value_delimiter = ','
-    )]
-    descriptor_sets: Vec<PathBuf>,
+    #[command(flatten)]
+    sources: SourceArgs,
     /// Accept enum value names in any letter case (`running` for `RUNNING`).
     #[arg(long, env = "CG_CASE_INSENSITIVE_ENUMS")]
     case_insensitive_enums: bool,
@@ -324,6 +311,60 @@ struct ServeArgs {
     ready_file: Option<PathBuf>,
 }
 
+/// Where the routes come from beside the compiled-in services.
+#[derive(Args, Debug, Clone)]
+struct SourceArgs {
+    /// A binary FileDescriptorSet (`protoc --include_imports -o`, `buf build -o`) of more
+    /// services to serve over REST by their google.api.http rules, transcoded without
+    /// generated code (repeatable; the first source of a file wins, the compiled-in ones
+    /// first). Read again on SIGHUP.
+    #[arg(
+        long = "descriptor-set",
+        env = "CG_DESCRIPTOR_SET",
+        value_delimiter = ','
+    )]
+    descriptor_sets: Vec<PathBuf>,
+    /// A gRPC API configuration (YAML, `http: rules: [...]`) whose rules add to or replace the
+    /// google.api.http annotations, selected by method name. Read again on SIGHUP.
+    #[arg(long, env = "CG_HTTP_CONFIG")]
+    http_config: Option<PathBuf>,
+    /// Which methods with no HTTP rule are served as `POST /package.Service/Method` with the
+    /// request as the JSON body: those of services loaded at run time (descriptor sets,
+    /// reflection), all, or none.
+    #[arg(long, env = "CG_AUTO_MAP", default_value = "loaded", value_parser = ["loaded", "all", "off"])]
+    auto_map: String,
+}
+
+impl SourceArgs {
+    fn sources(&self, reflect: bool) -> gateway::Sources {
+        gateway::Sources {
+            descriptor_sets: self.descriptor_sets.clone(),
+            reflect,
+            http_config: self.http_config.clone(),
+            auto_map: match self.auto_map.as_str() {
+                "all" => gateway::AutoMap::All,
+                "off" => gateway::AutoMap::Off,
+                _ => gateway::AutoMap::Loaded,
+            },
+        }
+    }
+}
+
+/// What `describe` and `openapi` read.
+#[derive(Args, Debug)]
+struct DescribeArgs {
+    #[command(flatten)]
+    sources: SourceArgs,
+    /// Ask the backends (--backend) for their services over server reflection, as
+    /// `gateway --reflect` does.
+    #[arg(long)]
+    reflect: bool,
+    /// The backends, as `gateway --backend`: with `SERVICE=URL` specs, only the services
+    /// that have a backend are routed.
+    #[arg(long, default_value = "http://127.0.0.1:50051", value_delimiter = ',')]
+    backend: Vec<String>,
+}
+
 #[derive(Args, Debug)]
 struct GatewayArgs {
     #[command(flatten)]
@@ -331,6 +372,9 @@ struct GatewayArgs {
     /// URL of the gRPC backend; `https://` dials TLS. Repeat it (or separate URLs with commas)
     /// for several backends serving the same data: calls are spread over those that are up,
     /// and a call a backend certainly did not process moves on to the next.
+    /// `SERVICE_OR_PACKAGE=URL` sends the calls of that service, or of every service of that
+    /// package, to its own backend (the longest name that matches wins; a plain URL takes the
+    /// rest).
     #[arg(
         long,
         env = "CG_BACKEND",
@@ -338,6 +382,15 @@ struct GatewayArgs {
         value_delimiter = ','
     )]
     backend: Vec<String>,
+    /// Ask each backend for its services over gRPC server reflection (v1, else v1alpha) at
+    /// start, and serve their google.api.http rules (and, with --auto-map, their other
+    /// methods); asked again on SIGHUP, every --reflect-interval, and when a routed method
+    /// answers UNIMPLEMENTED.
+    #[arg(long, env = "CG_REFLECT")]
+    reflect: bool,
+    /// Ask the backends again this often (`30s`, `5m`); off by default.
+    #[arg(long, env = "CG_REFLECT_INTERVAL", value_parser = parse_duration)]
+    reflect_interval: Option<Duration>,
     /// PEM certificate to trust for an `https://` backend (default: the system's roots are not
     /// loaded, so set this for TLS backends).
     #[arg(long, env = "CG_BACKEND_CA")]
@@ -396,8 +449,8 @@ async fn main() {
         Command::Serve(args) => serve(args, spans.clone()).await,
         Command::Backend(args) => run_backend(args, spans.clone()).await,
         Command::Gateway(args) => run_gateway(args, spans.clone()).await,
-        Command::Openapi { descriptor_sets } => print_openapi(&descriptor_sets),
-        Command::Describe { descriptor_sets } => describe(&descriptor_sets),
+        Command::Openapi(args) => print_openapi(&args).await,
+        Command::Describe(args) => describe(&args).await,
         Command::Iam { command } => run_iam(command).await,
     };
     if let Some(spans) = spans {
@@ -569,7 +622,9 @@ fn gateway_config(
         },
         backend_tls,
         spans: spans.clone(),
-        descriptor_sets: args.descriptor_sets.clone(),
+        sources: args.sources.sources(false),
+        reload_interval: None,
+        reload_on_hangup: true,
         edge: EdgeOptions {
             cors: CorsOrigins::parse(&args.cors_allow_origins)?,
             compress_min_bytes: (!args.no_compression).then_some(args.compress_min_bytes),
@@ -602,14 +657,26 @@ fn print(text: &str) -> Result<(), AnyError> {
     }
 }
 
-fn print_openapi(descriptor_sets: &[PathBuf]) -> Result<(), AnyError> {
-    let routes = gateway::RouteTable::with_descriptor_sets(descriptor_sets)?;
-    print(&gateway::openapi::document(&routes))
+/// The routes the given sources make, as a gateway in front of `--backend` would serve them.
+async fn routes_of(args: &DescribeArgs) -> Result<Arc<gateway::Routing>, AnyError> {
+    let config = GatewayConfig {
+        sources: args.sources.sources(args.reflect),
+        ..GatewayConfig::default()
+    };
+    let gw = Gateway::balancing(&args.backend, config)?;
+    gw.reflect_at_start().await?;
+    Ok(gw.routes())
 }
 
-fn describe(descriptor_sets: &[PathBuf]) -> Result<(), AnyError> {
+async fn print_openapi(args: &DescribeArgs) -> Result<(), AnyError> {
+    let routing = routes_of(args).await?;
+    print(&gateway::openapi::document(routing.table()))
+}
+
+async fn describe(args: &DescribeArgs) -> Result<(), AnyError> {
     use std::fmt::Write as _;
-    let routes = gateway::RouteTable::with_descriptor_sets(descriptor_sets)?;
+    let routing = routes_of(args).await?;
+    let routes = routing.table();
     let mut text = String::new();
     for route in routes.routes() {
         let body = match route.body() {
@@ -729,10 +796,11 @@ async fn run_gateway(args: GatewayArgs, spans: Option<Spans>) -> Result<(), AnyE
     };
     let http = bind(&args.http.http_listen, "--http-listen").await?;
     let http_addr = http.local_addr()?;
-    let gw = Arc::new(Gateway::balancing(
-        &args.backend,
-        gateway_config(&args.http, backend_tls, &spans)?,
-    )?);
+    let mut config = gateway_config(&args.http, backend_tls, &spans)?;
+    config.sources.reflect = args.reflect;
+    config.reload_interval = args.reflect_interval;
+    let gw = Arc::new(Gateway::balancing(&args.backend, config)?);
+    gw.reflect_at_start().await?;
     let shutdown = Shutdown::on_signals();
     let options = listener_options(&args.http, &args.conn);
     let incoming = net::incoming(

@@ -117,7 +117,10 @@ async fn a_service_from_a_descriptor_set_is_routed_and_transcoded_dynamically() 
         Gateway::new(
             &url,
             GatewayConfig {
-                descriptor_sets: vec![set],
+                sources: compute_gateway::gateway::Sources {
+                    descriptor_sets: vec![set],
+                    ..Default::default()
+                },
                 ..Default::default()
             },
         )
@@ -215,7 +218,10 @@ fn a_descriptor_set_that_does_not_read_is_a_clear_start_error() {
         let err = match Gateway::new(
             "http://127.0.0.1:1",
             GatewayConfig {
-                descriptor_sets: vec![path.clone()],
+                sources: compute_gateway::gateway::Sources {
+                    descriptor_sets: vec![path.clone()],
+                    ..Default::default()
+                },
                 ..Default::default()
             },
         ) {

@@ -23,7 +23,7 @@ fn with_type(body: impl IntoResponse, content_type: &'static str) -> Response {
 }
 
 pub(super) async fn openapi(State(gw): State<Arc<Gateway>>) -> Response {
-    with_type(gw.openapi().to_string(), "application/json")
+    with_type(gw.routes().openapi().to_string(), "application/json")
 }
 
 /// The page's content security policy: its own script and style, and requests to this origin
@@ -67,7 +67,7 @@ pub(super) async fn metrics() -> Response {
 
 /// Whether a backend serves, asked over the gateway's connections (any one, of several).
 async fn backend_serving(gw: &Gateway) -> bool {
-    gw.client.upstream().any_serving().await
+    gw.backends.any_serving().await
 }
 
 fn serving() -> Response {

@@ -20,7 +20,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, Request, Response, header};
 use http_body_util::{BodyExt as _, Full, Limited};
 use tonic::body::Body;
 
-use super::client::BackendClient;
+use super::client::Backends;
 use super::headers::MAX_FORWARDED_METADATA_BYTES;
 use crate::net::{grpc_timeout_value, parse_grpc_timeout};
 
@@ -34,7 +34,7 @@ pub(crate) fn is_grpc_web(headers: &HeaderMap) -> bool {
 /// The gRPC side of the gRPC-Web translation: sends each call on to the backend.
 #[derive(Clone)]
 pub(crate) struct Proxy {
-    pub(crate) client: BackendClient,
+    pub(crate) backends: std::sync::Arc<Backends>,
     pub(crate) max_body_bytes: usize,
     pub(crate) body_read_timeout: Duration,
     pub(crate) request_timeout: Duration,
@@ -88,7 +88,13 @@ impl Proxy {
             .map_or(self.request_timeout, |asked| {
                 asked.min(self.request_timeout)
             });
-        let origin = self.client.upstream().origin();
+        let client = self.backends.of_path(parts.uri.path()).ok_or_else(|| {
+            tonic::Status::unimplemented(format!(
+                "no backend serves {}",
+                parts.uri.path().trim_start_matches('/')
+            ))
+        })?;
+        let origin = client.upstream().origin();
         let mut uri = http::uri::Parts::default();
         uri.scheme = origin.scheme().cloned();
         uri.authority = origin.authority().cloned();
@@ -101,7 +107,7 @@ impl Proxy {
         *call.headers_mut() = headers;
         call.headers_mut()
             .insert("grpc-timeout", grpc_timeout_value(timeout));
-        let mut upstream = self.client.upstream().clone();
+        let mut upstream = client.upstream().clone();
         let reply = tower::Service::call(&mut upstream, call)
             .await
             .map_err(|e| {

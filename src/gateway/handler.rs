@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use http_body_util::BodyExt as _;
 use hyper::body::Body as _;
 
-use super::client::BackendClient;
+use super::client::{BackendClient, BackendSpec, Backends};
 use super::connect;
 use super::dispatch::{Reply, Transcoded};
 use super::edge::EdgeOptions;
@@ -26,6 +26,7 @@ use super::media::{self, Format};
 use super::request;
 use super::response::RenderOptions;
 use super::routes::{Route, RouteError, RouteTable};
+use super::sources::{Loaded, Sources};
 use super::value::InputOptions;
 use crate::net::{
     BackendTls, Peer, Pool, TraceParent, Upstream, UpstreamError, UpstreamOptions, UrlError,
@@ -59,9 +60,15 @@ pub struct GatewayConfig {
     pub backend_compression: Option<tonic::codec::CompressionEncoding>,
     /// Where each request's span goes (`--otlp-endpoint`); `None` exports none.
     pub spans: Option<crate::telemetry::Spans>,
-    /// Descriptor sets of further services to route (`--descriptor-set`), transcoded
-    /// dynamically.
-    pub descriptor_sets: Vec<std::path::PathBuf>,
+    /// Where the routes come from beside the compiled-in services (`--descriptor-set`,
+    /// `--reflect`, `--http-config`, `--auto-map`); their methods are transcoded dynamically.
+    pub sources: Sources,
+    /// Reload the sources this often (`--reflect-interval`); `None`: only on SIGHUP (with
+    /// [`Self::reload_on_hangup`]) and, with reflection, when a routed method turns out
+    /// unimplemented.
+    pub reload_interval: Option<Duration>,
+    /// Reload the sources on SIGHUP (the binary sets it; tests in one process do not).
+    pub reload_on_hangup: bool,
 }
 
 impl GatewayConfig {
@@ -88,7 +95,9 @@ impl Default for GatewayConfig {
             forward_headers: Vec::new(),
             backend_compression: None,
             spans: None,
-            descriptor_sets: Vec::new(),
+            sources: Sources::default(),
+            reload_interval: None,
+            reload_on_hangup: false,
         }
     }
 }
@@ -100,6 +109,8 @@ pub enum StartError {
     Url(UrlError),
     /// The route table does not build.
     Routes(RouteError),
+    /// A backend did not answer reflection at start.
+    Reflect(String),
 }
 
 impl std::fmt::Display for StartError {
@@ -107,25 +118,67 @@ impl std::fmt::Display for StartError {
         match self {
             Self::Url(e) => e.fmt(f),
             Self::Routes(e) => e.fmt(f),
+            Self::Reflect(why) => write!(f, "--reflect: {why}"),
         }
     }
 }
 
 impl std::error::Error for StartError {}
 
-/// Everything a request needs, built once at startup and read-only afterwards (but for the
-/// draining flag, set once when shutdown begins, and the OpenAPI document, made on first
-/// request).
-pub struct Gateway {
+/// The routes, as one unit that a reload swaps whole: the matcher over the route table, the
+/// route of each gRPC path (for Connect), and the OpenAPI document, made on first request.
+pub struct Routing {
     pub(super) matcher: Matcher,
-    pub(super) client: BackendClient,
     /// The route of each method by its gRPC path, for Connect calls.
     by_rpc_path: std::collections::HashMap<String, usize>,
+    openapi: OnceLock<String>,
+    /// What the sources read as when this was made.
+    pub(super) fingerprint: [u8; 32],
+}
+
+impl Routing {
+    pub(super) fn new(table: RouteTable, fingerprint: [u8; 32]) -> Self {
+        let matcher = Matcher::new(table);
+        let mut by_rpc_path = std::collections::HashMap::new();
+        for (i, route) in matcher.table().routes().iter().enumerate() {
+            by_rpc_path
+                .entry(route.rpc().path().to_string())
+                .or_insert(i);
+        }
+        Self {
+            matcher,
+            by_rpc_path,
+            openapi: OnceLock::new(),
+            fingerprint,
+        }
+    }
+
+    /// The route table.
+    pub fn table(&self) -> &RouteTable {
+        self.matcher.table()
+    }
+
+    /// The OpenAPI document of the routes.
+    pub(super) fn openapi(&self) -> &str {
+        self.openapi
+            .get_or_init(|| super::openapi::document(self.matcher.table()))
+    }
+}
+
+/// Everything a request needs, built once at startup and read-only afterwards (but for the
+/// draining flag, set once when shutdown begins, and the routes, swapped whole by a reload:
+/// a request keeps the routes it started with).
+pub struct Gateway {
+    pub(super) routing: arc_swap::ArcSwap<Routing>,
+    pub(super) backends: Arc<Backends>,
     /// gRPC-Web, translated and sent on to the backend.
     grpc_web: tonic_web::GrpcWebService<grpc_web::Proxy>,
     config: GatewayConfig,
     pub(super) draining: AtomicBool,
-    openapi: OnceLock<String>,
+    /// Set when a routed method turns out unimplemented: the sources are read again.
+    pub(super) stale: tokio::sync::Notify,
+    /// One reload at a time.
+    pub(super) reloading: tokio::sync::Mutex<()>,
 }
 
 impl Gateway {
@@ -136,24 +189,48 @@ impl Gateway {
         Self::balancing(&[url.to_string()], config)
     }
 
-    /// A gateway in front of several backends serving the same services: calls go to the ones
-    /// that are up, in turn, and one the chosen backend certainly did not process moves on to
-    /// the next (see [`crate::net::Pool`]).
-    pub fn balancing(urls: &[String], config: GatewayConfig) -> Result<Self, StartError> {
-        let upstreams = urls
-            .iter()
-            .map(|url| {
-                Upstream::from_url(url, config.backend_tls.as_ref(), config.upstream_options())
-                    .map_err(StartError::Url)
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        if upstreams.is_empty() {
+    /// A gateway in front of several backends: each `URL` or `SERVICE_OR_PACKAGE=URL` (see
+    /// [`BackendSpec`]). The backends of one scope serve the same services: calls go to the
+    /// ones that are up, in turn, and one the chosen backend certainly did not process moves on
+    /// to the next (see [`crate::net::Pool`]). Each scope has its own connections.
+    pub fn balancing(specs: &[String], config: GatewayConfig) -> Result<Self, StartError> {
+        let mut scopes: Vec<(Option<String>, Vec<Upstream>)> = Vec::new();
+        for spec in specs {
+            let spec: BackendSpec = spec.parse().map_err(|why| {
+                StartError::Url(UrlError::Invalid {
+                    url: spec.clone(),
+                    why,
+                })
+            })?;
+            let upstream = Upstream::from_url(
+                &spec.url,
+                config.backend_tls.as_ref(),
+                config.upstream_options(),
+            )
+            .map_err(StartError::Url)?;
+            match scopes.iter_mut().find(|(scope, _)| *scope == spec.scope) {
+                Some((_, upstreams)) => upstreams.push(upstream),
+                None => scopes.push((spec.scope, vec![upstream])),
+            }
+        }
+        if scopes.is_empty() {
             return Err(StartError::Url(UrlError::Invalid {
                 url: String::new(),
                 why: "no backend URL was given".into(),
             }));
         }
-        Self::with_pool(Pool::new(upstreams), config)
+        let backends = scopes
+            .into_iter()
+            .map(|(scope, upstreams)| {
+                let client = BackendClient::new(
+                    Pool::new(upstreams),
+                    config.render,
+                    config.backend_compression,
+                );
+                (scope, client)
+            })
+            .collect();
+        Self::with_backends(Backends::new(backends), config)
     }
 
     /// A gateway over an existing connection to the backend.
@@ -161,38 +238,37 @@ impl Gateway {
         upstream: Upstream,
         config: GatewayConfig,
     ) -> Result<Self, StartError> {
-        Self::with_pool(Pool::new(vec![upstream]), config)
+        let client = BackendClient::new(
+            Pool::new(vec![upstream]),
+            config.render,
+            config.backend_compression,
+        );
+        Self::with_backends(Backends::new(vec![(None, client)]), config)
     }
 
-    fn with_pool(pool: Pool, config: GatewayConfig) -> Result<Self, StartError> {
-        let client = BackendClient::new(pool, config.render, config.backend_compression);
+    fn with_backends(backends: Backends, config: GatewayConfig) -> Result<Self, StartError> {
+        let backends = Arc::new(backends);
         let grpc_web = tower::Layer::layer(
             &tonic_web::GrpcWebLayer::new(),
             grpc_web::Proxy {
-                client: client.clone(),
+                backends: backends.clone(),
                 max_body_bytes: config.max_body_bytes,
                 body_read_timeout: config.body_read_timeout,
                 request_timeout: config.request_timeout,
             },
         );
-        let matcher = Matcher::new(
-            RouteTable::with_descriptor_sets(&config.descriptor_sets)
-                .map_err(StartError::Routes)?,
-        );
-        let mut by_rpc_path = std::collections::HashMap::new();
-        for (i, route) in matcher.table().routes().iter().enumerate() {
-            by_rpc_path
-                .entry(route.rpc().path().to_string())
-                .or_insert(i);
-        }
+        let loaded = Loaded::read(&config.sources, Vec::new()).map_err(StartError::Routes)?;
+        let table = loaded
+            .table(&config.sources, &|service| backends.of(service).is_some())
+            .map_err(StartError::Routes)?;
         Ok(Self {
-            matcher,
-            by_rpc_path,
-            client,
+            routing: arc_swap::ArcSwap::from_pointee(Routing::new(table, loaded.fingerprint)),
+            backends,
             grpc_web,
             config,
             draining: AtomicBool::new(false),
-            openapi: OnceLock::new(),
+            stale: tokio::sync::Notify::new(),
+            reloading: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -201,10 +277,9 @@ impl Gateway {
         &self.config
     }
 
-    /// The OpenAPI document of the routes.
-    pub(super) fn openapi(&self) -> &str {
-        self.openapi
-            .get_or_init(|| super::openapi::document(self.matcher.table()))
+    /// The routes requests are served by now.
+    pub fn routes(&self) -> Arc<Routing> {
+        self.routing.load_full()
     }
 }
 
@@ -270,6 +345,8 @@ pub(super) async fn handle(State(gw): State<Arc<Gateway>>, req: Request<Body>) -
     in_flight.increment(1.0);
     let mut outcome = Outcome::default();
     let mut body = Some(body);
+    // The routes this request is served by, whatever a reload does meanwhile.
+    let routing = gw.routing.load_full();
     let mut resp = if grpc_web::is_grpc_web(&parts.headers) {
         outcome.route = Some(metrics::SharedString::const_str("grpc-web"));
         let mut req = Request::new(body.take().expect("the body is read once, here"));
@@ -284,13 +361,14 @@ pub(super) async fn handle(State(gw): State<Arc<Gateway>>, req: Request<Body>) -
         let mut cx = Ctx {
             started,
             gw: &gw,
+            routing: &routing,
             parts: &parts,
             body: &mut body,
             request_id: &request_id,
             trace: &trace,
             outcome: &mut outcome,
         };
-        match connect_target(&gw, &parts) {
+        match connect_target(&routing, &parts) {
             Some((route, codec)) => {
                 cx.outcome.route = Some(metrics::SharedString::const_str("connect"));
                 connect_response(connect_call(&mut cx, route, codec).await)
@@ -422,22 +500,37 @@ fn rest_response(result: Result<Reply, GatewayError>) -> Response {
 
 /// The route of the method a Connect unary call names (`POST /<service>/<method>` with a
 /// Connect codec), and the codec.
+///
+/// A plain JSON POST without `Connect-Protocol-Version` to a path that has a REST route (an
+/// auto-mapped method's, which is the same path) is that REST call: its errors are then
+/// `google.rpc.Status` bodies, as grpc-gateway's clients of unbound methods expect. Connect's
+/// own clients always send the header.
 fn connect_target<'g>(
-    gw: &'g Gateway,
+    routing: &'g Routing,
     parts: &http::request::Parts,
 ) -> Option<(&'g Route, Format)> {
     if parts.method != http::Method::POST {
         return None;
     }
     let codec = connect::codec(&parts.headers)?;
-    let index = *gw.by_rpc_path.get(parts.uri.path())?;
-    Some((&gw.matcher.table().routes()[index], codec))
+    let index = *routing.by_rpc_path.get(parts.uri.path())?;
+    if codec == Format::Json
+        && !parts.headers.contains_key("connect-protocol-version")
+        && routing
+            .matcher
+            .find(&http::Method::POST, parts.uri.path())
+            .is_ok()
+    {
+        return None;
+    }
+    Some((&routing.matcher.table().routes()[index], codec))
 }
 
 /// What one request's handling reads and updates, on every path.
 struct Ctx<'a> {
     started: std::time::Instant,
     gw: &'a Gateway,
+    routing: &'a Routing,
     parts: &'a http::request::Parts,
     /// Taken once the route is known and the declared length is within the limit.
     body: &'a mut Option<Body>,
@@ -463,9 +556,22 @@ impl Ctx<'_> {
         transcoded: Transcoded,
     ) -> Result<Reply, GatewayError> {
         let timeout = transcoded.timeout;
-        let reply = rpc.call(&self.gw.client, transcoded).await;
+        let service = rpc.method().parent_service();
+        let Some(client) = self.gw.backends.of(service.full_name()) else {
+            // The table holds only services with a backend; a reload may have dropped it since.
+            return Err(GatewayError::NotFound);
+        };
+        let reply = rpc.call(client, transcoded).await;
         if self.started.elapsed() >= timeout {
             return Err(GatewayError::Upstream(UpstreamError::Deadline(timeout)));
+        }
+        if let Err(GatewayError::Backend(status)) = &reply
+            && status.code() == tonic::Code::Unimplemented
+            && self.gw.config.sources.reflect
+        {
+            // The backend no longer has a method the table has: its services are asked for
+            // again.
+            self.gw.stale.notify_one();
         }
         reply
     }
@@ -644,7 +750,10 @@ async fn read_body(
 /// length is within the limit.
 async fn transcode(cx: &mut Ctx<'_>) -> Result<Reply, GatewayError> {
     let (gw, parts) = (cx.gw, cx.parts);
-    let m = gw.matcher.find(&method_of(parts)?, parts.uri.path())?;
+    let m = cx
+        .routing
+        .matcher
+        .find(&method_of(parts)?, parts.uri.path())?;
     cx.outcome.route = Some(m.route.label().clone());
     cx.outcome.rpc = Some(m.route.rpc().label().clone());
     let metadata = outgoing_metadata(gw, parts, cx.request_id, cx.trace)?;

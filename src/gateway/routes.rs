@@ -112,6 +112,10 @@ pub enum RouteError {
     },
     /// A descriptor set cannot be read or does not fit the descriptors already known.
     Descriptors(String),
+    /// What a backend reported over reflection does not fit the descriptors already known.
+    Reflected(String),
+    /// The HTTP config cannot be used.
+    Config(super::rules::ConfigError),
 }
 
 impl std::fmt::Display for RouteError {
@@ -120,25 +124,13 @@ impl std::fmt::Display for RouteError {
             Self::Rule(e) => write!(f, "route table: {e}"),
             Self::Binding { route, why } => write!(f, "route table: {route}: {why}"),
             Self::Descriptors(why) => write!(f, "--descriptor-set: {why}"),
+            Self::Reflected(why) => write!(f, "--reflect: {why}"),
+            Self::Config(e) => e.fmt(f),
         }
     }
 }
 
 impl std::error::Error for RouteError {}
-
-/// A `FileDescriptorSet`, each file left encoded.
-#[derive(Clone, PartialEq, ::prost::Message)]
-struct RawSet {
-    #[prost(bytes = "vec", repeated, tag = "1")]
-    file: Vec<Vec<u8>>,
-}
-
-/// The name of an encoded `FileDescriptorProto` (its other fields are skipped).
-#[derive(Clone, PartialEq, ::prost::Message)]
-struct RawName {
-    #[prost(string, tag = "1")]
-    name: String,
-}
 
 /// Every route, in declaration order (services by full name, then methods and bindings as
 /// declared, then the bindings the gateway adds), and the pool they were made from.
@@ -147,67 +139,61 @@ pub struct RouteTable {
     pool: DescriptorPool,
 }
 
+/// What the route table is made from besides the pool's annotations.
+pub(crate) struct TableOptions<'a> {
+    /// Rules of `--http-config`: for a method they select, they replace its annotation.
+    pub(crate) config: &'a [crate::pb::google::api::HttpRule],
+    /// Whether a method of this service with no rule is served as `POST /package.Service/Method`
+    /// with the whole request as the body (`--auto-map`).
+    pub(crate) auto_map: &'a dyn Fn(&prost_reflect::ServiceDescriptor) -> bool,
+    /// Whether this service (its full name) has a backend; the others are left out.
+    pub(crate) served: &'a dyn Fn(&str) -> bool,
+}
+
 impl RouteTable {
     /// The routes of the services compiled into this binary (the embedded descriptor set).
     pub fn compiled() -> Result<Self, RouteError> {
         Self::new(crate::pb::descriptor_pool())
     }
 
-    /// The routes of the compiled-in services and of every service in the descriptor sets at
-    /// `paths` (binary `FileDescriptorSet`s, as `protoc --include_imports -o` or `buf build -o`
-    /// write them). A file already known (the compiled-in ones, or one from an earlier set) is
-    /// kept as it was: the first source wins, and the log says which files were skipped.
-    pub fn with_descriptor_sets(paths: &[std::path::PathBuf]) -> Result<Self, RouteError> {
-        if paths.is_empty() {
-            return Self::compiled();
-        }
-        let mut pool = crate::pb::descriptor_pool().clone();
-        for path in paths {
-            let bytes = std::fs::read(path).map_err(|e| {
-                RouteError::Descriptors(format!("cannot read {}: {e}", path.display()))
-            })?;
-            let set = <RawSet as prost::Message>::decode(bytes.as_slice()).map_err(|e| {
-                RouteError::Descriptors(format!(
-                    "{} is not a FileDescriptorSet: {e}",
-                    path.display()
-                ))
-            })?;
-            let mut kept = Vec::new();
-            for file in set.file {
-                let name = <RawName as prost::Message>::decode(file.as_slice())
-                    .map(|n| n.name)
-                    .unwrap_or_default();
-                if pool.get_file_by_name(&name).is_some() {
-                    kept.push(name);
-                    continue;
-                }
-                // Decoded from its bytes, so that its options (google.api.http among them)
-                // stay.
-                pool.decode_file_descriptor_proto(file.as_slice())
-                    .map_err(|e| {
-                        RouteError::Descriptors(format!("{}: {name}: {e}", path.display()))
-                    })?;
-            }
-            if !kept.is_empty() {
-                tracing::info!(
-                    set = %path.display(),
-                    files = ?kept,
-                    "files already known from an earlier source were kept as they were"
-                );
-            }
-        }
-        Self::new(&pool)
+    /// The routes of the services of `sources` but for what a backend would report: the
+    /// compiled-in services, those of the descriptor sets, the rules of the HTTP config and
+    /// the auto-mapped methods (as `describe` and `openapi` print them).
+    pub fn from_sources(sources: &super::Sources) -> Result<Self, RouteError> {
+        let loaded = super::sources::Loaded::read(sources, Vec::new())?;
+        loaded.table(sources, &|_| true)
     }
 
     /// The routes of every service in `pool` whose methods have HTTP rules.
     pub(crate) fn new(pool: &DescriptorPool) -> Result<Self, RouteError> {
-        let rules = Rules::new(pool);
-        let mut services: Vec<_> = pool.services().collect();
+        Self::build(
+            pool,
+            &TableOptions {
+                config: &[],
+                auto_map: &|_| false,
+                served: &|_| true,
+            },
+        )
+    }
+
+    /// The routes of every service of `pool` that has a backend: its methods' rules (from the
+    /// HTTP config, else their annotations), or, for a method with none, the auto-mapped
+    /// route when its service is auto-mapped.
+    pub(crate) fn build(pool: &DescriptorPool, options: &TableOptions) -> Result<Self, RouteError> {
+        let rules = Rules::new(pool, options.config);
+        let mut services: Vec<_> = pool
+            .services()
+            .filter(|s| (options.served)(s.full_name()))
+            .collect();
         services.sort_by(|a, b| a.full_name().cmp(b.full_name()));
         let mut routes = Vec::new();
         for service in services {
+            let auto_map = (options.auto_map)(&service);
             for method in service.methods() {
-                let bindings = rules.of(&method).map_err(RouteError::Rule)?;
+                let mut bindings = rules.of(&method).map_err(RouteError::Rule)?;
+                if bindings.is_empty() && auto_map {
+                    bindings.push(super::rules::auto_mapped(&method));
+                }
                 if bindings.is_empty() {
                     continue;
                 }

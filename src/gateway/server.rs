@@ -104,6 +104,7 @@ pub async fn serve(
     shutdown: Shutdown,
 ) {
     let router = router(gateway.clone());
+    let current = gateway.clone().keep_current(shutdown.clone());
     let draining = {
         let stop = shutdown.requested();
         async move {
@@ -113,6 +114,7 @@ pub async fn serve(
     };
     tokio::join!(
         serve_http(incoming, |_| router.clone(), options.http(), shutdown),
-        draining
+        draining,
+        current
     );
 }
