@@ -14,19 +14,18 @@ pub(crate) struct BackendClient {
     upstream: Pool,
     render: RenderOptions,
     compression: Option<CompressionEncoding>,
+    /// Largest reply message of a streaming call (a unary reply is bounded by the connection).
+    max_message_bytes: usize,
 }
 
 impl BackendClient {
-    /// A client over `upstream`, whose messages are compressed with `compression`, if any.
-    pub(crate) fn new(
-        upstream: Pool,
-        render: RenderOptions,
-        compression: Option<CompressionEncoding>,
-    ) -> Self {
+    /// A client over `upstream`, rendering, compressing and bounding as `config` says.
+    pub(crate) fn new(upstream: Pool, config: &super::GatewayConfig) -> Self {
         Self {
             upstream,
-            render,
-            compression,
+            render: config.render,
+            compression: config.backend_compression,
+            max_message_bytes: config.max_reply_bytes,
         }
     }
 
@@ -53,6 +52,12 @@ impl BackendClient {
             Some(encoding) => grpc.send_compressed(encoding).accept_compressed(encoding),
             None => grpc,
         }
+    }
+
+    /// A tonic client for a streaming call (its request must carry
+    /// [`crate::net::StreamingCall`]): each reply message is bounded by the reply limit.
+    pub(crate) fn grpc_streaming(&self) -> tonic::client::Grpc<Pool> {
+        self.grpc().max_decoding_message_size(self.max_message_bytes)
     }
 }
 

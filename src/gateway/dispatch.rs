@@ -43,10 +43,9 @@ impl std::fmt::Debug for Rpc {
 impl Rpc {
     /// The call of `method`; `Err` says why it has none.
     pub(crate) fn new(method: &MethodDescriptor) -> Result<Self, String> {
-        if method.is_client_streaming() || method.is_server_streaming() {
-            return Err("streaming methods have no HTTP binding here".into());
-        }
-        let typed = typed(method.full_name());
+        let streaming = method.is_client_streaming() || method.is_server_streaming();
+        // Streaming calls are transcoded dynamically (see `stream.rs`).
+        let typed = typed(method.full_name()).filter(|_| !streaming);
         let path = format!("/{}/{}", method.parent_service().full_name(), method.name());
         Ok(Self {
             method: method.clone(),
@@ -59,6 +58,16 @@ impl Rpc {
     /// Whether its call is compiled in (else it is transcoded dynamically).
     pub fn is_typed(&self) -> bool {
         self.typed.is_some()
+    }
+
+    /// Whether either side of the call is a stream.
+    pub fn is_streaming(&self) -> bool {
+        self.method.is_client_streaming() || self.method.is_server_streaming()
+    }
+
+    /// `/package.Service/Method`, as the call's path.
+    pub(crate) fn grpc_path(&self) -> &PathAndQuery {
+        &self.path
     }
 
     /// The method.
@@ -112,10 +121,21 @@ pub(crate) struct Transcoded {
     pub(crate) response_body: Option<prost_reflect::FieldDescriptor>,
 }
 
-/// A reply: its rendered JSON, and the metadata it came with.
+/// A reply's body: whole, or a stream of rendered messages (see `stream.rs`).
+pub(crate) enum Payload {
+    /// The rendered reply.
+    Whole(Vec<u8>),
+    /// The rendered messages of a stream, as they come.
+    Stream(axum::body::Body),
+}
+
+/// A reply: its rendered body, and the metadata it came with.
 pub(crate) struct Reply {
-    /// The JSON body.
-    pub(crate) body: Vec<u8>,
+    /// The body.
+    pub(crate) body: Payload,
+    /// Its content type when the reply says (a `google.api.HttpBody`, a stream), else the
+    /// format's.
+    pub(crate) content_type: Option<http::HeaderValue>,
     /// The reply's header metadata.
     pub(crate) headers: tonic::metadata::MetadataMap,
     /// Its trailers, but for the status.
@@ -152,7 +172,7 @@ fn parse<Req: DeserializeOwned>(rpc: &Rpc, json: serde_json::Value) -> Result<Re
 }
 
 /// A request message that does not deserialize: the client's 400, naming the message type.
-fn invalid_request(rpc: &Rpc, e: impl std::fmt::Display) -> GatewayError {
+pub(super) fn invalid_request(rpc: &Rpc, e: impl std::fmt::Display) -> GatewayError {
     GatewayError::bad_request(format!(
         "invalid request for {}: {e}",
         rpc.method().input().full_name()
@@ -190,7 +210,8 @@ where
             Format::Proto => proto_reply(&reply, &rpc.method().output(), response_body.as_ref())?,
         };
         Ok(Reply {
-            body,
+            body: Payload::Whole(body),
+            content_type: None,
             headers,
             trailers,
             format: output,
@@ -248,13 +269,13 @@ where
 }
 
 /// The request message of a method known only from descriptors, from its canonical JSON.
-fn dynamic_request(rpc: &Rpc, json: serde_json::Value) -> Result<DynamicMessage, GatewayError> {
+pub(super) fn dynamic_request(rpc: &Rpc, json: serde_json::Value) -> Result<DynamicMessage, GatewayError> {
     DynamicMessage::deserialize(rpc.method().input(), json).map_err(|e| invalid_request(rpc, e))
 }
 
 /// A dynamic reply, written as the typed path writes one: every field, defaults included
 /// (the render options then drop what they drop), 64-bit integers as strings.
-struct AllFields<'a>(&'a DynamicMessage);
+pub(super) struct AllFields<'a>(pub(super) &'a DynamicMessage);
 
 impl Serialize for AllFields<'_> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
@@ -277,6 +298,17 @@ fn dynamic_call<'a>(client: &'a BackendClient, rpc: &'a Rpc, request: Transcoded
         )
         .await?;
         let response_body = request.response_body.as_ref();
+        if response_body.is_none()
+            && let Some((content_type, data)) = super::stream::http_body(&reply)
+        {
+            return Ok(Reply {
+                body: Payload::Whole(data),
+                content_type: Some(content_type),
+                headers,
+                trailers,
+                format: request.output,
+            });
+        }
         let body = match request.output {
             Format::Json => {
                 let mut value = serde_json::to_value(AllFields(&reply)).map_err(|e| {
@@ -288,7 +320,8 @@ fn dynamic_call<'a>(client: &'a BackendClient, rpc: &'a Rpc, request: Transcoded
             Format::Proto => proto_reply(&reply, &output, response_body)?,
         };
         Ok(Reply {
-            body,
+            body: Payload::Whole(body),
+            content_type: None,
             headers,
             trailers,
             format: request.output,
@@ -299,9 +332,9 @@ fn dynamic_call<'a>(client: &'a BackendClient, rpc: &'a Rpc, request: Transcoded
 /// The codec of a method known only from descriptors: requests are encoded as any message
 /// is; replies are decoded by the output type's descriptor, and one that does not decode is
 /// the backend's fault ([`UpstreamError::Undecodable`]).
-struct DynamicCodec(prost_reflect::MessageDescriptor);
+pub(super) struct DynamicCodec(pub(super) prost_reflect::MessageDescriptor);
 
-struct DynamicEncoder;
+pub(super) struct DynamicEncoder;
 
 impl tonic::codec::Encoder for DynamicEncoder {
     type Item = DynamicMessage;
@@ -316,7 +349,7 @@ impl tonic::codec::Encoder for DynamicEncoder {
     }
 }
 
-struct DynamicDecoder(prost_reflect::MessageDescriptor);
+pub(super) struct DynamicDecoder(prost_reflect::MessageDescriptor);
 
 impl Decoder for DynamicDecoder {
     type Item = DynamicMessage;

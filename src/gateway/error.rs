@@ -220,6 +220,31 @@ fn retry_after(details: &[crate::json::Any]) -> Option<HeaderValue> {
     HeaderValue::from_str(&seconds.max(1).to_string()).ok()
 }
 
+/// The JSON of a `google.rpc.Status`.
+fn status_json(body: &rpc::Status) -> Vec<u8> {
+    serde_json::to_vec(body).unwrap_or_else(|e| {
+        // Only an undecodable detail can fail here; drop the details rather than the error.
+        tracing::warn!(error = %e, "error details could not be rendered");
+        serde_json::to_vec(&rpc::Status {
+            details: vec![],
+            ..body.clone()
+        })
+        .expect("a Status without details always renders")
+    })
+}
+
+impl GatewayError {
+    /// The `google.rpc.Status` JSON of this error (the body of its REST reply).
+    pub(crate) fn status_json(&self) -> Vec<u8> {
+        let (code, message, details) = self.parts();
+        status_json(&rpc::Status {
+            code: code as i32,
+            message,
+            details,
+        })
+    }
+}
+
 impl IntoResponse for GatewayError {
     fn into_response(self) -> Response {
         let (code, message, details) = self.parts();
@@ -240,15 +265,7 @@ impl IntoResponse for GatewayError {
             message,
             details,
         };
-        let bytes = serde_json::to_vec(&body).unwrap_or_else(|e| {
-            // Only an undecodable detail can fail here; drop the details rather than the error.
-            tracing::warn!(error = %e, "error details could not be rendered");
-            serde_json::to_vec(&rpc::Status {
-                details: vec![],
-                ..body
-            })
-            .expect("a Status without details always renders")
-        });
+        let bytes = status_json(&body);
         let mut resp = (http, bytes).into_response();
         resp.headers_mut().insert(
             header::CONTENT_TYPE,

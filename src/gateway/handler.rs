@@ -16,16 +16,17 @@ use hyper::body::Body as _;
 
 use super::client::{BackendClient, BackendSpec, Backends};
 use super::connect;
-use super::dispatch::{Reply, Transcoded};
+use super::dispatch::{self, Payload, Reply, Transcoded};
 use super::edge::EdgeOptions;
 use super::error::GatewayError;
 use super::grpc_web;
 use super::headers::{self, HeaderPattern, Origin};
-use super::matcher::Matcher;
+use super::matcher::{Match, Matcher};
 use super::media::{self, Format};
 use super::request;
 use super::response::RenderOptions;
-use super::routes::{Route, RouteError, RouteTable};
+use super::routes::{BodySelector, Route, RouteError, RouteTable};
+use super::stream::{self, Framing, StreamCall};
 use super::sources::{Loaded, Sources};
 use super::value::InputOptions;
 use crate::net::{
@@ -222,11 +223,7 @@ impl Gateway {
         let backends = scopes
             .into_iter()
             .map(|(scope, upstreams)| {
-                let client = BackendClient::new(
-                    Pool::new(upstreams),
-                    config.render,
-                    config.backend_compression,
-                );
+                let client = BackendClient::new(Pool::new(upstreams), &config);
                 (scope, client)
             })
             .collect();
@@ -238,11 +235,7 @@ impl Gateway {
         upstream: Upstream,
         config: GatewayConfig,
     ) -> Result<Self, StartError> {
-        let client = BackendClient::new(
-            Pool::new(vec![upstream]),
-            config.render,
-            config.backend_compression,
-        );
+        let client = BackendClient::new(Pool::new(vec![upstream]), &config);
         Self::with_backends(Backends::new(vec![(None, client)]), config)
     }
 
@@ -290,6 +283,8 @@ struct Outcome {
     rpc: Option<metrics::SharedString>,
     /// Reading the body began and did not reach its end (over the limit, too slow, broken).
     body_cut: bool,
+    /// A streaming call's framing, once the call is made: its failure is framed so too.
+    framing: Option<Framing>,
 }
 
 /// Reads and drops what is left of a body the reply did not need: up to four times the body
@@ -373,7 +368,10 @@ pub(super) async fn handle(State(gw): State<Arc<Gateway>>, req: Request<Body>) -
                 cx.outcome.route = Some(metrics::SharedString::const_str("connect"));
                 connect_response(connect_call(&mut cx, route, codec).await)
             }
-            None => rest_response(transcode(&mut cx).await),
+            None => {
+                let result = transcode(&mut cx).await;
+                rest_response(result, outcome.framing)
+            }
         }
     };
     // A reply that did not need the body (an error found before it was read), or that cut its
@@ -464,14 +462,20 @@ fn request_span(
 
 /// The HTTP reply of a transcoded call: the rendered body with the backend's metadata as
 /// headers, or the error's Status body (with the metadata of a backend's error).
-fn rest_response(result: Result<Reply, GatewayError>) -> Response {
+///
+/// A streaming call that fails before its first message has the error's status, with the
+/// error as the stream would frame it.
+fn rest_response(result: Result<Reply, GatewayError>, framing: Option<Framing>) -> Response {
     match result {
         Ok(reply) => {
-            let mut r = reply.body.into_response();
-            r.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static(reply.format.content_type()),
-            );
+            let mut r = match reply.body {
+                Payload::Whole(bytes) => bytes.into_response(),
+                Payload::Stream(body) => body.into_response(),
+            };
+            let content_type = reply
+                .content_type
+                .unwrap_or_else(|| HeaderValue::from_static(reply.format.content_type()));
+            r.headers_mut().insert(header::CONTENT_TYPE, content_type);
             if let Some(status) = headers::incoming(
                 &reply.headers,
                 reply.trailers.as_ref(),
@@ -488,7 +492,18 @@ fn rest_response(result: Result<Reply, GatewayError>) -> Response {
                 GatewayError::Backend(status) => Some(status.metadata().clone()),
                 _ => None,
             };
+            let framed = framing.map(|framing| stream::error_frame(&e, framing));
             let mut r = e.into_response();
+            if let Some(framed) = framed {
+                *r.body_mut() = Body::from(framed);
+                r.headers_mut().remove(header::CONTENT_LENGTH);
+                if framing == Some(Framing::Events) {
+                    r.headers_mut().insert(
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static("text/event-stream"),
+                    );
+                }
+            }
             if let Some(metadata) = metadata {
                 // An error's status is the code's: an x-http-code does not change it.
                 headers::incoming(&metadata, None, headers::REST, r.headers_mut());
@@ -514,6 +529,11 @@ fn connect_target<'g>(
     }
     let codec = connect::codec(&parts.headers)?;
     let index = *routing.by_rpc_path.get(parts.uri.path())?;
+    let route = &routing.matcher.table().routes()[index];
+    // Connect's streaming protocol is not served: such a path is REST's (auto-mapped) or 404.
+    if route.rpc().is_streaming() {
+        return None;
+    }
     if codec == Format::Json
         && !parts.headers.contains_key("connect-protocol-version")
         && routing
@@ -523,14 +543,14 @@ fn connect_target<'g>(
     {
         return None;
     }
-    Some((&routing.matcher.table().routes()[index], codec))
+    Some((route, codec))
 }
 
 /// What one request's handling reads and updates, on every path.
 struct Ctx<'a> {
     started: std::time::Instant,
     gw: &'a Gateway,
-    routing: &'a Routing,
+    routing: &'a Arc<Routing>,
     parts: &'a http::request::Parts,
     /// Taken once the route is known and the declared length is within the limit.
     body: &'a mut Option<Body>,
@@ -616,7 +636,10 @@ async fn connect_call(
 fn connect_response(result: Result<Reply, GatewayError>) -> Response {
     match result {
         Ok(reply) => {
-            let mut r = reply.body.into_response();
+            let mut r = match reply.body {
+                Payload::Whole(bytes) => bytes.into_response(),
+                Payload::Stream(body) => body.into_response(),
+            };
             let content_type = match reply.format {
                 Format::Json => "application/json",
                 Format::Proto => "application/proto",
@@ -763,8 +786,13 @@ async fn transcode(cx: &mut Ctx<'_>) -> Result<Reply, GatewayError> {
             .get("grpc-timeout")
             .and_then(|v| parse_grpc_timeout(v.as_bytes())),
     );
+    if m.route.rpc().is_streaming() {
+        return transcode_stream(cx, m, metadata, timeout).await;
+    }
     let body = read_body(gw, parts, cx.body, cx.outcome).await?;
-    let body = if !body.iter().all(u8::is_ascii_whitespace)
+    let body = if takes_http_body(m.route) {
+        http_body_json(content_type_of(parts), &body).into()
+    } else if !body.iter().all(u8::is_ascii_whitespace)
         && media::request_format(&parts.headers)? == Format::Proto
     {
         media::proto_body_to_json(m.route, &body)?.into()
@@ -780,4 +808,108 @@ async fn transcode(cx: &mut Ctx<'_>) -> Result<Reply, GatewayError> {
         response_body: m.route.response_body().cloned(),
     };
     cx.call(m.route.rpc(), transcoded).await
+}
+
+/// Whether a route's body is a `google.api.HttpBody` (the raw bytes, any content type).
+fn takes_http_body(route: &Route) -> bool {
+    match route.body() {
+        BodySelector::None => false,
+        BodySelector::Whole => stream::is_http_body(&route.rpc().method().input()),
+        BodySelector::Field(field) => field
+            .kind()
+            .as_message()
+            .is_some_and(stream::is_http_body),
+    }
+}
+
+/// The request's content type, as a `google.api.HttpBody` carries it.
+fn content_type_of(parts: &http::request::Parts) -> &str {
+    parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/octet-stream")
+}
+
+/// The JSON of a `google.api.HttpBody` holding `bytes` of `content_type`.
+fn http_body_json(content_type: &str, bytes: &[u8]) -> Vec<u8> {
+    use base64::Engine as _;
+    serde_json::to_vec(&serde_json::json!({
+        "contentType": content_type,
+        "data": base64::engine::general_purpose::STANDARD.encode(bytes),
+    }))
+    .expect("a JSON object of strings always serializes")
+}
+
+/// A call of a streaming method (see `stream.rs`): a server stream's one request is read and
+/// bound as a unary one; a client stream's messages are read from the body as they come.
+async fn transcode_stream(
+    cx: &mut Ctx<'_>,
+    m: Match<'_>,
+    metadata: tonic::metadata::MetadataMap,
+    timeout: Duration,
+) -> Result<Reply, GatewayError> {
+    let (gw, parts) = (cx.gw, cx.parts);
+    let rpc = m.route.rpc();
+    let method = rpc.method();
+    let Some(client) = gw.backends.of(method.parent_service().full_name()) else {
+        return Err(GatewayError::NotFound);
+    };
+    let framing = Framing::of(&parts.headers, &method.output());
+    let call = |failure| StreamCall {
+        metadata,
+        timeout,
+        framing,
+        response_body: m.route.response_body().cloned(),
+        failure,
+    };
+    if !method.is_client_streaming() {
+        let body = read_body(gw, parts, cx.body, cx.outcome).await?;
+        let body = if takes_http_body(m.route) {
+            http_body_json(content_type_of(parts), &body).into()
+        } else {
+            body
+        };
+        let json = request::build(&m, parts.uri.query(), &body, gw.config.input)?;
+        let message = dispatch::dynamic_request(rpc, json)?;
+        cx.outcome.framing = Some(framing);
+        let one = futures_util::stream::iter([message]);
+        return stream::call(client, rpc, one, call(None)).await;
+    }
+    if let Some(encoding) = parts.headers.get(header::CONTENT_ENCODING)
+        && !encoding.as_bytes().eq_ignore_ascii_case(b"identity")
+    {
+        return Err(GatewayError::UnsupportedEncoding(
+            String::from_utf8_lossy(encoding.as_bytes()).into_owned(),
+        ));
+    }
+    let body = cx.body.take().expect("the body is read once, here");
+    // From here the body belongs to the call: whether it is read to its end is the call's.
+    cx.outcome.body_cut = true;
+    let raw = takes_http_body(m.route);
+    let routing = cx.routing.clone();
+    let (index, bindings) = (m.index, m.bindings.clone());
+    let query = parts.uri.query().map(str::to_owned);
+    let input = gw.config.input;
+    let content_type = content_type_of(parts).to_string();
+    let parse = move |bytes: &[u8]| {
+        let route = &routing.table().routes()[index];
+        let m = Match {
+            route,
+            bindings: bindings.clone(),
+            index,
+        };
+        let json;
+        let body = if raw {
+            json = http_body_json(&content_type, bytes);
+            &json[..]
+        } else {
+            bytes
+        };
+        let json = request::build(&m, query.as_deref(), body, input)?;
+        dispatch::dynamic_request(route.rpc(), json)
+    };
+    let (messages, failure) = stream::messages(body, gw.config.max_body_bytes, raw, parse);
+    cx.outcome.framing = Some(framing);
+    stream::call(client, rpc, messages, call(Some(failure))).await
 }

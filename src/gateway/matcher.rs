@@ -16,6 +16,8 @@ pub struct Match<'a> {
     pub route: &'a Route,
     /// Decoded values of the template's variables.
     pub bindings: Vec<String>,
+    /// The route's place in the table.
+    pub(crate) index: usize,
 }
 
 /// A route table, and the routes of each HTTP method in the order they are tried: those with a
@@ -67,7 +69,13 @@ impl Matcher {
             for &i in list {
                 let route = &routes[i];
                 match route.template().matches(&path) {
-                    Ok(Some(bindings)) => return Ok(Match { route, bindings }),
+                    Ok(Some(bindings)) => {
+                        return Ok(Match {
+                            route,
+                            bindings,
+                            index: i,
+                        });
+                    }
                     Ok(None) => {}
                     Err(e) => {
                         bad_escape.get_or_insert(e);

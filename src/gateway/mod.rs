@@ -33,6 +33,7 @@ mod routes;
 mod rules;
 mod server;
 mod sources;
+mod stream;
 pub mod template;
 mod value;
 

@@ -91,7 +91,7 @@ async fn session(
     known: &(dyn Fn(&str) -> bool + Sync),
 ) -> Result<Vec<Vec<u8>>, tonic::Status> {
     let (requests, rx) = tokio::sync::mpsc::channel(1);
-    let mut grpc = client.grpc();
+    let mut grpc = client.grpc_streaming();
     grpc.ready()
         .await
         .map_err(|e| tonic::Status::unavailable(e.to_string()))?;

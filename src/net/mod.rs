@@ -27,5 +27,5 @@ pub use serve::{HttpOptions, serve_http};
 pub use shutdown::{Shutdown, TriggerOnDrop};
 pub use tls::{Tls, TlsError, client_config};
 pub use trace::TraceParent;
-pub use upstream::{BackendTls, DialError, UpstreamError, UrlError};
+pub use upstream::{BackendTls, DialError, StreamingCall, UpstreamError, UrlError};
 pub(crate) use upstream::{Pool, Upstream, UpstreamOptions};

@@ -25,8 +25,12 @@
 //! [`UpstreamError::Deadline`] whether it waits for a dial, for the reply or for the rest of it.
 //! A reply is read up to [`UpstreamOptions::max_reply_bytes`] and no further.
 //!
-//! Only unary calls go over it (the gateway's and the health check's): a call collects its
-//! request body, one message, before it opens the stream, and keeps it for the retry.
+//! A unary call (the gateway's and the health check's) collects its request body, one message,
+//! before it opens the stream, and keeps it for the retry. A streaming call (marked with
+//! [`StreamingCall`] in its extensions: client, server or bidi streaming, and reflection) sends
+//! its body as it comes, within the stream's flow-control window (a backend that reads slowly
+//! slows the sender down; nothing is queued without bound), is never sent again, and its reply
+//! is bounded per message by the caller's decoder rather than in total.
 
 mod dial;
 mod error;
@@ -48,7 +52,12 @@ pub use dial::{BackendTls, UrlError};
 pub(crate) use dial::{Dial, Dialing, Io};
 pub use error::{DialError, UpstreamError};
 pub(crate) use pool::Pool;
+
 pub(crate) use reply::Reply;
+
+/// Marks a streaming call in a request's extensions (see the module's documentation).
+#[derive(Debug, Clone, Copy)]
+pub struct StreamingCall;
 
 /// What the backend sees as the caller's software (a client's own agent travels as the
 /// `grpcgateway-user-agent` metadata).
@@ -260,6 +269,20 @@ impl tower::Service<http::Request<Body>> for Upstream {
                 .get("grpc-timeout")
                 .and_then(|v| super::parse_grpc_timeout(v.as_bytes()))
                 .map(|after| (Box::pin(tokio::time::sleep(after)), after));
+            if head.extensions.get::<StreamingCall>().is_some() {
+                let attempt = async {
+                    let connection = shared.connection().await?;
+                    Ok::<_, UpstreamError>(send_streaming(&connection, head, body).await?)
+                };
+                let head = match &mut deadline {
+                    None => attempt.await?,
+                    Some((sleep, after)) => tokio::select! {
+                        head = attempt => head?,
+                        () = sleep.as_mut() => return Err(UpstreamError::Deadline(*after)),
+                    },
+                };
+                return Ok(head.map(|stream| Reply::new(stream, usize::MAX, deadline)));
+            }
             // A unary request: its one message, whole (the caller bounds its size).
             let body = body
                 .collect()
@@ -343,6 +366,67 @@ async fn send(
             connection.closed.store(true, Ordering::Release);
         }
     })
+}
+
+/// A streaming call on `connection`, up to the reply's head: the body goes on being sent, frame
+/// by frame, by a task of its own, within the stream's window. A body that fails resets the
+/// stream; a stream the backend closed ends the sending.
+async fn send_streaming(
+    connection: &Connection,
+    head: http::request::Parts,
+    body: Body,
+) -> Result<http::Response<h2::RecvStream>, h2::Error> {
+    let mut sender = connection.sender.clone().ready().await?;
+    let mut request = http::Request::new(());
+    *request.method_mut() = head.method;
+    *request.uri_mut() = head.uri;
+    *request.version_mut() = head.version;
+    *request.headers_mut() = head.headers;
+    let (response, stream) = sender.send_request(request, false)?;
+    tokio::spawn(pump(body, stream));
+    response.await.inspect_err(|e| {
+        if e.is_go_away() && e.is_remote() {
+            connection.closed.store(true, Ordering::Release);
+        }
+    })
+}
+
+/// Sends `body` on `stream` as the window allows, then ends the stream.
+async fn pump(mut body: Body, mut stream: h2::SendStream<Bytes>) {
+    while let Some(frame) = body.frame().await {
+        let frame = match frame {
+            Ok(frame) => frame,
+            Err(_) => {
+                stream.send_reset(h2::Reason::CANCEL);
+                return;
+            }
+        };
+        let mut data = match frame.into_data() {
+            Ok(data) => data,
+            Err(frame) => {
+                if let Ok(trailers) = frame.into_trailers() {
+                    let _ = stream.send_trailers(trailers);
+                    return;
+                }
+                continue;
+            }
+        };
+        while !data.is_empty() {
+            stream.reserve_capacity(data.len());
+            match std::future::poll_fn(|cx| stream.poll_capacity(cx)).await {
+                Some(Ok(granted)) if granted > 0 => {
+                    let chunk = data.split_to(granted.min(data.len()));
+                    if stream.send_data(chunk, false).is_err() {
+                        return;
+                    }
+                }
+                Some(Ok(_)) => {}
+                // The stream is closed or reset: the backend is done with it.
+                _ => return,
+            }
+        }
+    }
+    let _ = stream.send_data(Bytes::new(), true);
 }
 
 #[cfg(test)]

@@ -139,6 +139,26 @@ impl Pool {
     ) -> Result<http::Response<Reply>, UpstreamError> {
         let members = &self.0.members;
         self.start_checks();
+        let n = members.len();
+        let start = self.0.next.fetch_add(1, Ordering::Relaxed);
+        if request.extensions().get::<super::StreamingCall>().is_some() {
+            // A stream's body is sent as it comes and cannot go to a second backend: the
+            // first one up takes it.
+            let member = (0..n)
+                .map(|i| &members[(start + i) % n])
+                .find(|m| m.up.load(Ordering::Relaxed))
+                .unwrap_or(&members[start % n]);
+            let (mut head, body) = request.into_parts();
+            let origin = member.upstream.origin();
+            let mut uri = head.uri.clone().into_parts();
+            uri.scheme = origin.scheme().cloned();
+            uri.authority = origin.authority().cloned();
+            if let Ok(uri) = http::Uri::from_parts(uri) {
+                head.uri = uri;
+            }
+            let request = http::Request::from_parts(head, body);
+            return tower::ServiceExt::oneshot(member.upstream.clone(), request).await;
+        }
         let (head, body) = request.into_parts();
         // Whole, so that it can go to another backend.
         let body = body
@@ -146,8 +166,6 @@ impl Pool {
             .await
             .map_err(|e| UpstreamError::Request(Arc::new(e)))?
             .to_bytes();
-        let n = members.len();
-        let start = self.0.next.fetch_add(1, Ordering::Relaxed);
         let mut order: Vec<&Member> = (0..n).map(|i| &members[(start + i) % n]).collect();
         // The ones up first, in turn; the ones down after them, as a last resort.
         order.sort_by_key(|m| !m.up.load(Ordering::Relaxed));
