@@ -57,7 +57,8 @@ impl BackendClient {
     /// A tonic client for a streaming call (its request must carry
     /// [`crate::net::StreamingCall`]): each reply message is bounded by the reply limit.
     pub(crate) fn grpc_streaming(&self) -> tonic::client::Grpc<Pool> {
-        self.grpc().max_decoding_message_size(self.max_message_bytes)
+        self.grpc()
+            .max_decoding_message_size(self.max_message_bytes)
     }
 }
 

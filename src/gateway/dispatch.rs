@@ -269,7 +269,10 @@ where
 }
 
 /// The request message of a method known only from descriptors, from its canonical JSON.
-pub(super) fn dynamic_request(rpc: &Rpc, json: serde_json::Value) -> Result<DynamicMessage, GatewayError> {
+pub(super) fn dynamic_request(
+    rpc: &Rpc,
+    json: serde_json::Value,
+) -> Result<DynamicMessage, GatewayError> {
     DynamicMessage::deserialize(rpc.method().input(), json).map_err(|e| invalid_request(rpc, e))
 }
 

@@ -26,8 +26,8 @@ use super::media::{self, Format};
 use super::request;
 use super::response::RenderOptions;
 use super::routes::{BodySelector, Route, RouteError, RouteTable};
-use super::stream::{self, Framing, StreamCall};
 use super::sources::{Loaded, Sources};
+use super::stream::{self, Framing, StreamCall};
 use super::value::InputOptions;
 use crate::net::{
     BackendTls, Peer, Pool, TraceParent, Upstream, UpstreamError, UpstreamOptions, UrlError,
@@ -815,10 +815,7 @@ fn takes_http_body(route: &Route) -> bool {
     match route.body() {
         BodySelector::None => false,
         BodySelector::Whole => stream::is_http_body(&route.rpc().method().input()),
-        BodySelector::Field(field) => field
-            .kind()
-            .as_message()
-            .is_some_and(stream::is_http_body),
+        BodySelector::Field(field) => field.kind().as_message().is_some_and(stream::is_http_body),
     }
 }
 
@@ -910,6 +907,8 @@ async fn transcode_stream(
         dispatch::dynamic_request(route.rpc(), json)
     };
     let (messages, failure) = stream::messages(body, gw.config.max_body_bytes, raw, parse);
-    cx.outcome.framing = Some(framing);
+    if method.is_server_streaming() {
+        cx.outcome.framing = Some(framing);
+    }
     stream::call(client, rpc, messages, call(Some(failure))).await
 }

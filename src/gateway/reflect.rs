@@ -95,8 +95,10 @@ async fn session(
     grpc.ready()
         .await
         .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    let mut request = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+    request.extensions_mut().insert(crate::net::StreamingCall);
     let replies = grpc.streaming(
-        tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx)),
+        request,
         PathAndQuery::from_static(path),
         ProstCodec::<ServerReflectionRequest, ServerReflectionResponse>::default(),
     );

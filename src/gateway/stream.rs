@@ -149,12 +149,16 @@ where
                 match st.body.frame().await {
                     None => return None,
                     Some(Err(e)) => {
-                        let e = GatewayError::bad_request(format!("could not read the request body: {e}"));
+                        let e = GatewayError::bad_request(format!(
+                            "could not read the request body: {e}"
+                        ));
                         fail(&mut st, e);
                         continue;
                     }
                     Some(Ok(frame)) => {
-                        let Ok(data) = frame.into_data() else { continue };
+                        let Ok(data) = frame.into_data() else {
+                            continue;
+                        };
                         if data.is_empty() {
                             continue;
                         }
@@ -172,8 +176,8 @@ where
             let text = &st.buf[..];
             let start = text.iter().position(|b| !b.is_ascii_whitespace());
             if let Some(start) = start {
-                let mut values =
-                    serde_json::Deserializer::from_slice(&text[start..]).into_iter::<serde::de::IgnoredAny>();
+                let mut values = serde_json::Deserializer::from_slice(&text[start..])
+                    .into_iter::<serde::de::IgnoredAny>();
                 match values.next() {
                     Some(Ok(_)) => {
                         let end = start + values.byte_offset();
@@ -209,7 +213,8 @@ where
             match st.body.frame().await {
                 None => st.ended = true,
                 Some(Err(e)) => {
-                    let e = GatewayError::bad_request(format!("could not read the request body: {e}"));
+                    let e =
+                        GatewayError::bad_request(format!("could not read the request body: {e}"));
                     fail(&mut st, e);
                 }
                 Some(Ok(frame)) => {
@@ -274,7 +279,8 @@ pub(crate) struct StreamCall {
 }
 
 /// Makes a streaming call with `requests`, and answers once the first reply message (or the
-/// end, or a failure) is in: the rest streams on in the reply's body.
+/// end, or a failure) is in: the rest streams on in the reply's body. A client stream's one
+/// reply is answered as a unary call's.
 pub(crate) async fn call<S>(
     client: &BackendClient,
     rpc: &Rpc,
@@ -291,21 +297,81 @@ where
     request.extensions_mut().insert(StreamingCall);
     let mut grpc = client.grpc_streaming();
     let mut failure = call.failure;
-    let response = grpc.streaming(request, rpc.grpc_path().clone(), DynamicCodec(output.clone()));
+    let response = grpc.streaming(
+        request,
+        rpc.grpc_path().clone(),
+        DynamicCodec(output.clone()),
+    );
+    let mut requests_done = false;
     let response = match &mut failure {
         None => response.await,
-        Some(rx) => tokio::select! {
-            biased;
-            Ok(e) = rx => return Err(e),
-            r = response => r,
-        },
+        Some(rx) => {
+            tokio::pin!(response);
+            tokio::select! {
+                biased;
+                failed = rx => match failed {
+                    Ok(e) => return Err(e),
+                    // The requests ended well: only the reply is left.
+                    Err(_) => {
+                        requests_done = true;
+                        response.await
+                    }
+                },
+                r = &mut response => r,
+            }
+        }
     };
+    if requests_done {
+        failure = None;
+    }
     let (headers, mut replies, _) = response.map_err(GatewayError::from_call)?.into_parts();
     let first = next(&mut replies, &mut failure).await;
     let first = match first {
         Some(Err(e)) => return Err(e),
         other => other,
     };
+    if !rpc.method().is_server_streaming() {
+        // A client stream has one reply, rendered as a unary call's.
+        let Some(Ok(reply)) = first else {
+            return Err(GatewayError::Internal(format!(
+                "{} sent no reply message",
+                rpc.path()
+            )));
+        };
+        match next(&mut replies, &mut failure).await {
+            None => {}
+            Some(Err(e)) => return Err(e),
+            Some(Ok(_)) => {
+                return Err(GatewayError::Internal(format!(
+                    "{} sent more than one reply message",
+                    rpc.path()
+                )));
+            }
+        }
+        let (body, content_type) = match http_body(&reply) {
+            Some((content_type, data)) if call.response_body.is_none() => (data, content_type),
+            _ => {
+                let mut value = serde_json::to_value(AllFields(&reply)).map_err(|e| {
+                    GatewayError::Internal(format!("rendering {}: {e}", output.full_name()))
+                })?;
+                as_typed(&output, &mut value);
+                let body = render(
+                    &value,
+                    &output,
+                    call.response_body.as_ref(),
+                    client.render_options(),
+                )?;
+                (body, HeaderValue::from_static("application/json"))
+            }
+        };
+        return Ok(Reply {
+            body: Payload::Whole(body),
+            content_type: Some(content_type),
+            headers,
+            trailers: None,
+            format: Format::Json,
+        });
+    }
     let options = RenderOptions {
         pretty: false,
         ..client.render_options()
@@ -335,10 +401,12 @@ where
                 };
                 let (chunk, done) = match item {
                     None => return None,
-                    Some(Ok(m)) => match frame(&m, &output, response_body.as_ref(), options, framing) {
-                        Ok(chunk) => (chunk, false),
-                        Err(e) => (error_frame(&e, framing), true),
-                    },
+                    Some(Ok(m)) => {
+                        match frame(&m, &output, response_body.as_ref(), options, framing) {
+                            Ok(chunk) => (chunk, false),
+                            Err(e) => (error_frame(&e, framing), true),
+                        }
+                    }
                     Some(Err(e)) => {
                         e.report();
                         (error_frame(&e, framing), true)
@@ -366,7 +434,10 @@ fn frame(
     framing: Framing,
 ) -> Result<Bytes, GatewayError> {
     if framing == Framing::Raw {
-        return Ok(http_body(message).map(|(_, d)| d).unwrap_or_default().into());
+        return Ok(http_body(message)
+            .map(|(_, d)| d)
+            .unwrap_or_default()
+            .into());
     }
     let mut value = serde_json::to_value(AllFields(message))
         .map_err(|e| GatewayError::Internal(format!("rendering {}: {e}", output.full_name())))?;

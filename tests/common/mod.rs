@@ -163,6 +163,12 @@ impl TestServer {
         OperationServiceClient::new(self.channel())
     }
 
+    /// The backend's gRPC address.
+    #[allow(dead_code)]
+    pub(crate) fn grpc_addr(&self) -> SocketAddr {
+        self.grpc_addr
+    }
+
     /// `http://127.0.0.1:PORT` of the gateway.
     pub(crate) fn http(&self) -> String {
         format!("http://{}", self.http_addr)
@@ -254,6 +260,22 @@ pub(crate) async fn gateway_over(backend_urls: &[String], config: GatewayConfig)
         shutdown.clone(),
     )
     .await;
+    GatewayOnly {
+        addr,
+        shutdown,
+        task,
+    }
+}
+
+/// Serves an existing gateway on 127.0.0.1:0 (its reloads included) until dropped.
+#[allow(dead_code)]
+pub(crate) async fn serve_gateway(gw: Arc<Gateway>) -> GatewayOnly {
+    let shutdown = Shutdown::new();
+    let options = ListenerOptions::default();
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let incoming = net::incoming(listener, None, options.connections(), shutdown.clone());
+    let task = tokio::spawn(gateway::serve(incoming, gw, options, shutdown.clone()));
     GatewayOnly {
         addr,
         shutdown,
