@@ -333,6 +333,10 @@ struct SourceArgs {
     /// reflection), all, or none.
     #[arg(long, env = "CG_AUTO_MAP", default_value = "loaded", value_parser = ["loaded", "all", "off"])]
     auto_map: String,
+    /// Transcode the compiled-in services with their descriptors too, as a loaded service is
+    /// (no generated code): to compare the dynamic path with the compiled one.
+    #[arg(long, env = "CG_TRANSCODE_DYNAMICALLY")]
+    transcode_dynamically: bool,
 }
 
 impl SourceArgs {
@@ -346,6 +350,7 @@ impl SourceArgs {
                 "off" => gateway::AutoMap::Off,
                 _ => gateway::AutoMap::Loaded,
             },
+            all_dynamic: self.transcode_dynamically,
         }
     }
 }

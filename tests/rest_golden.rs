@@ -24,6 +24,36 @@ fn any_bytes(json: &Value) -> Vec<u8> {
 
 #[tokio::test]
 async fn every_rpc_transcodes_exactly_as_the_fixtures_say() {
+    golden(GatewayConfig::default()).await;
+}
+
+/// The compiled-in services transcoded from their descriptors alone (`--transcode-dynamically`,
+/// as a service loaded at run time is): the same fixtures hold, and every reply is the same
+/// bytes as the typed path's.
+#[tokio::test]
+async fn the_dynamic_path_transcodes_every_rpc_byte_for_byte_alike() {
+    let typed = golden(GatewayConfig::default()).await;
+    let dynamic = golden(GatewayConfig {
+        sources: compute_gateway::gateway::Sources {
+            all_dynamic: true,
+            ..Default::default()
+        },
+        ..GatewayConfig::default()
+    })
+    .await;
+    assert_eq!(typed.len(), dynamic.len());
+    for ((name, typed), (_, dynamic)) in typed.iter().zip(&dynamic) {
+        assert_eq!(
+            String::from_utf8_lossy(typed),
+            String::from_utf8_lossy(dynamic),
+            "{name}"
+        );
+    }
+}
+
+/// Runs every golden case through a gateway made with `config`; the reply bytes of each.
+async fn golden(config: GatewayConfig) -> Vec<(String, Vec<u8>)> {
+    let mut replies = Vec::new();
     let fixtures: Value =
         serde_json::from_str(include_str!("fixtures/transcoding.json")).expect("fixture JSON");
     let cases = fixtures.as_array().expect("a list of cases");
@@ -31,7 +61,7 @@ async fn every_rpc_transcodes_exactly_as_the_fixtures_say() {
     for case in cases {
         let name = case["name"].as_str().expect("name");
         let (url, seen) = common::recording_backend(any_bytes(&case["backend_reply"])).await;
-        let gw = Arc::new(Gateway::new(&url, GatewayConfig::default()).expect("gateway"));
+        let gw = Arc::new(Gateway::new(&url, config.clone()).expect("gateway"));
         let http = &case["http"];
         let mut req = Request::builder()
             .method(http["method"].as_str().expect("method"))
@@ -45,9 +75,9 @@ async fn every_rpc_transcodes_exactly_as_the_fixtures_say() {
             .await
             .expect("response");
         let status = resp.status().as_u16();
-        let got: Value =
-            serde_json::from_slice(&resp.into_body().collect().await.expect("body").to_bytes())
-                .expect("JSON reply");
+        let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+        replies.push((name.to_string(), bytes.to_vec()));
+        let got: Value = serde_json::from_slice(&bytes).expect("JSON reply");
         assert_eq!(status, 200, "{name}: {got}");
 
         let rec = std::mem::take(&mut *seen.lock().expect("lock"));
@@ -91,4 +121,5 @@ async fn every_rpc_transcodes_exactly_as_the_fixtures_say() {
         }
         assert!(covered.contains(&path), "no golden case for {path}");
     }
+    replies
 }

@@ -41,11 +41,12 @@ impl std::fmt::Debug for Rpc {
 }
 
 impl Rpc {
-    /// The call of `method`; `Err` says why it has none.
-    pub(crate) fn new(method: &MethodDescriptor) -> Result<Self, String> {
+    /// The call of `method` (transcoded dynamically even when compiled in, with `dynamic`);
+    /// `Err` says why it has none.
+    pub(crate) fn new(method: &MethodDescriptor, dynamic: bool) -> Result<Self, String> {
         let streaming = method.is_client_streaming() || method.is_server_streaming();
         // Streaming calls are transcoded dynamically (see `stream.rs`).
-        let typed = typed(method.full_name()).filter(|_| !streaming);
+        let typed = typed(method.full_name()).filter(|_| !streaming && !dynamic);
         let path = format!("/{}/{}", method.parent_service().full_name(), method.name());
         Ok(Self {
             method: method.clone(),

@@ -2,15 +2,19 @@
 //! that is transcoded into a gRPC call to the backend, over a real gRPC connection even when the
 //! backend runs in the same process. It knows nothing of the backend's code or store.
 //!
+//! Where the routes come from (`sources.rs`: the compiled-in services, descriptor sets, server
+//! reflection in `reflect.rs`, the HTTP config and auto-mapping of `rules.rs`), kept current by
+//! `reload.rs`, which swaps the whole route set at once.
+//!
 //! Flow of one request (each file imports only those listed after it): the listener
 //! (`server.rs`, with the operator's endpoints in `admin.rs` and the OpenAPI document in
-//! `openapi.rs`) -> the layers of the edge (`edge.rs`: CORS, compression) -> the handler and the state it reads (`handler.rs`, with the header policy of
-//! `headers.rs`) -> the route for the
+//! `openapi.rs`) -> the layers of the edge (`edge.rs`: CORS, compression) -> the handler and the
+//! state it reads (`handler.rs`, with the header policy of `headers.rs`) -> the route for the
 //! method and path (`matcher.rs`, over the table of `routes.rs`, made from the rules of
 //! `rules.rs` with the templates of `template.rs`) -> one canonical JSON value from the body,
-//! the path and the query (`request.rs`, `query.rs`, `value.rs`) -> the route's typed call
-//! (`dispatch.rs`) over the backend connection (`client.rs`) -> the reply rendered once
-//! (`response.rs`), or one error body (`error.rs`).
+//! the path and the query (`request.rs`, `query.rs`, `value.rs`) -> the route's typed or dynamic
+//! call (`dispatch.rs`; streaming methods in `stream.rs`) over the backend of its service
+//! (`client.rs`) -> the reply rendered once (`response.rs`), or one error body (`error.rs`).
 
 mod admin;
 mod client;

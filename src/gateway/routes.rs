@@ -148,6 +148,8 @@ pub(crate) struct TableOptions<'a> {
     pub(crate) auto_map: &'a dyn Fn(&prost_reflect::ServiceDescriptor) -> bool,
     /// Whether this service (its full name) has a backend; the others are left out.
     pub(crate) served: &'a dyn Fn(&str) -> bool,
+    /// Transcode the compiled-in methods dynamically too.
+    pub(crate) dynamic: bool,
 }
 
 impl RouteTable {
@@ -172,6 +174,7 @@ impl RouteTable {
                 config: &[],
                 auto_map: &|_| false,
                 served: &|_| true,
+                dynamic: false,
             },
         )
     }
@@ -197,10 +200,11 @@ impl RouteTable {
                 if bindings.is_empty() {
                     continue;
                 }
-                let rpc = Rpc::new(&method).map_err(|why| RouteError::Binding {
-                    route: format!("/{}/{}", service.full_name(), method.name()),
-                    why,
-                })?;
+                let rpc =
+                    Rpc::new(&method, options.dynamic).map_err(|why| RouteError::Binding {
+                        route: format!("/{}/{}", service.full_name(), method.name()),
+                        why,
+                    })?;
                 let rpc = Arc::new(rpc);
                 for binding in &bindings {
                     routes.push(compile(&rpc, binding)?);

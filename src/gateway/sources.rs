@@ -42,6 +42,9 @@ pub struct Sources {
     pub http_config: Option<PathBuf>,
     /// Which methods with no rule are auto-mapped (`--auto-map`).
     pub auto_map: AutoMap,
+    /// Transcode the compiled-in services dynamically too, as if they had been loaded
+    /// (`--transcode-dynamically`: to measure the dynamic path against the compiled one).
+    pub all_dynamic: bool,
 }
 
 /// A `FileDescriptorSet`, each file left encoded.
@@ -134,6 +137,7 @@ impl Loaded {
                 config: &self.config,
                 auto_map: &auto_map,
                 served,
+                dynamic: sources.all_dynamic,
             },
         )
     }
