@@ -66,6 +66,9 @@ service Lab {
   rpc Chat(stream Tick) returns (stream Tick) {
     option (google.api.http) = { post: "/v1/chat" body: "*" };
   }
+  rpc Chunks(CountRequest) returns (stream google.api.HttpBody) {
+    option (google.api.http) = { get: "/v1/chunks/{to}" };
+  }
   // OLD_METHOD
 }
 
@@ -382,6 +385,18 @@ async fn serve(
                     seen.count_cancelled.store(true, Ordering::SeqCst);
                     seen.cancelled.notify_waiters();
                     return;
+                }
+            }
+            "Chunks" => {
+                let request = dynamic(&method, &messages.next().await.unwrap_or_default());
+                let to = request.get_field_by_name("to").and_then(|v| v.as_i32()).unwrap_or(0);
+                use base64::Engine as _;
+                for n in 1..=to {
+                    let data = base64::engine::general_purpose::STANDARD.encode(format!("chunk-{n}\n"));
+                    let chunk = reply_of(&method, json!({"contentType": "text/plain", "data": data}));
+                    if tx.send(send(chunk)).await.is_err() {
+                        return;
+                    }
                 }
             }
             "Sum" => {
@@ -783,6 +798,19 @@ async fn streaming_checks(base: &str) {
         "data: {\"n\":\"1\",\"pad\":\"\"}\n\ndata: {\"n\":\"2\",\"pad\":\"\"}\n\n"
     );
 
+    // A stream of HttpBody: the raw bytes, with the first message's content type.
+    let resp = http()
+        .get(format!("{base}/v1/chunks/3"))
+        .send()
+        .await
+        .expect("chunks");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "text/plain");
+    assert_eq!(
+        resp.text().await.expect("text"),
+        "chunk-1\nchunk-2\nchunk-3\n"
+    );
+
     // Client streaming: a run of JSON values, not an array.
     let resp = http()
         .post(format!("{base}/v1/sum"))
@@ -876,6 +904,78 @@ async fn a_service_from_its_descriptor_set_is_served_whole() {
     let base = format!("http://{}", gw.addr);
     unary_checks(&base).await;
     streaming_checks(&base).await;
+}
+
+#[tokio::test]
+async fn an_http_config_adds_and_replaces_rules() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (set, pool) = lab_set(dir.path(), "");
+    let lab = Lab::start(&set, pool).await;
+    let path = dir.path().join("lab.binpb");
+    std::fs::write(&path, &set).expect("write set");
+    let rules = dir.path().join("api.yaml");
+    std::fs::write(
+        &rules,
+        r#"
+type: google.api.Service
+config_version: 3
+http:
+  rules:
+  - selector: lab.v1.Lab.Unbound
+    get: /v2/unbound/{name}
+  - selector: lab.v1.Lab.Echo
+    post: /v2/echo
+    body: "*"
+    additional_bindings:
+    - put: /v2/echo/{name}
+      body: nested
+"#,
+    )
+    .expect("write rules");
+    let gw = common::gateway_only(
+        &lab.url,
+        config(Sources {
+            descriptor_sets: vec![path],
+            http_config: Some(rules),
+            ..Sources::default()
+        }),
+    )
+    .await;
+    let base = format!("http://{}", gw.addr);
+    // A method with no annotation gets the configured rule (and so is not auto-mapped).
+    let (status, got) = call(&base, "GET", "/v2/unbound/u1?text=hi", None).await;
+    assert_eq!(status, 200, "{got}");
+    assert_has(&got, &json!({"name": "u1", "text": "hi"}), "");
+    let (_, doc) = call(&base, "GET", "/openapi.json", None).await;
+    let paths = doc["paths"].as_object().expect("paths");
+    assert!(paths.contains_key("/v2/unbound/{name}"), "{:?}", paths.keys());
+    assert!(!paths.contains_key("/lab.v1.Lab/Unbound"), "{:?}", paths.keys());
+    // A configured rule replaces the annotation, additional bindings and all.
+    let (status, got) = call(&base, "POST", "/v2/echo", Some(json!({"name": "e"}))).await;
+    assert_eq!(status, 200, "{got}");
+    assert_eq!(got["name"], "e");
+    let (status, got) = call(&base, "PUT", "/v2/echo/e2", Some(json!({"label": "l"}))).await;
+    assert_eq!(status, 200, "{got}");
+    assert_eq!(got["nested"]["label"], "l");
+    // (`things/t1:echo` still matches Patch's `{name=things/*}`, on PATCH only.)
+    assert_eq!(call(&base, "POST", "/v1/things/t1:echo", Some(json!({}))).await.0, 405);
+    // The other annotations stand.
+    assert_eq!(call(&base, "GET", "/v1/count/1", None).await.0, 200);
+
+    // A config that does not read fails the start, naming the file.
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, "http:\n  rules:\n  - get: /x\n").expect("write");
+    let e = Gateway::new(
+        &lab.url,
+        config(Sources {
+            http_config: Some(bad),
+            ..Sources::default()
+        }),
+    )
+    .err()
+    .expect("a rule with no selector");
+    assert!(e.to_string().contains("bad.yaml"), "{e}");
+    assert!(e.to_string().contains("selector"), "{e}");
 }
 
 #[tokio::test]
