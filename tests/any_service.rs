@@ -389,11 +389,16 @@ async fn serve(
             }
             "Chunks" => {
                 let request = dynamic(&method, &messages.next().await.unwrap_or_default());
-                let to = request.get_field_by_name("to").and_then(|v| v.as_i32()).unwrap_or(0);
+                let to = request
+                    .get_field_by_name("to")
+                    .and_then(|v| v.as_i32())
+                    .unwrap_or(0);
                 use base64::Engine as _;
                 for n in 1..=to {
-                    let data = base64::engine::general_purpose::STANDARD.encode(format!("chunk-{n}\n"));
-                    let chunk = reply_of(&method, json!({"contentType": "text/plain", "data": data}));
+                    let data =
+                        base64::engine::general_purpose::STANDARD.encode(format!("chunk-{n}\n"));
+                    let chunk =
+                        reply_of(&method, json!({"contentType": "text/plain", "data": data}));
                     if tx.send(send(chunk)).await.is_err() {
                         return;
                     }
@@ -948,8 +953,16 @@ http:
     assert_has(&got, &json!({"name": "u1", "text": "hi"}), "");
     let (_, doc) = call(&base, "GET", "/openapi.json", None).await;
     let paths = doc["paths"].as_object().expect("paths");
-    assert!(paths.contains_key("/v2/unbound/{name}"), "{:?}", paths.keys());
-    assert!(!paths.contains_key("/lab.v1.Lab/Unbound"), "{:?}", paths.keys());
+    assert!(
+        paths.contains_key("/v2/unbound/{name}"),
+        "{:?}",
+        paths.keys()
+    );
+    assert!(
+        !paths.contains_key("/lab.v1.Lab/Unbound"),
+        "{:?}",
+        paths.keys()
+    );
     // A configured rule replaces the annotation, additional bindings and all.
     let (status, got) = call(&base, "POST", "/v2/echo", Some(json!({"name": "e"}))).await;
     assert_eq!(status, 200, "{got}");
@@ -958,7 +971,12 @@ http:
     assert_eq!(status, 200, "{got}");
     assert_eq!(got["nested"]["label"], "l");
     // (`things/t1:echo` still matches Patch's `{name=things/*}`, on PATCH only.)
-    assert_eq!(call(&base, "POST", "/v1/things/t1:echo", Some(json!({}))).await.0, 405);
+    assert_eq!(
+        call(&base, "POST", "/v1/things/t1:echo", Some(json!({})))
+            .await
+            .0,
+        405
+    );
     // The other annotations stand.
     assert_eq!(call(&base, "GET", "/v1/count/1", None).await.0, 200);
 
@@ -1002,10 +1020,16 @@ async fn a_service_found_over_reflection_is_served_the_same() {
     streaming_checks(&base).await;
     // The OpenAPI document covers the reflected service.
     let (_, doc) = call(&base, "GET", "/openapi.json", None).await;
+    let count = &doc["paths"]["/v1/count/{to}"]["get"]["responses"]["200"]["content"];
     assert!(
-        doc["paths"].get("/v1/count/{to}").is_some(),
-        "{}",
-        doc["paths"]
+        count["application/json"]["schema"]["properties"]["result"].is_object(),
+        "a stream's lines: {count}"
+    );
+    assert!(count["text/event-stream"].is_object(), "{count}");
+    let download = &doc["paths"]["/v1/{name}/content"]["get"]["responses"]["200"];
+    assert_eq!(
+        download["content"]["*/*"]["schema"]["format"], "binary",
+        "{download}"
     );
 }
 

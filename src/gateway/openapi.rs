@@ -348,6 +348,19 @@ pub fn document(table: &RouteTable) -> String {
                 "default": {"description": "An error: google.rpc.Status with the HTTP status of its code.", "content": {"application/json": {"schema": reference("google.rpc.Status")}}},
             },
         });
+        let raw = method.output().full_name() == "google.api.HttpBody";
+        if raw {
+            operation["responses"]["200"] = json!({"description": "The raw body, with its own content type (google.api.HttpBody).", "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}}});
+        } else if method.is_server_streaming() {
+            let line = json!({"type": "object", "properties": {"result": response_schema, "error": reference("google.rpc.Status")}});
+            operation["responses"]["200"] = json!({
+                "description": "A stream: one JSON line per message, {\"result\": message}; a failure after the first message as a last line {\"error\": Status}. With Accept: text/event-stream, Server-Sent Events instead.",
+                "content": {
+                    "application/json": {"schema": line},
+                    "text/event-stream": {"schema": {"type": "string"}},
+                },
+            });
+        }
         match route.body() {
             BodySelector::None => Query {
                 bound: &bound,

@@ -99,15 +99,22 @@ impl Gateway {
         for client in self.backends.each() {
             let name = client.upstream().origin().to_string();
             let wanted = |service: &str| self.backends.serves(client, service);
-            let files = reflect::files(client, &wanted, &known)
-                .await
-                .map_err(|status| {
-                    ReloadError::Reflect(format!(
-                        "backend {name}: {} ({:?})",
-                        status.message(),
-                        status.code()
-                    ))
-                })?;
+            let files = match reflect::files(client, &wanted, &known).await {
+                // A backend without reflection brings nothing (its services may come from a
+                // descriptor set); one that does not answer at all is an error.
+                Err(status) if status.code() == tonic::Code::Unimplemented => {
+                    tracing::warn!(backend = %name, "the backend does not serve reflection");
+                    Vec::new()
+                }
+                other => other,
+            }
+            .map_err(|status| {
+                ReloadError::Reflect(format!(
+                    "backend {name}: {} ({:?})",
+                    status.message(),
+                    status.code()
+                ))
+            })?;
             out.push((name, files));
         }
         Ok(out)
