@@ -104,7 +104,7 @@ impl Gateway {
                 // descriptor set); one that does not answer at all is an error.
                 Err(status) if status.code() == tonic::Code::Unimplemented => {
                     tracing::warn!(backend = %name, "the backend does not serve reflection");
-                    Vec::new()
+                    Ok(Vec::new())
                 }
                 other => other,
             }
