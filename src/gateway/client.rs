@@ -144,6 +144,9 @@ impl Backends {
 
     /// The backend of a gRPC path (`/package.Service/Method`).
     pub(crate) fn of_path(&self, path: &str) -> Option<&BackendClient> {
+        if let [(None, only)] = self.scoped.as_slice() {
+            return Some(only);
+        }
         let service = path.trim_start_matches('/').split('/').next()?;
         self.of(service)
     }

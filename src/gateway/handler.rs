@@ -576,8 +576,7 @@ impl Ctx<'_> {
         transcoded: Transcoded,
     ) -> Result<Reply, GatewayError> {
         let timeout = transcoded.timeout;
-        let service = rpc.method().parent_service();
-        let Some(client) = self.gw.backends.of(service.full_name()) else {
+        let Some(client) = self.gw.backends.of_path(rpc.path()) else {
             // The table holds only services with a backend; a reload may have dropped it since.
             return Err(GatewayError::NotFound);
         };
@@ -849,7 +848,7 @@ async fn transcode_stream(
     let (gw, parts) = (cx.gw, cx.parts);
     let rpc = m.route.rpc();
     let method = rpc.method();
-    let Some(client) = gw.backends.of(method.parent_service().full_name()) else {
+    let Some(client) = gw.backends.of_path(rpc.path()) else {
         return Err(GatewayError::NotFound);
     };
     let framing = Framing::of(&parts.headers, &method.output());
