@@ -7,6 +7,7 @@
 #   bash bench/callgrind.sh                 # gateway, PATCH
 #   TARGET=backend METHOD=GET bash bench/callgrind.sh
 #   KEEP=/tmp/gw.cg bash bench/callgrind.sh # keep the profile for callgrind_annotate
+#   GATEWAY_FLAGS=--transcode-dynamically bash bench/callgrind.sh   # flags for the gateway
 #
 # Needs valgrind and wrk (Debian: valgrind, wrk) and the anchors' patch.lua.
 set -euo pipefail
@@ -33,7 +34,8 @@ profiled() { if [ "$TARGET" = "$1" ]; then echo valgrind --tool=callgrind "--cal
 bp=$(free_port); gp=$(free_port)
 $(profiled backend) "$bin" backend --grpc-listen "127.0.0.1:$bp" --data-dir "$work/data" 2>"$work/backend.log" &
 pids+=($!); [ "$TARGET" = backend ] && target_pid=$!
-$(profiled gateway) "$bin" gateway --http-listen "127.0.0.1:$gp" --backend "http://127.0.0.1:$bp" 2>"$work/gateway.log" &
+# shellcheck disable=SC2086 # GATEWAY_FLAGS is a list of flags
+$(profiled gateway) "$bin" gateway --http-listen "127.0.0.1:$gp" --backend "http://127.0.0.1:$bp" ${GATEWAY_FLAGS:-} 2>"$work/gateway.log" &
 pids+=($!); [ "$TARGET" = gateway ] && target_pid=$!
 wait_http "http://127.0.0.1:$gp/readyz"
 

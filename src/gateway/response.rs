@@ -216,29 +216,53 @@ pub(crate) fn as_typed(message: &MessageDescriptor, value: &mut Value) {
         if inner.full_name().starts_with("google.protobuf.") {
             return; // a well-known type keeps its form (under "value" when it is not an object)
         }
-        let type_url = map.shift_remove("@type").unwrap_or(Value::Null);
-        let mut rest = Value::Object(std::mem::take(map));
-        as_typed(&inner, &mut rest);
-        map.insert("@type".into(), type_url);
-        if let Value::Object(rest) = rest {
-            map.extend(rest);
-        }
+        // "@type" comes first, then the message's own fields.
+        in_declaration_order(&inner, map, 1);
         return;
     }
     if name.starts_with("google.protobuf.") {
         return;
     }
+    in_declaration_order(message, map, 0);
+}
+
+/// Puts the fields of `map` (past its first `skip` entries) in `message`'s declaration order,
+/// each made as the typed path's at every depth. prost-reflect writes fields by number, which
+/// is most often the declaration order already: then only the nested messages are visited.
+fn in_declaration_order(
+    message: &MessageDescriptor,
+    map: &mut serde_json::Map<String, Value>,
+    skip: usize,
+) {
+    let declared = &message.descriptor_proto().field;
+    let by_number = declared
+        .windows(2)
+        .all(|w| w[0].number.unwrap_or(0) < w[1].number.unwrap_or(0));
+    if by_number {
+        for field in message.fields() {
+            if matches!(field.kind(), Kind::Message(_))
+                && let Some(v) = map.get_mut(field.json_name())
+            {
+                as_typed_field(&field, v);
+            }
+        }
+        return;
+    }
     let mut old = std::mem::take(map);
-    // As declared in the .proto (`fields()` goes by number).
-    let declared = message
-        .descriptor_proto()
-        .field
+    // The first `skip` entries (an Any's "@type") stay first.
+    let first: Vec<String> = old.keys().take(skip).cloned().collect();
+    for key in first {
+        if let Some(v) = old.shift_remove(&key) {
+            map.insert(key, v);
+        }
+    }
+    for field in declared
         .iter()
-        .filter_map(|f| message.get_field_by_name(f.name()));
-    for field in declared {
-        if let Some(mut v) = old.shift_remove(field.json_name()) {
+        .filter_map(|f| message.get_field_by_name(f.name()))
+    {
+        if let Some((key, mut v)) = old.swap_remove_entry(field.json_name()) {
             as_typed_field(&field, &mut v);
-            map.insert(field.json_name().to_string(), v);
+            map.insert(key, v);
         }
     }
     map.extend(old);
