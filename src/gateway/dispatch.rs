@@ -17,9 +17,10 @@ use http::uri::PathAndQuery;
 use prost_reflect::{DynamicMessage, MethodDescriptor};
 
 use super::client::BackendClient;
+use super::dynamic_json::DynamicJson;
 use super::error::GatewayError;
 use super::media::{Format, proto_reply};
-use super::response::{as_typed, render};
+use super::response::render;
 use crate::net::UpstreamError;
 
 /// The method a route calls, shared by all of its routes: the method, its gRPC path and its
@@ -277,17 +278,6 @@ pub(super) fn dynamic_request(
     DynamicMessage::deserialize(rpc.method().input(), json).map_err(|e| invalid_request(rpc, e))
 }
 
-/// A dynamic reply, written as the typed path writes one: every field, defaults included
-/// (the render options then drop what they drop), 64-bit integers as strings.
-pub(super) struct AllFields<'a>(pub(super) &'a DynamicMessage);
-
-impl Serialize for AllFields<'_> {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let options = prost_reflect::SerializeOptions::new().skip_default_fields(false);
-        self.0.serialize_with_options(serializer, &options)
-    }
-}
-
 fn dynamic_call<'a>(client: &'a BackendClient, rpc: &'a Rpc, request: Transcoded) -> Calling<'a> {
     Box::pin(async move {
         let message = dynamic_request(rpc, request.json)?;
@@ -314,13 +304,12 @@ fn dynamic_call<'a>(client: &'a BackendClient, rpc: &'a Rpc, request: Transcoded
             });
         }
         let body = match request.output {
-            Format::Json => {
-                let mut value = serde_json::to_value(AllFields(&reply)).map_err(|e| {
-                    GatewayError::Internal(format!("rendering {}: {e}", output.full_name()))
-                })?;
-                as_typed(&output, &mut value);
-                render(&value, &output, response_body, client.render_options())?
-            }
+            Format::Json => render(
+                &DynamicJson(&reply),
+                &output,
+                response_body,
+                client.render_options(),
+            )?,
             Format::Proto => proto_reply(&reply, &output, response_body)?,
         };
         Ok(Reply {
@@ -462,10 +451,9 @@ mod parity {
             );
             let decoded =
                 DynamicMessage::decode(desc.clone(), any.value.as_slice()).expect("decode");
-            let mut dynamic = serde_json::to_value(AllFields(&decoded)).expect("dynamic");
-            as_typed(&desc, &mut dynamic);
             let dynamic =
-                String::from_utf8(serde_json::to_vec(&dynamic).expect("bytes")).expect("utf8");
+                String::from_utf8(serde_json::to_vec(&DynamicJson(&decoded)).expect("bytes"))
+                    .expect("utf8");
             if typed != dynamic {
                 differ.push(format!(
                     "{}:\n typed   {typed}\n dynamic {dynamic}",

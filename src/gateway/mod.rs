@@ -20,6 +20,7 @@ mod admin;
 mod client;
 mod connect;
 mod dispatch;
+mod dynamic_json;
 mod edge;
 mod error;
 mod grpc_web;

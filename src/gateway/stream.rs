@@ -34,10 +34,11 @@ use prost_reflect::{DynamicMessage, MessageDescriptor, ReflectMessage as _, Valu
 use tokio::sync::oneshot;
 
 use super::client::BackendClient;
-use super::dispatch::{AllFields, DynamicCodec, Payload, Reply, Rpc};
+use super::dispatch::{DynamicCodec, Payload, Reply, Rpc};
+use super::dynamic_json::DynamicJson;
 use super::error::GatewayError;
 use super::media::Format;
-use super::response::{RenderOptions, as_typed, render};
+use super::response::{RenderOptions, render};
 use crate::net::StreamingCall;
 
 const HTTP_BODY: &str = "google.api.HttpBody";
@@ -351,12 +352,8 @@ where
         let (body, content_type) = match http_body(&reply) {
             Some((content_type, data)) if call.response_body.is_none() => (data, content_type),
             _ => {
-                let mut value = serde_json::to_value(AllFields(&reply)).map_err(|e| {
-                    GatewayError::Internal(format!("rendering {}: {e}", output.full_name()))
-                })?;
-                as_typed(&output, &mut value);
                 let body = render(
-                    &value,
+                    &DynamicJson(&reply),
                     &output,
                     call.response_body.as_ref(),
                     client.render_options(),
@@ -439,10 +436,7 @@ fn frame(
             .unwrap_or_default()
             .into());
     }
-    let mut value = serde_json::to_value(AllFields(message))
-        .map_err(|e| GatewayError::Internal(format!("rendering {}: {e}", output.full_name())))?;
-    as_typed(output, &mut value);
-    let json = render(&value, output, response_body, options)?;
+    let json = render(&DynamicJson(message), output, response_body, options)?;
     Ok(match framing {
         Framing::Lines => {
             let mut line = Vec::with_capacity(json.len() + 12);
