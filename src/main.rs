@@ -17,7 +17,7 @@ use compute_gateway::gateway::{
 use compute_gateway::iam::{Audience, AuthMode, IamConfig};
 use compute_gateway::net::{self, BackendTls, ConnOptions, Shutdown, Tls};
 use compute_gateway::serve::{ServeConfig, Server};
-use compute_gateway::store::EmbeddedStore;
+use compute_gateway::store::{EmbeddedStore, PostgresOptions, PostgresStore, Store};
 use compute_gateway::telemetry::{LogFormat, Spans};
 use tokio::net::TcpListener;
 use tonic::codec::CompressionEncoding;
@@ -117,6 +117,14 @@ struct BackendArgs {
     /// Directory of the durable store.
     #[arg(long, env = "CG_DATA_DIR", default_value = "./data")]
     data_dir: PathBuf,
+    /// Keep the data in this PostgreSQL database instead of the embedded store of --data-dir
+    /// (`postgres://user:password@host:5432/db`, or `host=… user=… dbname=…`). Its schema is
+    /// migrated at start.
+    #[arg(long, env = "CG_DATABASE_URL")]
+    database_url: Option<DatabaseUrl>,
+    /// Most connections to the database.
+    #[arg(long, env = "CG_DATABASE_POOL_SIZE", default_value_t = 16)]
+    database_pool_size: u32,
     /// Who may call: `none` (anyone may do anything; a warning says so) or `iam` (every call
     /// needs an IAM token and the permission of its RPC).
     #[arg(long, env = "CG_AUTH", default_value = "none", value_parser = ["none", "iam"])]
@@ -407,6 +415,46 @@ struct GatewayArgs {
 }
 
 type AnyError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A database URL, kept out of the logs (it may hold a password).
+#[derive(Clone)]
+struct DatabaseUrl(String);
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DatabaseUrl(…)")
+    }
+}
+
+impl std::str::FromStr for DatabaseUrl {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_string()))
+    }
+}
+
+/// The store of `args`: the PostgreSQL database of `--database-url`, else the embedded store
+/// of `--data-dir`.
+fn open_store(args: &BackendArgs) -> Result<Arc<dyn Store>, AnyError> {
+    Ok(match &args.database_url {
+        Some(url) => Arc::new(PostgresStore::open(
+            &url.0,
+            PostgresOptions {
+                pool_size: args.database_pool_size,
+                ..PostgresOptions::default()
+            },
+        )?),
+        None => Arc::new(EmbeddedStore::open(&args.data_dir)?),
+    })
+}
+
+/// Where the data is, for the start log.
+fn store_label(args: &BackendArgs) -> String {
+    match &args.database_url {
+        Some(_) => "postgresql (--database-url)".into(),
+        None => args.data_dir.display().to_string(),
+    }
+}
 
 /// `90s`, `15m`, `24h`, `30d`: a whole number and a unit.
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -734,7 +782,7 @@ async fn serve(args: ServeArgs, spans: Option<Spans>) -> Result<(), AnyError> {
     let grpc = bind(&args.backend.grpc_listen, "--grpc-listen").await?;
     let http = bind(&args.http.http_listen, "--http-listen").await?;
     let (grpc_addr, http_addr) = (grpc.local_addr()?, http.local_addr()?);
-    let store = EmbeddedStore::open(&args.backend.data_dir)?;
+    let store = open_store(&args.backend)?;
     let config = ServeConfig {
         backend: backend_config(&args.backend, grpc_addr, &spans)?,
         gateway: gateway_config(&args.http, None, &spans)?,
@@ -745,13 +793,13 @@ async fn serve(args: ServeArgs, spans: Option<Spans>) -> Result<(), AnyError> {
         ),
         tls,
     };
-    let server = Server::new(Arc::new(store), config).await?;
+    let server = Server::new(store, config).await?;
     let shutdown = Shutdown::on_signals();
     tracing::info!(
         grpc = %grpc_addr,
         http = %http_addr,
         tls = args.backend.tls.tls_cert.is_some(),
-        data_dir = %args.backend.data_dir.display(),
+        store = %store_label(&args.backend),
         "serving"
     );
     if let Some(path) = &args.ready_file {
@@ -766,8 +814,8 @@ async fn run_backend(args: BackendArgs, spans: Option<Spans>) -> Result<(), AnyE
     let tls = args.tls.load()?;
     let grpc = bind(&args.grpc_listen, "--grpc-listen").await?;
     let addr = grpc.local_addr()?;
-    let store = EmbeddedStore::open(&args.data_dir)?;
-    let backend = Backend::new(Arc::new(store), backend_config(&args, addr, &spans)?);
+    let store = open_store(&args)?;
+    let backend = Backend::new(store, backend_config(&args, addr, &spans)?);
     let recovered = backend.recover().await?;
     if recovered > 0 {
         tracing::info!(recovered, "completed creates left running by the last run");
@@ -780,7 +828,7 @@ async fn run_backend(args: BackendArgs, spans: Option<Spans>) -> Result<(), AnyE
             .options("grpc", Duration::from_millis(args.handshake_timeout_ms)),
         shutdown.clone(),
     );
-    tracing::info!(grpc = %addr, tls = tls.is_some(), data_dir = %args.data_dir.display(), "serving");
+    tracing::info!(grpc = %addr, tls = tls.is_some(), store = %store_label(&args), "serving");
     backend::serve(incoming, backend, shutdown).await;
     Ok(())
 }

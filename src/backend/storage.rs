@@ -16,6 +16,7 @@ impl From<StoreError> for Status {
             tracing::warn!(error = %e, "storage unavailable");
             return Status::unavailable(match e {
                 StoreError::Full => "the store is out of disk space: nothing was written",
+                StoreError::Unavailable(_) => "the database is unavailable: nothing was written",
                 _ => "the store is recovering from an I/O failure: nothing was written",
             });
         }

@@ -4,11 +4,13 @@
 //! (redb); a PostgreSQL-compatible one can implement the same traits for stateless replicas.
 
 mod embedded;
+mod postgres;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 pub use embedded::{EmbeddedStore, Opener};
+pub use postgres::{PostgresOptions, PostgresStore};
 
 use crate::pb::yandex::cloud::access::AccessBinding;
 use crate::pb::yandex::cloud::compute::v1::Image;
@@ -38,6 +40,9 @@ pub enum StoreError {
     Reopening,
     /// A write job ended without a result (it panicked); its writes were dropped.
     JobLost,
+    /// The database cannot be reached (it is down, restarting, or out of connections): nothing
+    /// was written; a retry later may succeed.
+    Unavailable(Arc<dyn std::error::Error + Send + Sync>),
 }
 
 impl StoreError {
@@ -72,7 +77,7 @@ impl StoreError {
     /// Whether the client may simply retry later: the store is out of space or reopening,
     /// not broken.
     pub fn is_transient(&self) -> bool {
-        matches!(self, Self::Full | Self::Reopening)
+        matches!(self, Self::Full | Self::Reopening | Self::Unavailable(_))
     }
 }
 
@@ -90,6 +95,7 @@ impl std::fmt::Display for StoreError {
                 f.write_str("storage error: the store is reopening after an I/O failure")
             }
             Self::JobLost => f.write_str("storage error: the write job did not finish"),
+            Self::Unavailable(e) => write!(f, "storage error: the database is unavailable: {e}"),
         }
     }
 }
@@ -97,7 +103,9 @@ impl std::fmt::Display for StoreError {
 impl std::error::Error for StoreError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            Self::Open { source, .. } | Self::Engine(source) => Some(&**source),
+            Self::Open { source, .. } | Self::Engine(source) | Self::Unavailable(source) => {
+                Some(&**source)
+            }
             Self::Corrupt(e) => Some(e),
             Self::Closed | Self::JobLost | Self::Full | Self::Reopening => None,
         }

@@ -5,6 +5,8 @@
 
 #![allow(dead_code)]
 
+pub(crate) mod pg;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -18,7 +20,7 @@ use compute_gateway::pb::yandex::cloud::compute::v1::image_service_client::Image
 use compute_gateway::pb::yandex::cloud::operation::operation_service_client::OperationServiceClient;
 use compute_gateway::pb::yandex::cloud::operation::{GetOperationRequest, Operation};
 use compute_gateway::serve::{ServeConfig, Server};
-use compute_gateway::store::{EmbeddedStore, Opener};
+use compute_gateway::store::{EmbeddedStore, Opener, PostgresOptions, PostgresStore, Store};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
@@ -31,6 +33,8 @@ pub(crate) struct TestServer {
     _tmp: Option<tempfile::TempDir>,
     shutdown: Shutdown,
     tasks: Vec<JoinHandle<()>>,
+    /// The PostgreSQL database of this server, dropped after it (see [`pg`]).
+    database: Option<pg::TestDatabase>,
 }
 
 /// Options for a test server.
@@ -49,6 +53,9 @@ pub(crate) struct Options {
     pub(crate) auth: AuthConfig,
     /// Opens the store's database (default: the file in the data directory).
     pub(crate) store: Option<Opener>,
+    /// Keep the data in this PostgreSQL database instead (default: with
+    /// `CG_TEST_STORE=postgres`, a fresh one for a server with a data directory of its own).
+    pub(crate) database_url: Option<String>,
     pub(crate) gateway: GatewayConfig,
     pub(crate) listener: ListenerOptions,
     /// Serve REST from a gateway of its own (the `gateway` command's wiring) in front of the
@@ -63,6 +70,7 @@ impl Default for Options {
             call_timeout: BackendConfig::DEFAULT_CALL_TIMEOUT,
             retention: Default::default(),
             store: None,
+            database_url: None,
             health: HealthProbe::default(),
             grpc_messages: MessageLimits::default(),
             auth: AuthConfig::default(),
@@ -80,10 +88,20 @@ impl TestServer {
     }
 
     /// A server with a fresh data directory and these options.
-    pub(crate) async fn start_with(options: Options) -> Self {
+    pub(crate) async fn start_with(mut options: Options) -> Self {
         let tmp = tempfile::tempdir().expect("temp dir");
+        // A server with a data directory of its own starts empty: on PostgreSQL too.
+        let database = (options.store.is_none()
+            && options.database_url.is_none()
+            && pg::wanted_for_every_server())
+        .then(pg::TestDatabase::create)
+        .flatten();
+        if let Some(db) = &database {
+            options.database_url = Some(db.url.clone());
+        }
         let mut s = Self::start_in(tmp.path(), options).await;
         s._tmp = Some(tmp);
+        s.database = database;
         s
     }
 
@@ -93,11 +111,15 @@ impl TestServer {
         let http = TcpListener::bind("127.0.0.1:0").await.expect("bind http");
         let grpc_addr = grpc.local_addr().expect("addr");
         let mut http_addr = http.local_addr().expect("addr");
-        let store = match &options.store {
-            Some(open) => EmbeddedStore::open_with(open.clone()),
-            None => EmbeddedStore::open(dir),
-        }
-        .expect("open store");
+        let store: Arc<dyn Store> = match (&options.database_url, &options.store) {
+            (Some(url), _) => Arc::new(
+                PostgresStore::open(url, PostgresOptions::default()).expect("open the database"),
+            ),
+            (None, Some(open)) => {
+                Arc::new(EmbeddedStore::open_with(open.clone()).expect("open store"))
+            }
+            (None, None) => Arc::new(EmbeddedStore::open(dir).expect("open store")),
+        };
         let config = ServeConfig {
             backend: BackendConfig {
                 create_delay: options.create_delay,
@@ -119,9 +141,7 @@ impl TestServer {
             },
             tls: None,
         };
-        let server = Server::new(Arc::new(store), config)
-            .await
-            .expect("serve starts");
+        let server = Server::new(store, config).await.expect("serve starts");
         let shutdown = Shutdown::new();
         let mut tasks = vec![tokio::spawn({
             let shutdown = shutdown.clone();
@@ -145,6 +165,7 @@ impl TestServer {
             _tmp: None,
             shutdown,
             tasks,
+            database: None,
         }
     }
 
