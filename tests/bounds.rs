@@ -676,7 +676,11 @@ async fn expired_operations_and_keys_are_purged_and_the_file_stops_growing() {
         .into_inner();
     assert_ne!(again.id, first.id, "an expired key is a new request");
 
-    // A steady workload: the data file stops growing.
+    // A steady workload: the data file stops growing (the embedded store's file; PostgreSQL
+    // keeps its own).
+    if s.on_postgres() {
+        return;
+    }
     let file = s.data_dir.join("compute.redb");
     let size = || std::fs::metadata(&file).expect("data file").len();
     let update_round = |i: usize| {

@@ -227,3 +227,77 @@ async fn a_database_that_cannot_be_reached_is_a_clear_start_error() {
     let e = opened.err().expect("nothing listens there").to_string();
     assert!(e.contains("--database-url"), "{e}");
 }
+
+/// `serve` on the database, as a separate process (so that it can die).
+fn spawn_serve(url: &str) -> (std::process::Child, String) {
+    use std::io::BufRead as _;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_compute-gateway"))
+        .args([
+            "serve",
+            "--grpc-listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
+        ])
+        .args([
+            "--ready-file",
+            "-",
+            "--create-delay-ms",
+            "300",
+            "--database-url",
+            url,
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start the binary");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("ready line");
+    let ready: Value = serde_json::from_str(&line).expect("ready JSON");
+    (child, ready["grpc"].as_str().expect("grpc").to_string())
+}
+
+#[tokio::test]
+async fn a_create_whose_server_died_is_finished_by_another_after_its_lease() {
+    let Some(db) = TestDatabase::create() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("dir");
+    let survivor = TestServer::start_in(dir.path(), on(&db.url)).await;
+    let (mut doomed, grpc) = spawn_serve(&db.url);
+    let channel = tonic::transport::Channel::from_shared(format!("http://{grpc}"))
+        .expect("url")
+        .connect()
+        .await
+        .expect("connect");
+    let mut images =
+        compute_gateway::pb::yandex::cloud::compute::v1::image_service_client::ImageServiceClient::new(
+            channel,
+        );
+    let op = images
+        .create(create("lease", "orphan"))
+        .await
+        .expect("create")
+        .into_inner();
+    assert!(!op.done);
+    // The server that started the create dies before finishing it.
+    doomed.kill().expect("kill -9");
+    doomed.wait().expect("reaped");
+
+    // The survivor finishes it once its lease expires: READY, not lost.
+    let mut ops = survivor.operations();
+    let done = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        common::wait_done(&mut ops, &op.id),
+    )
+    .await
+    .expect("finished within the lease");
+    let image: compute_gateway::pb::yandex::cloud::compute::v1::Image = common::response(&done);
+    assert_eq!(
+        image.status,
+        compute_gateway::pb::yandex::cloud::compute::v1::image::Status::Ready as i32
+    );
+    survivor.stop().await;
+}

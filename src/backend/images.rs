@@ -38,7 +38,7 @@ use crate::pb::yandex::cloud::compute::v1::{
     UpdateImageRequest, create_image_request, image, os,
 };
 use crate::pb::yandex::cloud::operation::{Operation, operation};
-use crate::store::{ImageCursor, ImageOrder, OperationCursor, RunningCreate, Tx};
+use crate::store::{ImageCursor, ImageOrder, OperationCursor, RunningCreate, Tx, now_nanos};
 
 /// The ImageService implementation.
 pub(super) struct Images(pub(super) Backend);
@@ -288,6 +288,7 @@ impl ImageService for Images {
         let (md, _, r) = req.into_parts();
         validate::validate_create(&r)?;
         let bytes = r.encode_to_vec();
+        let create_delay = self.0.config().create_delay;
         let op = self
             .0
             .mutate(&md, &caller, "Create", bytes, move |tx, ctx| {
@@ -304,6 +305,7 @@ impl ImageService for Images {
                 tx.put_running_create(&RunningCreate {
                     operation_id: op.id.clone(),
                     image_id: img.id.clone(),
+                    due_nanos: (now_nanos() + create_delay.as_nanos()) as u64,
                 })?;
                 Ok((op, Recorded::of(&img)))
             })

@@ -2,6 +2,12 @@
 //! (image READY, response = Image) or when cancelled (see `operations.rs`: image removed, error
 //! = CANCELLED); either way exactly once, in one transaction. A create left running by a stopped
 //! process is finished at the next start ([`OperationRunner::recover`]).
+//!
+//! Its due time is stored with it, which makes the record a lease: the process that started a
+//! create finishes it on time, and any process on the same store (a replica on the same
+//! PostgreSQL database) finishes one that is [`LEASE`] overdue, because the process that
+//! started it is gone ([`OperationRunner::take_over`]). Finishing twice is harmless: the second
+//! finds the create no longer running.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -16,6 +22,10 @@ use crate::pb::google::rpc;
 use crate::pb::yandex::cloud::compute::v1::image;
 use crate::pb::yandex::cloud::operation::operation;
 use crate::store::{Store, StoreError};
+
+/// How long past its due time a create waits for the process that started it, before any
+/// other process on the store finishes it.
+pub(super) const LEASE: Duration = Duration::from_secs(2);
 
 /// The creates running in this process, each with a way to wake its task early. Cheap to
 /// clone.
@@ -68,6 +78,39 @@ impl OperationRunner {
                 tracing::error!(operation_id, error = %e, "could not complete create");
             }
         });
+    }
+
+    /// Finishes, until `shutdown`, the creates of this store that are [`LEASE`] past due: those
+    /// whose process stopped before finishing them. Checks every half lease.
+    pub(super) async fn take_over(self, shutdown: crate::net::Shutdown) {
+        let stop = shutdown.requested();
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                () = &mut stop => return,
+                () = tokio::time::sleep(LEASE / 2) => {}
+            }
+            let now = crate::store::now_nanos();
+            let running = match storage::read(&*self.0.store, |tx| tx.running_creates()) {
+                Ok(running) => running,
+                Err(e) => {
+                    tracing::debug!(error = %e, "running creates not read; trying again");
+                    continue;
+                }
+            };
+            for r in running {
+                let overdue = u128::from(r.due_nanos) + LEASE.as_nanos() < now;
+                if overdue && !self.running().contains_key(&r.operation_id) {
+                    tracing::warn!(
+                        operation_id = %r.operation_id,
+                        "finishing a create its process left (its lease expired)"
+                    );
+                    if let Err(e) = self.finish_create(&r.operation_id).await {
+                        tracing::error!(operation_id = %r.operation_id, error = %e, "could not complete create");
+                    }
+                }
+            }
+        }
     }
 
     /// Stops the task of a create whose Operation was cancelled (the cancel itself is already

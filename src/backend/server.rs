@@ -66,6 +66,7 @@ pub async fn serve(incoming: Incoming, backend: Backend, shutdown: Shutdown) {
     }
     let (health, health_service) = tonic_health::server::health_reporter();
     health::set_all(&health, tonic_health::ServingStatus::Serving).await;
+    tokio::spawn(backend.runner().clone().take_over(shutdown.clone()));
     tokio::spawn(retention::run(
         backend.store().clone(),
         backend.config().retention,

@@ -270,6 +270,10 @@ pub struct RunningCreate {
     /// The image it creates.
     #[prost(string, tag = "2")]
     pub image_id: String,
+    /// When it is to finish, in nanoseconds since the epoch (0 in records from before this
+    /// field: due long ago).
+    #[prost(uint64, tag = "3")]
+    pub due_nanos: u64,
 }
 
 /// Reads within one consistent snapshot.

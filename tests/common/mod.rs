@@ -184,6 +184,11 @@ impl TestServer {
         OperationServiceClient::new(self.channel())
     }
 
+    /// Whether its data is in PostgreSQL (else in the embedded store of `data_dir`).
+    pub(crate) fn on_postgres(&self) -> bool {
+        self.database.is_some()
+    }
+
     /// The backend's gRPC address.
     #[allow(dead_code)]
     pub(crate) fn grpc_addr(&self) -> SocketAddr {

@@ -177,9 +177,14 @@ impl PostgresStore {
                 .name("postgres-writer".into())
                 .spawn(move || {
                     for job in queue {
-                        *since.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+                        let started = Instant::now();
+                        *since.lock().unwrap_or_else(|p| p.into_inner()) = Some(started);
                         let outcome = write(&pool, job);
                         *since.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                        // One job per transaction: the same series as the embedded store's.
+                        metrics::histogram!(crate::telemetry::STORE_COMMIT)
+                            .record(started.elapsed().as_secs_f64());
+                        metrics::histogram!(crate::telemetry::STORE_BATCH).record(1.0);
                         if outcome.is_err() {
                             failed.store(true, Ordering::Relaxed);
                         }
@@ -290,6 +295,7 @@ fn write(pool: &Pool, mut job: Box<dyn WriteJob>) -> Result<(), StoreError> {
             Ok(())
         }
         Err(e) => {
+            tracing::error!(error = %e, "a database write failed");
             job.finish(Err(e.clone()));
             Err(e)
         }
