@@ -884,6 +884,41 @@ async fn streaming_checks(base: &str) {
     );
 }
 
+/// The lab, and a gateway in front of it that knows it from its descriptor set.
+async fn lab_from_its_set(dir: &std::path::Path) -> (Lab, common::GatewayOnly) {
+    let (set, pool) = lab_set(dir, "");
+    let lab = Lab::start(&set, pool).await;
+    let path = dir.join("lab.binpb");
+    std::fs::write(&path, &set).expect("write set");
+    let gw = common::gateway_only(
+        &lab.url,
+        config(Sources {
+            descriptor_sets: vec![path],
+            ..Sources::default()
+        }),
+    )
+    .await;
+    (lab, gw)
+}
+
+/// A gateway in front of the backend at `url` that asks it for its services, started.
+async fn reflecting(url: &str) -> common::GatewayOnly {
+    let gw = Arc::new(
+        Gateway::new(
+            url,
+            config(Sources {
+                reflect: true,
+                ..Sources::default()
+            }),
+        )
+        .expect("gateway"),
+    );
+    gw.reflect_at_start()
+        .await
+        .expect("the backend answers reflection");
+    common::serve_gateway(gw).await
+}
+
 fn config(sources: Sources) -> GatewayConfig {
     GatewayConfig {
         sources,
@@ -894,18 +929,7 @@ fn config(sources: Sources) -> GatewayConfig {
 #[tokio::test]
 async fn a_service_from_its_descriptor_set_is_served_whole() {
     let dir = tempfile::tempdir().expect("dir");
-    let (set, pool) = lab_set(dir.path(), "");
-    let lab = Lab::start(&set, pool).await;
-    let path = dir.path().join("lab.binpb");
-    std::fs::write(&path, &set).expect("write set");
-    let gw = common::gateway_only(
-        &lab.url,
-        config(Sources {
-            descriptor_sets: vec![path],
-            ..Sources::default()
-        }),
-    )
-    .await;
+    let (_lab, gw) = lab_from_its_set(dir.path()).await;
     let base = format!("http://{}", gw.addr);
     unary_checks(&base).await;
     streaming_checks(&base).await;
@@ -1001,20 +1025,7 @@ async fn a_service_found_over_reflection_is_served_the_same() {
     let dir = tempfile::tempdir().expect("dir");
     let (set, pool) = lab_set(dir.path(), "");
     let lab = Lab::start(&set, pool).await;
-    let gw = Arc::new(
-        Gateway::new(
-            &lab.url,
-            config(Sources {
-                reflect: true,
-                ..Sources::default()
-            }),
-        )
-        .expect("gateway"),
-    );
-    gw.reflect_at_start()
-        .await
-        .expect("the lab answers reflection");
-    let served = common::serve_gateway(gw).await;
+    let served = reflecting(&lab.url).await;
     let base = format!("http://{}", served.addr);
     unary_checks(&base).await;
     streaming_checks(&base).await;
@@ -1056,18 +1067,7 @@ async fn a_method_gone_from_the_backend_reloads_the_routes() {
         r#"rpc Old(Tick) returns (Tick) { option (google.api.http) = { get: "/v1/old/{n}" }; }"#,
     );
     let lab = Lab::start(&old_set, old_pool).await;
-    let gw = Arc::new(
-        Gateway::new(
-            &lab.url,
-            config(Sources {
-                reflect: true,
-                ..Sources::default()
-            }),
-        )
-        .expect("gateway"),
-    );
-    gw.reflect_at_start().await.expect("reflection");
-    let served = common::serve_gateway(gw).await;
+    let served = reflecting(&lab.url).await;
     let base = format!("http://{}", served.addr);
     assert_eq!(call(&base, "GET", "/v1/old/1", None).await.0, 200);
     assert_eq!(call(&base, "GET", "/v1/fresh/1", None).await.0, 404);
@@ -1132,18 +1132,7 @@ async fn several_backends_each_serve_their_services() {
 #[tokio::test]
 async fn a_slow_reader_holds_the_stream_back_and_a_client_that_leaves_cancels_it() {
     let dir = tempfile::tempdir().expect("dir");
-    let (set, pool) = lab_set(dir.path(), "");
-    let lab = Lab::start(&set, pool).await;
-    let path = dir.path().join("lab.binpb");
-    std::fs::write(&path, &set).expect("write set");
-    let gw = common::gateway_only(
-        &lab.url,
-        config(Sources {
-            descriptor_sets: vec![path],
-            ..Sources::default()
-        }),
-    )
-    .await;
+    let (lab, gw) = lab_from_its_set(dir.path()).await;
     // A million 1 KiB messages (a gigabyte), of which the client reads one chunk.
     let mut resp = http()
         .get(format!("http://{}/v1/count/1000000?pad=1024", gw.addr))
@@ -1187,28 +1176,15 @@ struct Served {
 impl Served {
     fn start(set: &std::path::Path, data: &std::path::Path) -> Self {
         use std::io::BufRead as _;
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_compute-gateway"))
-            .args([
-                "serve",
-                "--grpc-listen",
-                "127.0.0.1:0",
-                "--http-listen",
-                "127.0.0.1:0",
-            ])
-            .args(["--ready-file", "-", "--descriptor-set"])
-            .arg(set)
-            .arg("--data-dir")
-            .arg(data)
-            .env("RUST_LOG", "info")
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("start the binary");
-        let mut line = String::new();
-        std::io::BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("ready line");
-        let ready: Value = serde_json::from_str(&line).expect("ready JSON");
+        let (mut child, ready) = common::serve_process(
+            &[
+                "--descriptor-set".as_ref(),
+                set.as_os_str(),
+                "--data-dir".as_ref(),
+                data.as_os_str(),
+            ],
+            std::process::Stdio::piped(),
+        );
         let (tx, log) = std::sync::mpsc::channel();
         let stderr = child.stderr.take().expect("stderr");
         std::thread::spawn(move || {

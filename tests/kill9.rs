@@ -26,8 +26,9 @@
 //! release one. `KILL9_CYCLES` and `KILL9_SEED` change the run.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::io::BufRead;
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -71,28 +72,15 @@ struct Server {
 }
 
 fn start(dir: &std::path::Path) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_compute-gateway"))
-        .args([
-            "serve",
-            "--grpc-listen",
-            "127.0.0.1:0",
-            "--http-listen",
-            "127.0.0.1:0",
-            "--ready-file",
-            "-",
-        ])
-        .args(["--create-delay-ms", "30", "--data-dir"])
-        .arg(dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start the binary");
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("ready line");
-    let ready: Value =
-        serde_json::from_str(&line).unwrap_or_else(|e| panic!("ready line {line:?}: {e}"));
+    let (child, ready) = common::serve_process(
+        &[
+            "--create-delay-ms".as_ref(),
+            "30".as_ref(),
+            "--data-dir".as_ref(),
+            dir.as_os_str(),
+        ],
+        Stdio::null(),
+    );
     Server {
         child,
         grpc: ready["grpc"].as_str().expect("grpc").to_string(),

@@ -228,37 +228,6 @@ async fn a_database_that_cannot_be_reached_is_a_clear_start_error() {
     assert!(e.contains("--database-url"), "{e}");
 }
 
-/// `serve` on the database, as a separate process (so that it can die).
-fn spawn_serve(url: &str) -> (std::process::Child, String) {
-    use std::io::BufRead as _;
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_compute-gateway"))
-        .args([
-            "serve",
-            "--grpc-listen",
-            "127.0.0.1:0",
-            "--http-listen",
-            "127.0.0.1:0",
-        ])
-        .args([
-            "--ready-file",
-            "-",
-            "--create-delay-ms",
-            "300",
-            "--database-url",
-            url,
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("start the binary");
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("ready line");
-    let ready: Value = serde_json::from_str(&line).expect("ready JSON");
-    (child, ready["grpc"].as_str().expect("grpc").to_string())
-}
-
 #[tokio::test]
 async fn a_create_whose_server_died_is_finished_by_another_after_its_lease() {
     let Some(db) = TestDatabase::create() else {
@@ -266,7 +235,16 @@ async fn a_create_whose_server_died_is_finished_by_another_after_its_lease() {
     };
     let dir = tempfile::tempdir().expect("dir");
     let survivor = TestServer::start_in(dir.path(), on(&db.url)).await;
-    let (mut doomed, grpc) = spawn_serve(&db.url);
+    let (mut doomed, ready) = common::serve_process(
+        &[
+            "--create-delay-ms".as_ref(),
+            "300".as_ref(),
+            "--database-url".as_ref(),
+            db.url.as_ref(),
+        ],
+        std::process::Stdio::null(),
+    );
+    let grpc = ready["grpc"].as_str().expect("grpc").to_string();
     let channel = tonic::transport::Channel::from_shared(format!("http://{grpc}"))
         .expect("url")
         .connect()

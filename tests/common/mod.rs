@@ -324,6 +324,37 @@ async fn spawn_gateway(
     (addr, task)
 }
 
+/// The release-less binary's `serve` on ports 0 with `args` added, as a process of its own
+/// (so that it can be signalled or killed), and the addresses its ready line gives
+/// (`{"grpc": …, "http": …}`). Its stderr goes where `stderr` says.
+pub(crate) fn serve_process(
+    args: &[&std::ffi::OsStr],
+    stderr: std::process::Stdio,
+) -> (std::process::Child, serde_json::Value) {
+    use std::io::BufRead as _;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_compute-gateway"))
+        .args([
+            "serve",
+            "--grpc-listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
+        ])
+        .args(["--ready-file", "-"])
+        .args(args)
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::piped())
+        .stderr(stderr)
+        .spawn()
+        .expect("start the binary");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("ready line");
+    let ready = serde_json::from_str(&line).unwrap_or_else(|e| panic!("ready line {line:?}: {e}"));
+    (child, ready)
+}
+
 /// An address nothing listens on: a port that was free a moment ago.
 pub(crate) async fn dead_address() -> SocketAddr {
     TcpListener::bind("127.0.0.1:0")
