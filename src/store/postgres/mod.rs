@@ -8,12 +8,14 @@
 //!   round trips: on tokio's multi-threaded runtime through `block_in_place` (the runtime moves
 //!   its other tasks to another thread meanwhile); on a current-thread runtime (tests) on a
 //!   scoped thread of its own.
-//! - **Writes** run one job per transaction on the store's writer thread, each transaction
-//!   holding a transaction-scoped advisory lock first: writes are serialised across every
-//!   replica of the database, so a job's read-modify-write (a folder-unique name, an
-//!   idempotency key, an update) sees every write committed before it, as with the embedded
-//!   store's single writer. The unique index on a folder's names backs that up. A declined job
-//!   rolls back; a job that panics rolls back and hears [`StoreError::JobLost`].
+//! - **Writes** run on the store's writer thread, the jobs queued together in one transaction
+//!   (group commit, as the embedded store does: one flush for the batch), each job under a
+//!   savepoint so that one that declines, fails or panics loses only its own writes (a panic
+//!   is [`StoreError::JobLost`] to its caller). Each transaction takes a transaction-scoped
+//!   advisory lock first: writes are serialised across every replica of the database, so a
+//!   job's read-modify-write (a folder-unique name, an idempotency key, an update) sees every
+//!   write committed before it, as with the embedded store's single writer. The unique index
+//!   on a folder's names backs that up.
 //! - A lost connection is [`StoreError::Unavailable`] (UNAVAILABLE to clients, health
 //!   NOT_SERVING after failed writes); the pool makes new connections as the database comes
 //!   back, without a restart.
@@ -176,15 +178,23 @@ impl PostgresStore {
             std::thread::Builder::new()
                 .name("postgres-writer".into())
                 .spawn(move || {
-                    for job in queue {
+                    while let Ok(first) = queue.recv() {
+                        // The jobs queued meanwhile join this one's transaction.
+                        let mut batch = vec![first];
+                        while batch.len() < MAX_BATCH {
+                            match queue.try_recv() {
+                                Ok(job) => batch.push(job),
+                                Err(_) => break,
+                            }
+                        }
+                        let jobs = batch.len();
                         let started = Instant::now();
                         *since.lock().unwrap_or_else(|p| p.into_inner()) = Some(started);
-                        let outcome = write(&pool, job);
+                        let outcome = write(&pool, batch);
                         *since.lock().unwrap_or_else(|p| p.into_inner()) = None;
-                        // One job per transaction: the same series as the embedded store's.
                         metrics::histogram!(crate::telemetry::STORE_COMMIT)
                             .record(started.elapsed().as_secs_f64());
-                        metrics::histogram!(crate::telemetry::STORE_BATCH).record(1.0);
+                        metrics::histogram!(crate::telemetry::STORE_BATCH).record(jobs as f64);
                         if outcome.is_err() {
                             failed.store(true, Ordering::Relaxed);
                         }
@@ -257,49 +267,50 @@ fn migrate(pool: &Pool) -> Result<(), StoreError> {
     result
 }
 
-/// Runs one write job in a transaction of its own; the job hears the outcome.
-fn write(pool: &Pool, mut job: Box<dyn WriteJob>) -> Result<(), StoreError> {
-    let attempt = (|| -> Result<Option<Commit>, StoreError> {
+/// Most jobs in one transaction.
+const MAX_BATCH: usize = 256;
+
+/// Runs a batch of write jobs in one transaction (group commit: one flush to disk for all),
+/// each under a savepoint, so that a job that declines, fails or panics loses only its own
+/// writes; every job hears the outcome of the commit.
+fn write(pool: &Pool, batch: Vec<Box<dyn WriteJob>>) -> Result<(), StoreError> {
+    let mut lost = vec![false; batch.len()];
+    let mut batch = batch;
+    let committed = (|| -> Result<(), StoreError> {
         let mut client = pool.get().map_err(unavailable)?;
         let mut t = client.transaction().map_err(err)?;
         t.execute("SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK])
             .map_err(err)?;
-        let mut tx = Pg {
-            t: RefCell::new(t),
-            mode: Mode::Inline,
-        };
-        let ran = catch_unwind(AssertUnwindSafe(|| job.run(&mut tx)));
-        let t = tx.t.into_inner();
-        match ran {
-            Ok(Commit::Yes) => {
-                t.commit().map_err(err)?;
-                Ok(Some(Commit::Yes))
-            }
-            Ok(Commit::No) => {
-                t.rollback().map_err(err)?;
-                Ok(Some(Commit::No))
-            }
-            Err(_) => {
-                let _ = t.rollback();
-                Ok(None)
+        for (job, lost) in batch.iter_mut().zip(lost.iter_mut()) {
+            t.batch_execute("SAVEPOINT job").map_err(err)?;
+            let mut tx = Pg {
+                t: RefCell::new(t),
+                mode: Mode::Inline,
+            };
+            let ran = catch_unwind(AssertUnwindSafe(|| job.run(&mut tx)));
+            t = tx.t.into_inner();
+            match ran {
+                Ok(Commit::Yes) => t.batch_execute("RELEASE SAVEPOINT job").map_err(err)?,
+                Ok(Commit::No) => t.batch_execute("ROLLBACK TO SAVEPOINT job").map_err(err)?,
+                Err(_) => {
+                    *lost = true;
+                    t.batch_execute("ROLLBACK TO SAVEPOINT job").map_err(err)?;
+                }
             }
         }
+        t.commit().map_err(err)
     })();
-    match attempt {
-        Ok(Some(_)) => {
-            job.finish(Ok(()));
-            Ok(())
-        }
-        Ok(None) => {
-            job.finish(Err(StoreError::JobLost));
-            Ok(())
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "a database write failed");
-            job.finish(Err(e.clone()));
-            Err(e)
-        }
+    if let Err(e) = &committed {
+        tracing::error!(error = %e, jobs = batch.len(), "a database write failed");
     }
+    for (job, lost) in batch.into_iter().zip(lost) {
+        job.finish(match (&committed, lost) {
+            (Err(e), _) => Err(e.clone()),
+            (Ok(()), true) => Err(StoreError::JobLost),
+            (Ok(()), false) => Ok(()),
+        });
+    }
+    committed
 }
 
 impl Store for PostgresStore {
