@@ -81,11 +81,13 @@ fn now() -> i64 {
 
 /// A JWT as the SDKs sign it, with `edit` applied to the claims first.
 fn jwt(key: &KeyFile, edit: impl FnOnce(&mut Value)) -> String {
+    // One reading of the clock: two could straddle a second and make the JWT 3601 s long.
+    let iat = now();
     let mut claims = json!({
         "iss": key.service_account_id,
         "aud": YANDEX_AUDIENCE,
-        "iat": now(),
-        "exp": now() + 3600,
+        "iat": iat,
+        "exp": iat + 3600,
     });
     edit(&mut claims);
     let mut header = Header::new(Algorithm::PS256);
