@@ -379,6 +379,28 @@ pub struct Cutoffs {
     pub tokens: u128,
 }
 
+/// Decodes a stored record.
+pub(crate) fn decode<M: prost::Message + Default>(bytes: &[u8]) -> Result<M, StoreError> {
+    M::decode(bytes).map_err(StoreError::Corrupt)
+}
+
+/// How an image's access bindings are stored, in both stores: a `ListAccessBindingsResponse`
+/// with no page token.
+pub(crate) fn bindings_record(bindings: &[AccessBinding]) -> Vec<u8> {
+    use prost::Message as _;
+    crate::pb::yandex::cloud::access::ListAccessBindingsResponse {
+        access_bindings: bindings.to_vec(),
+        next_page_token: String::new(),
+    }
+    .encode_to_vec()
+}
+
+/// The access bindings of a record written by [`bindings_record`].
+pub(crate) fn bindings_of(record: &[u8]) -> Result<Vec<AccessBinding>, StoreError> {
+    decode::<crate::pb::yandex::cloud::access::ListAccessBindingsResponse>(record)
+        .map(|r| r.access_bindings)
+}
+
 /// Now, in nanoseconds since the epoch (0 before it).
 pub(crate) fn now_nanos() -> u128 {
     std::time::SystemTime::now()

@@ -5,15 +5,14 @@
 
 use std::ops::{Bound, Range};
 
-use prost::Message;
 use redb::{ReadableTable, TableDefinition};
 
-use crate::pb::yandex::cloud::access::{AccessBinding, ListAccessBindingsResponse};
+use crate::pb::yandex::cloud::access::AccessBinding;
 use crate::pb::yandex::cloud::compute::v1::Image;
 use crate::pb::yandex::cloud::operation::Operation;
 use crate::store::{
     IdempotencyRecord, ImageCursor, ImageOrder, IssuedToken, OperationCursor, OperationResource,
-    RunningCreate, ServiceAccountKey, StoreError, Tx,
+    RunningCreate, ServiceAccountKey, StoreError, Tx, bindings_of,
 };
 
 /// A table: its redb definition and a small id that batches index their open tables by.
@@ -158,9 +157,7 @@ pub(super) fn backfill(tx: &redb::WriteTransaction) -> Result<(), StoreError> {
     Ok(())
 }
 
-pub(super) fn decode<M: Message + Default>(bytes: &[u8]) -> Result<M, StoreError> {
-    M::decode(bytes).map_err(StoreError::Corrupt)
-}
+pub(super) use crate::store::decode;
 
 pub(super) fn op_index_key(image_id: &str, op: &Operation) -> String {
     let nanos = OperationCursor::created_nanos_of(op);
@@ -415,9 +412,8 @@ impl<S: Source> Tx for S {
     fn bindings(&self, image_id: &str) -> Result<Vec<AccessBinding>, StoreError> {
         Ok(self
             .get(BINDINGS, image_id)?
-            .map(|b| decode::<ListAccessBindingsResponse>(&b))
+            .map(|b| bindings_of(&b))
             .transpose()?
-            .map(|r| r.access_bindings)
             .unwrap_or_default())
     }
     fn idempotency(&self, key: &str) -> Result<Option<IdempotencyRecord>, StoreError> {
@@ -459,6 +455,7 @@ impl<S: Source> Tx for S {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use prost::Message as _;
 
     #[test]
     fn indexed_fields_decode_from_a_stored_image() {

@@ -15,12 +15,12 @@ use super::layout::{
     SA_KEYS, Source, TOKENS, TOKENS_BY_EXPIRY, Table, TableReads, Tables, before, decode, err, key,
     op_index_key, op_time_key, order_index, order_key,
 };
-use crate::pb::yandex::cloud::access::{AccessBinding, ListAccessBindingsResponse};
+use crate::pb::yandex::cloud::access::AccessBinding;
 use crate::pb::yandex::cloud::compute::v1::Image;
 use crate::pb::yandex::cloud::operation::Operation;
 use crate::store::{
     Cutoffs, IdempotencyRecord, ImageCursor, ImageOrder, IssuedToken, OperationResource,
-    RunningCreate, ServiceAccountKey, StoreError, Tx, TxMut, now_nanos,
+    RunningCreate, ServiceAccountKey, StoreError, Tx, TxMut, bindings_record, now_nanos,
 };
 
 /// The tables of a write transaction, open for one batch, indexed by [`Table::id`].
@@ -254,11 +254,7 @@ impl TxMut for Staged<'_, '_> {
         image_id: &str,
         bindings: &[AccessBinding],
     ) -> Result<(), StoreError> {
-        let record = ListAccessBindingsResponse {
-            access_bindings: bindings.to_vec(),
-            next_page_token: String::new(),
-        };
-        self.put(BINDINGS, image_id, record.encode_to_vec())
+        self.put(BINDINGS, image_id, bindings_record(bindings))
     }
     fn put_idempotency(&mut self, key: &str, record: &IdempotencyRecord) -> Result<(), StoreError> {
         if self.get(IDEMPOTENCY, key)?.is_none() {

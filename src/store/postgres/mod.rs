@@ -34,9 +34,9 @@ use r2d2_postgres::PostgresConnectionManager;
 use super::{
     Commit, Cutoffs, IdempotencyRecord, ImageCursor, ImageOrder, IssuedToken, OperationCursor,
     OperationResource, RunningCreate, ServiceAccountKey, Store, StoreError, Tx, TxMut, WriteJob,
-    now_nanos,
+    bindings_of, bindings_record, decode, now_nanos,
 };
-use crate::pb::yandex::cloud::access::{AccessBinding, ListAccessBindingsResponse};
+use crate::pb::yandex::cloud::access::AccessBinding;
 use crate::pb::yandex::cloud::compute::v1::Image;
 use crate::pb::yandex::cloud::operation::Operation;
 
@@ -102,10 +102,6 @@ fn err(e: postgres::Error) -> StoreError {
     } else {
         StoreError::engine(e)
     }
-}
-
-fn decode<M: prost::Message + Default>(bytes: &[u8]) -> Result<M, StoreError> {
-    M::decode(bytes).map_err(StoreError::Corrupt)
 }
 
 /// Nanoseconds as the database keeps them (until the year 2262).
@@ -527,11 +523,12 @@ impl Tx for Pg<'_> {
 
     fn bindings(&self, image_id: &str) -> Result<Vec<AccessBinding>, StoreError> {
         Ok(self
-            .one::<ListAccessBindingsResponse>(
+            .query_opt(
                 "SELECT body FROM cg_access_bindings WHERE image_id = $1",
                 &[&image_id],
             )?
-            .map(|r| r.access_bindings)
+            .map(|r| bindings_of(r.get::<_, &[u8]>(0)))
+            .transpose()?
             .unwrap_or_default())
     }
 
@@ -624,14 +621,10 @@ impl TxMut for Pg<'_> {
         image_id: &str,
         bindings: &[AccessBinding],
     ) -> Result<(), StoreError> {
-        let record = ListAccessBindingsResponse {
-            access_bindings: bindings.to_vec(),
-            next_page_token: String::new(),
-        };
         self.exec(
             "INSERT INTO cg_access_bindings (image_id, body) VALUES ($1, $2) \
              ON CONFLICT (image_id) DO UPDATE SET body = EXCLUDED.body",
-            &[&image_id, &record.encode_to_vec()],
+            &[&image_id, &bindings_record(bindings)],
         )
         .map(drop)
     }
