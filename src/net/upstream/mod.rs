@@ -299,11 +299,13 @@ impl tower::Service<http::Request<Body>> for Upstream {
             let attempts = async {
                 let again = first.clone();
                 match send(&shared.connection().await?, first).await {
-                    Err(e) if unprocessed(&e) => {
-                        tracing::debug!(error = %e, "the backend did not process the call; sending it again");
-                        Ok(send(&shared.connection().await?, again).await?)
+                    Err(e) if e.unprocessed() => {
+                        tracing::debug!(error = %e.error, "the backend did not process the call; sending it again");
+                        Ok(send(&shared.connection().await?, again)
+                            .await
+                            .map_err(|e| e.error)?)
                     }
-                    result => Ok::<_, UpstreamError>(result?),
+                    result => Ok::<_, UpstreamError>(result.map_err(|e| e.error)?),
                 }
             };
             let head = match &mut deadline {
@@ -330,29 +332,57 @@ struct Request {
     trailers: Option<http::HeaderMap>,
 }
 
-/// Whether the backend said it did not process the stream, so that it is safe to send again
-/// whatever the method does (RFC 9113 §8.7): it went away before the stream (a GOAWAY whose
-/// last stream id is below it, or any stream opened after the GOAWAY), or it refused it.
-fn unprocessed(e: &h2::Error) -> bool {
-    e.is_remote() && (e.is_go_away() || e.reason() == Some(h2::Reason::REFUSED_STREAM))
+/// A failed attempt, and whether its stream was opened at all.
+struct Failed {
+    error: h2::Error,
+    /// The stream was handed to the connection: its frames may have reached the backend.
+    opened: bool,
 }
 
-/// One attempt on `connection`, up to the reply's head. A GOAWAY retires the connection: the
-/// attempt after it dials a new one.
+impl Failed {
+    /// Whether the backend certainly did not process the stream, so that it is safe to send
+    /// again whatever the method does: the connection had ended before the stream was opened
+    /// on it (a backend that died a moment ago, whose connection was not yet marked closed),
+    /// or the backend said so (RFC 9113 §8.7): it went away before the stream (a GOAWAY whose
+    /// last stream id is below it, or any stream opened after the GOAWAY), or it refused it.
+    fn unprocessed(&self) -> bool {
+        let e = &self.error;
+        !self.opened
+            || (e.is_remote() && (e.is_go_away() || e.reason() == Some(h2::Reason::REFUSED_STREAM)))
+    }
+}
+
+/// One attempt on `connection`, up to the reply's head. A GOAWAY retires the connection, as
+/// does a connection found ended: the attempt after it dials a new one.
 async fn send(
     connection: &Connection,
     request: Request,
-) -> Result<http::Response<h2::RecvStream>, h2::Error> {
+) -> Result<http::Response<h2::RecvStream>, Failed> {
+    let not_opened = |error: h2::Error| {
+        // The connection ended (or is going away) under this call: none is opened on it again.
+        if error.is_io() || error.is_go_away() || error.is_remote() {
+            connection.closed.store(true, Ordering::Release);
+        }
+        Failed {
+            error,
+            opened: false,
+        }
+    };
+    // Waits while the backend's limit of concurrent streams is reached.
+    let mut sender = connection
+        .sender
+        .clone()
+        .ready()
+        .await
+        .map_err(not_opened)?;
+    let mut head = http::Request::new(());
+    *head.method_mut() = request.method;
+    *head.uri_mut() = request.uri;
+    *head.version_mut() = request.version;
+    *head.headers_mut() = request.headers;
+    let empty = request.message.is_empty() && request.trailers.is_none();
+    let (response, mut stream) = sender.send_request(head, empty).map_err(not_opened)?;
     let attempt = async {
-        // Waits while the backend's limit of concurrent streams is reached.
-        let mut sender = connection.sender.clone().ready().await?;
-        let mut head = http::Request::new(());
-        *head.method_mut() = request.method;
-        *head.uri_mut() = request.uri;
-        *head.version_mut() = request.version;
-        *head.headers_mut() = request.headers;
-        let empty = request.message.is_empty() && request.trailers.is_none();
-        let (response, mut stream) = sender.send_request(head, empty)?;
         if !empty {
             stream.send_data(request.message, request.trailers.is_none())?;
             if let Some(trailers) = request.trailers {
@@ -361,9 +391,13 @@ async fn send(
         }
         response.await
     };
-    attempt.await.inspect_err(|e| {
-        if e.is_go_away() && e.is_remote() {
+    attempt.await.map_err(|error| {
+        if error.is_go_away() && error.is_remote() {
             connection.closed.store(true, Ordering::Release);
+        }
+        Failed {
+            error,
+            opened: true,
         }
     })
 }

@@ -422,3 +422,33 @@ async fn a_call_past_its_grpc_timeout_fails_with_the_deadline_and_is_cancelled()
     tokio::time::sleep(Duration::from_secs(1)).await; // every task idle
     assert_eq!(h.cancelled.load(Ordering::SeqCst), 1, "RST_STREAM CANCEL");
 }
+
+#[tokio::test]
+async fn a_call_on_a_connection_found_ended_opens_no_stream_and_may_go_again() {
+    // A backend killed a moment ago: its connection has ended, and is not yet marked closed.
+    let (near, _far) = tokio::io::duplex(64 * 1024);
+    let (sender, connection) = h2::client::handshake(near).await.expect("handshake");
+    drop(connection);
+    let connection = Connection {
+        sender,
+        closed: Arc::new(AtomicBool::new(false)),
+    };
+    let request = Request {
+        method: http::Method::POST,
+        uri: http::Uri::from_static("http://backend.test/svc/Method"),
+        version: http::Version::HTTP_2,
+        headers: http::HeaderMap::new(),
+        message: Bytes::from_static(b"one"),
+        trailers: None,
+    };
+    let failed = send(&connection, request).await.expect_err("no connection");
+    assert!(!failed.opened, "{}", failed.error);
+    assert!(
+        failed.unprocessed(),
+        "safe to send again: no stream was opened"
+    );
+    assert!(
+        connection.closed.load(Ordering::SeqCst),
+        "the next call dials"
+    );
+}
