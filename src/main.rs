@@ -56,7 +56,7 @@ enum Command {
     /// gRPC backend and REST gateway in one process (the default).
     Serve(ServeArgs),
     /// The gRPC backend only.
-    Backend(BackendArgs),
+    Backend(BackendOnlyArgs),
     /// The REST gateway only, in front of a backend at --backend.
     Gateway(GatewayArgs),
     /// Print the OpenAPI 3.1 document of the REST API (the one served at /openapi.json) for
@@ -312,11 +312,53 @@ struct ServeArgs {
     backend: BackendArgs,
     #[command(flatten)]
     http: HttpArgs,
-    /// Once every listener accepts, write their addresses here as JSON
-    /// (`{"grpc": "127.0.0.1:50051", "http": "127.0.0.1:8080"}`), or on stdout for `-`:
-    /// scripts bind port 0 and read it.
+    #[command(flatten)]
+    ready: ReadyArgs,
+}
+
+/// `backend`'s arguments: the backend's, and where to say it is ready.
+#[derive(Args, Clone, Debug)]
+struct BackendOnlyArgs {
+    #[command(flatten)]
+    backend: BackendArgs,
+    #[command(flatten)]
+    ready: ReadyArgs,
+}
+
+#[derive(Args, Clone, Debug)]
+struct ReadyArgs {
+    /// Once every listener accepts, write their addresses here as JSON (`{"grpc":
+    /// "127.0.0.1:50051", "http": "127.0.0.1:8080"}`, the listeners this command has), or on
+    /// stdout for `-`: scripts bind port 0 and read it.
     #[arg(long, env = "CG_READY_FILE")]
     ready_file: Option<PathBuf>,
+}
+
+impl ReadyArgs {
+    /// Writes the ready file atomically (temp file + rename), so a reader never sees half of
+    /// it; `-` prints the same JSON line on stdout instead.
+    fn announce(&self, listeners: &[(&str, SocketAddr)]) -> Result<(), AnyError> {
+        let Some(path) = &self.ready_file else {
+            return Ok(());
+        };
+        let fields: Vec<String> = listeners
+            .iter()
+            .map(|(name, addr)| format!("\"{name}\": \"{addr}\""))
+            .collect();
+        let line = format!("{{{}}}\n", fields.join(", "));
+        if path.as_os_str() == "-" {
+            use std::io::Write as _;
+            let mut out = std::io::stdout().lock();
+            return out
+                .write_all(line.as_bytes())
+                .and_then(|()| out.flush())
+                .map_err(|e| format!("cannot write the ready line: {e}").into());
+        }
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, line)
+            .and_then(|()| std::fs::rename(&tmp, path))
+            .map_err(|e| format!("cannot write --ready-file {}: {e}", path.display()).into())
+    }
 }
 
 /// Where the routes come from beside the compiled-in services.
@@ -382,6 +424,8 @@ struct DescribeArgs {
 struct GatewayArgs {
     #[command(flatten)]
     http: HttpArgs,
+    #[command(flatten)]
+    ready: ReadyArgs,
     /// URL of the gRPC backend; `https://` dials TLS. Repeat it (or separate URLs with commas)
     /// for several backends serving the same data: calls are spread over those that are up,
     /// and a call a backend certainly did not process moves on to the next.
@@ -754,28 +798,6 @@ async fn describe(args: &DescribeArgs) -> Result<(), AnyError> {
     print(&text)
 }
 
-/// Writes the ready file atomically (temp file + rename), so a reader never sees half of it;
-/// `-` prints the same JSON line on stdout instead.
-fn write_ready_file(
-    path: &std::path::Path,
-    grpc: SocketAddr,
-    http: SocketAddr,
-) -> Result<(), AnyError> {
-    let line = format!("{{\"grpc\": \"{grpc}\", \"http\": \"{http}\"}}\n");
-    if path.as_os_str() == "-" {
-        use std::io::Write as _;
-        let mut out = std::io::stdout().lock();
-        return out
-            .write_all(line.as_bytes())
-            .and_then(|()| out.flush())
-            .map_err(|e| format!("cannot write the ready line: {e}").into());
-    }
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, line)
-        .and_then(|()| std::fs::rename(&tmp, path))
-        .map_err(|e| format!("cannot write --ready-file {}: {e}", path.display()).into())
-}
-
 async fn serve(args: ServeArgs, spans: Option<Spans>) -> Result<(), AnyError> {
     tracing::info!(config = ?args, "serve");
     let tls = args.backend.tls.load()?;
@@ -802,14 +824,14 @@ async fn serve(args: ServeArgs, spans: Option<Spans>) -> Result<(), AnyError> {
         store = %store_label(&args.backend),
         "serving"
     );
-    if let Some(path) = &args.ready_file {
-        write_ready_file(path, grpc_addr, http_addr)?;
-    }
+    args.ready
+        .announce(&[("grpc", grpc_addr), ("http", http_addr)])?;
     server.run(grpc, http, shutdown).await?;
     Ok(())
 }
 
-async fn run_backend(args: BackendArgs, spans: Option<Spans>) -> Result<(), AnyError> {
+async fn run_backend(both: BackendOnlyArgs, spans: Option<Spans>) -> Result<(), AnyError> {
+    let args = both.backend;
     tracing::info!(config = ?args, "backend");
     let tls = args.tls.load()?;
     let grpc = bind(&args.grpc_listen, "--grpc-listen").await?;
@@ -829,6 +851,7 @@ async fn run_backend(args: BackendArgs, spans: Option<Spans>) -> Result<(), AnyE
         shutdown.clone(),
     );
     tracing::info!(grpc = %addr, tls = tls.is_some(), store = %store_label(&args), "serving");
+    both.ready.announce(&[("grpc", addr)])?;
     backend::serve(incoming, backend, shutdown).await;
     Ok(())
 }
@@ -863,6 +886,7 @@ async fn run_gateway(args: GatewayArgs, spans: Option<Spans>) -> Result<(), AnyE
         shutdown.clone(),
     );
     tracing::info!(http = %http_addr, backends = ?args.backend, tls = tls.is_some(), "serving");
+    args.ready.announce(&[("http", http_addr)])?;
     gateway::serve(incoming, gw, options, shutdown).await;
     Ok(())
 }

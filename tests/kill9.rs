@@ -22,17 +22,31 @@
 //! reached the page cache and was never fsynced survives it. This test cannot see a missing
 //! fsync; power loss is out of its reach (README, "Durability").
 //!
+//! With `CG_TEST_STORE=postgres` the server keeps its data in a fresh PostgreSQL database
+//! instead of a data directory, and the same checks hold.
+//!
+//! **Replicas** (`replicas_on_postgresql_survive_sigkill_of_one`, skipped without PostgreSQL):
+//! two `backend` processes on one database and one `gateway` with both. REST goes through the
+//! gateway, gRPC straight to a backend (in turn, the way a client's balancer spreads calls).
+//! Each cycle one backend, picked at random, is killed at a random moment, and the mutations
+//! go on: each kind must be acknowledged a few times more while it is down. Only a call that
+//! was in flight when the kill came may fail; one sent once the gateway has seen the backend
+//! gone (`gateway_backend_up` 0, within milliseconds under this load) must succeed. The cycle then waits for every create the
+//! dead replica left running to be finished by the survivor (its lease), checks everything as
+//! above, and restarts the dead backend on its address. Prints the failures of each sort.
+//!
 //! `cargo test --test kill9` drives the debug binary; `cargo test --release --test kill9` the
-//! release one. `KILL9_CYCLES` and `KILL9_SEED` change the run.
+//! release one. `KILL9_CYCLES`, `REPLICAS_CYCLES` and `KILL9_SEED` change the run.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 mod common;
 
 use std::process::{Child, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::pg::TestDatabase;
 use compute_gateway::json::FieldMask;
 use compute_gateway::pb::yandex::cloud::access::{
     AccessBinding, ListAccessBindingsRequest, SetAccessBindingsRequest, Subject,
@@ -40,7 +54,7 @@ use compute_gateway::pb::yandex::cloud::access::{
 use compute_gateway::pb::yandex::cloud::compute::v1::image_service_client::ImageServiceClient;
 use compute_gateway::pb::yandex::cloud::compute::v1::{
     CreateImageMetadata, CreateImageRequest, DeleteImageRequest, Image, ListImagesRequest,
-    UpdateImageRequest, create_image_request,
+    UpdateImageRequest, create_image_request, image,
 };
 use compute_gateway::pb::yandex::cloud::operation::operation_service_client::OperationServiceClient;
 use compute_gateway::pb::yandex::cloud::operation::{GetOperationRequest, operation};
@@ -65,27 +79,66 @@ impl Rng {
     }
 }
 
-struct Server {
-    child: Child,
-    grpc: String,
-    http: String,
+/// A process of the test's, killed (if it still runs) when dropped.
+struct Proc(Child);
+
+impl Proc {
+    /// SIGKILL, and waits until the process is gone.
+    fn kill(&mut self) {
+        self.0.kill().expect("SIGKILL");
+        self.0.wait().expect("reaped");
+    }
 }
 
-fn start(dir: &std::path::Path) -> Server {
-    let (child, ready) = common::serve_process(
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            self.kill();
+        }
+    }
+}
+
+/// Where the clients send: REST to `http`, gRPC to the addresses of `grpc` that are up.
+#[derive(Clone)]
+struct Target {
+    http: String,
+    grpc: Vec<String>,
+}
+
+/// How long a create takes, in every server of these tests.
+const CREATE_DELAY_MS: &str = "30";
+
+/// `serve` on ports 0, its data in `store` (`--data-dir DIR` or `--database-url URL`).
+fn start(store: &[&std::ffi::OsStr]) -> (Proc, Target) {
+    let mut args: Vec<&std::ffi::OsStr> =
+        vec!["--create-delay-ms".as_ref(), CREATE_DELAY_MS.as_ref()];
+    args.extend_from_slice(store);
+    let (child, ready) = common::serve_process(&args, Stdio::null());
+    let target = Target {
+        http: ready["http"].as_str().expect("http").to_string(),
+        grpc: vec![ready["grpc"].as_str().expect("grpc").to_string()],
+    };
+    (Proc(child), target)
+}
+
+/// A `backend` on `database_url`, listening on `listen`; its process and address.
+fn start_backend(database_url: &str, listen: &str) -> (Proc, String) {
+    let (child, ready) = common::process(
         &[
+            "backend".as_ref(),
+            "--grpc-listen".as_ref(),
+            listen.as_ref(),
             "--create-delay-ms".as_ref(),
-            "30".as_ref(),
-            "--data-dir".as_ref(),
-            dir.as_os_str(),
+            CREATE_DELAY_MS.as_ref(),
+            "--database-url".as_ref(),
+            database_url.as_ref(),
         ],
         Stdio::null(),
     );
-    Server {
-        child,
-        grpc: ready["grpc"].as_str().expect("grpc").to_string(),
-        http: ready["http"].as_str().expect("http").to_string(),
-    }
+    (
+        Proc(child),
+        ready["grpc"].as_str().expect("grpc").to_string(),
+    )
 }
 
 /// Everything a client controls of an image.
@@ -257,7 +310,7 @@ impl Mutation {
             }
             r
         }
-        let mut images = c.images.clone();
+        let mut images = c.images();
         let reply = match self {
             Self::Create { folder, name } => {
                 images
@@ -395,27 +448,84 @@ struct Ledger {
     /// Every acknowledged Operation, for the last check.
     all_ops: Vec<(String, String, Mutation)>,
     per_cycle: HashMap<Kind, u64>,
+    /// Acknowledged in this cycle, sent after the killed server was gone.
+    while_down: HashMap<Kind, u64>,
     total: HashMap<Kind, u64>,
+    /// Calls that failed because they were in flight at a kill (the replicas test).
+    in_flight_failures: u64,
     /// The first application error seen while the server was alive.
     error: Option<String>,
+}
+
+/// What the driver tells the workers of a cycle.
+struct Run {
+    /// [`UP`], [`KILLING`] or [`DEAD`].
+    phase: AtomicU8,
+    /// The index of the gRPC address calls keep off (the server being killed), or `usize::MAX`.
+    down: AtomicUsize,
+    /// The cycle is over: workers return before their next call.
+    stop: AtomicBool,
+    /// A failure of a call in flight at the kill is expected, and the worker goes on (the
+    /// replicas test), instead of ending the worker's cycle (the single server's).
+    go_on: bool,
+}
+
+/// Every server is up.
+const UP: u8 = 0;
+/// A server is being killed: calls may fail.
+const KILLING: u8 = 1;
+/// Its process is gone: a call sent now must succeed if another server is up.
+const DEAD: u8 = 2;
+
+impl Run {
+    fn new(go_on: bool) -> Arc<Self> {
+        Arc::new(Self {
+            phase: AtomicU8::new(UP),
+            down: AtomicUsize::new(usize::MAX),
+            stop: AtomicBool::new(false),
+            go_on,
+        })
+    }
 }
 
 struct Clients {
     http: reqwest::Client,
     rest: String,
-    images: ImageServiceClient<Channel>,
+    images: Vec<ImageServiceClient<Channel>>,
+    next: AtomicUsize,
+    run: Arc<Run>,
 }
 
 impl Clients {
-    fn new(s: &Server) -> Self {
-        let channel = Channel::from_shared(format!("http://{}", s.grpc))
-            .expect("url")
-            .connect_lazy();
+    fn new(t: &Target, run: Arc<Run>) -> Self {
+        let images = t
+            .grpc
+            .iter()
+            .map(|addr| {
+                let channel = Channel::from_shared(format!("http://{addr}"))
+                    .expect("url")
+                    .connect_lazy();
+                ImageServiceClient::new(channel)
+            })
+            .collect();
         Self {
             http: reqwest::Client::new(),
-            rest: format!("http://{}", s.http),
-            images: ImageServiceClient::new(channel),
+            rest: format!("http://{}", t.http),
+            images,
+            next: AtomicUsize::new(0),
+            run,
         }
+    }
+
+    /// The gRPC client of the next server in turn, leaving out the one being killed.
+    fn images(&self) -> ImageServiceClient<Channel> {
+        let n = self.images.len();
+        let down = self.run.down.load(Ordering::SeqCst);
+        let mut i = self.next.fetch_add(1, Ordering::Relaxed) % n;
+        if i == down && n > 1 {
+            i = (i + 1) % n;
+        }
+        self.images[i].clone()
     }
 }
 
@@ -430,12 +540,15 @@ async fn worker(
     c: Clients,
     rng: Arc<Rng>,
     ledger: Arc<Mutex<Ledger>>,
-    killed: Arc<AtomicBool>,
     progress: Arc<tokio::sync::Notify>,
 ) {
+    let run = c.run.clone();
     const ROLES: [&str; 3] = ["viewer", "editor", "admin"];
     const SUBJECTS: [&str; 2] = ["u1", "u2"];
     for step in 0usize.. {
+        if run.stop.load(Ordering::SeqCst) {
+            return;
+        }
         let rest = rng.next(2) == 0;
         let key = (rng.next(2) == 0).then(|| format!("c{cycle}-w{w}-s{step}"));
         // The images this worker owns that exist, as acknowledged.
@@ -444,7 +557,8 @@ async fn worker(
             let mut v: Vec<_> = l
                 .images
                 .iter()
-                .filter(|(_, t)| t.owner == w)
+                // Not one a failed call left uncertain (settled by the next check).
+                .filter(|(_, t)| t.owner == w && t.pending.is_none())
                 .filter_map(|(id, t)| match &t.acked {
                     Some(State::Exists(s)) => Some((id.clone(), s.clone())),
                     _ => None,
@@ -508,11 +622,21 @@ async fn worker(
                 }
             }
         }
+        let phase_before = run.phase.load(Ordering::SeqCst);
         let result = mutation.send(&c, rest, key.as_deref()).await;
+        let phase = run.phase.load(Ordering::SeqCst);
         let mut l = ledger.lock().expect("ledger");
         let (op_id, created) = match result {
             Ok(ok) => ok,
-            Err(_) if killed.load(Ordering::SeqCst) => return,
+            // In flight when the kill came: it may or may not have landed (the next check
+            // settles it).
+            Err(_) if phase_before < DEAD && phase > UP => {
+                if !run.go_on {
+                    return;
+                }
+                l.in_flight_failures += 1;
+                continue;
+            }
             Err(Failure::Refused(e))
                 if mutation.kind() == Kind::Delete && e.contains("still being created") =>
             {
@@ -550,6 +674,9 @@ async fn worker(
         };
         *l.per_cycle.entry(mutation.kind()).or_default() += 1;
         *l.total.entry(mutation.kind()).or_default() += 1;
+        if phase_before == DEAD {
+            *l.while_down.entry(mutation.kind()).or_default() += 1;
+        }
         l.all_ops
             .push((op_id.clone(), image.clone(), mutation.clone()));
         l.fresh.push(Acked {
@@ -612,15 +739,53 @@ async fn shape_of(images: &mut ImageServiceClient<Channel>, img: &Image) -> Shap
     }
 }
 
-/// Checks the restarted server against the ledger (see the module doc); returns the lost
-/// writes, each printed. `all_ops`: check every Operation ever acknowledged, not only the
-/// fresh ones.
-async fn verify(s: &Server, ledger: &Mutex<Ledger>, rng: &Rng, all_ops: bool) -> u64 {
-    let channel = Channel::from_shared(format!("http://{}", s.grpc))
-        .expect("url")
-        .connect_lazy();
-    let mut images = ImageServiceClient::new(channel.clone());
-    let mut ops = OperationServiceClient::new(channel);
+/// Waits until no image of any folder is still being created; panics past `limit`.
+async fn creates_finished(images: &mut ImageServiceClient<Channel>, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    loop {
+        let mut creating = Vec::new();
+        for w in 0..WORKERS {
+            creating.extend(
+                list_folder(images, &folder(w))
+                    .await
+                    .into_iter()
+                    .filter(|i| i.status == image::Status::Creating as i32)
+                    .map(|i| i.id),
+            );
+        }
+        if creating.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still being created after {limit:?}: {creating:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Checks the servers (restarted, or the survivor) against the ledger (see the module doc);
+/// returns the lost writes, each printed. `all_ops`: check every Operation ever acknowledged,
+/// not only the fresh ones.
+async fn verify(
+    t: &Target,
+    run: &Arc<Run>,
+    ledger: &Mutex<Ledger>,
+    rng: &Rng,
+    all_ops: bool,
+) -> u64 {
+    let c = Clients::new(t, run.clone());
+    let mut images = c.images();
+    let mut ops = OperationServiceClient::new(
+        Channel::from_shared(format!("http://{}", t.grpc[survivor(t, run)]))
+            .expect("url")
+            .connect_lazy(),
+    );
+    if run.go_on {
+        // The creates a killed replica left running are the survivor's once their lease
+        // expires (2 s past due, checked every second).
+        creates_finished(&mut images, Duration::from_secs(10)).await;
+    }
     let mut lost = 0;
 
     // Images: each folder whole, against the ledger.
@@ -741,7 +906,6 @@ async fn verify(s: &Server, ledger: &Mutex<Ledger>, rng: &Rng, all_ops: bool) ->
     }
 
     // Replays: every keyed mutation acknowledged since the last check, same Operation back.
-    let c = Clients::new(s);
     let mut replayed = 0;
     for a in fresh.iter().filter(|a| a.key.is_some()) {
         let rest = rng.next(2) == 0;
@@ -766,6 +930,40 @@ async fn verify(s: &Server, ledger: &Mutex<Ledger>, rng: &Rng, all_ops: bool) ->
     lost
 }
 
+/// Waits until the gateway at `http` reports the backend at `addr` down
+/// (`gateway_backend_up` 0): a call failed to dial it, or its health check failed.
+async fn gateway_sees_down(http: &str, addr: &str) {
+    let series = format!("gateway_backend_up{{backend=\"http://{addr}/\"}} 0");
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let metrics = client
+            .get(format!("http://{http}/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics text");
+        if metrics.lines().any(|l| l == series) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the gateway never saw {addr} down"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The index of a gRPC address that is up.
+fn survivor(t: &Target, run: &Run) -> usize {
+    let down = run.down.load(Ordering::SeqCst);
+    (0..t.grpc.len())
+        .find(|i| *i != down)
+        .expect("a server is up")
+}
+
 /// Compares what is there now with what was acknowledged (or sent, unacknowledged) for one
 /// image; 1 if an acknowledged write was lost.
 fn settle(id: &str, t: &mut Track, now: State) -> u64 {
@@ -782,13 +980,9 @@ fn settle(id: &str, t: &mut Track, now: State) -> u64 {
     1
 }
 
-#[test]
-fn acknowledged_writes_survive_sigkill() {
-    let cycles: usize = std::env::var("KILL9_CYCLES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(20);
-    let seed: u64 = std::env::var("KILL9_SEED")
+/// The seed of this run's generator: `KILL9_SEED`, or the clock.
+fn seed() -> u64 {
+    let seed = std::env::var("KILL9_SEED")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| {
@@ -798,75 +992,86 @@ fn acknowledged_writes_survive_sigkill() {
                 .unwrap_or(1)
         });
     eprintln!("kill9: seed {seed}");
-    let rng = Arc::new(Rng(AtomicU64::new(seed)));
-    let dir = tempfile::tempdir().expect("temp dir");
-    let ledger = Arc::new(Mutex::new(Ledger::default()));
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let mut lost = 0;
-    for cycle in 0..cycles {
-        let mut server = start(dir.path());
-        rt.block_on(async {
-            if cycle > 0 {
-                lost += verify(&server, &ledger, &rng, false).await;
-            }
-            ledger.lock().expect("ledger").per_cycle.clear();
-            let killed = Arc::new(AtomicBool::new(false));
-            let progress = Arc::new(tokio::sync::Notify::new());
-            let handles: Vec<_> = (0..WORKERS)
-                .map(|w| {
-                    tokio::spawn(worker(
-                        w,
-                        cycle,
-                        Clients::new(&server),
-                        rng.clone(),
-                        ledger.clone(),
-                        killed.clone(),
-                        progress.clone(),
-                    ))
-                })
-                .collect();
-            // Until each kind has been acknowledged enough (a hang guard of 60 s), then a
-            // random while longer.
-            let deadline = Instant::now() + Duration::from_secs(60);
-            loop {
-                {
-                    let l = ledger.lock().expect("ledger");
-                    if let Some(e) = &l.error {
-                        panic!("an application error while the server was up: {e} (seed {seed})");
-                    }
-                    let enough = [Kind::Create, Kind::Update, Kind::Bind, Kind::Delete]
-                        .iter()
-                        .all(|k| l.per_cycle.get(k).copied().unwrap_or(0) >= MIN_PER_KIND);
-                    if enough {
-                        break;
-                    }
-                    assert!(
-                        Instant::now() < deadline,
-                        "cycle {cycle}: too little acknowledged in 60 s: {:?} (seed {seed})",
-                        l.per_cycle
-                    );
-                }
-                // Woken by the next acknowledgement or error (or, at the latest, for the
-                // deadline check).
-                let _ = tokio::time::timeout(Duration::from_secs(1), progress.notified()).await;
-            }
-            tokio::time::sleep(Duration::from_millis(rng.next(250))).await;
-            killed.store(true, Ordering::SeqCst);
-            server.child.kill().expect("SIGKILL");
-            server.child.wait().expect("reaped");
-            for h in handles {
-                h.await.expect("worker");
-            }
+    seed
+}
+
+fn cycles(var: &str, default: usize) -> usize {
+    std::env::var(var)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+const KINDS: [Kind; 4] = [Kind::Create, Kind::Update, Kind::Bind, Kind::Delete];
+
+/// Waits until `enough` says the ledger has enough (woken by each acknowledgement), failing
+/// the test on an application error or after 60 s (a hang guard).
+async fn until(
+    ledger: &Mutex<Ledger>,
+    progress: &tokio::sync::Notify,
+    what: &str,
+    seed: u64,
+    enough: impl Fn(&Ledger) -> bool,
+) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        {
             let l = ledger.lock().expect("ledger");
             if let Some(e) = &l.error {
-                panic!("an application error while the server was up: {e} (seed {seed})");
+                panic!("an application error: {e} (seed {seed})");
             }
-        });
+            if enough(&l) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what}: too little acknowledged in 60 s: {:?} (seed {seed})",
+                l.per_cycle
+            );
+        }
+        // Woken by the next acknowledgement or error (or, at the latest, for the deadline
+        // check).
+        let _ = tokio::time::timeout(Duration::from_secs(1), progress.notified()).await;
     }
-    let mut server = start(dir.path());
-    rt.block_on(async { lost += verify(&server, &ledger, &rng, true).await });
-    server.child.kill().expect("kill");
-    server.child.wait().expect("reaped");
+}
+
+/// Whether each kind was counted at least [`MIN_PER_KIND`] times.
+fn each_kind(counts: &HashMap<Kind, u64>) -> bool {
+    KINDS
+        .iter()
+        .all(|k| counts.get(k).copied().unwrap_or(0) >= MIN_PER_KIND)
+}
+
+/// Starts the workers of `cycle` against `t`.
+fn workers(
+    t: &Target,
+    run: &Arc<Run>,
+    cycle: usize,
+    rng: &Arc<Rng>,
+    ledger: &Arc<Mutex<Ledger>>,
+    progress: &Arc<tokio::sync::Notify>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    {
+        let mut l = ledger.lock().expect("ledger");
+        l.per_cycle.clear();
+        l.while_down.clear();
+    }
+    (0..WORKERS)
+        .map(|w| {
+            tokio::spawn(worker(
+                w,
+                cycle,
+                Clients::new(t, run.clone()),
+                rng.clone(),
+                ledger.clone(),
+                progress.clone(),
+            ))
+        })
+        .collect()
+}
+
+/// The totals, printed; fails if anything was lost.
+fn report(ledger: &Mutex<Ledger>, cycles: usize, lost: u64, seed: u64) {
     let l = ledger.lock().expect("ledger");
     let acknowledged: u64 = l.total.values().sum();
     let kinds: BTreeMap<_, _> = l
@@ -875,7 +1080,131 @@ fn acknowledged_writes_survive_sigkill() {
         .map(|(k, v)| (format!("{k:?}"), *v))
         .collect();
     println!(
-        "cycles={cycles}, acknowledged writes={acknowledged}, lost writes={lost}, by kind {kinds:?}"
+        "cycles={cycles}, acknowledged writes={acknowledged}, lost writes={lost}, \
+         calls failed in flight at a kill={}, by kind {kinds:?}",
+        l.in_flight_failures
     );
     assert_eq!(lost, 0, "acknowledged writes were lost (seed {seed})");
+}
+
+#[test]
+fn acknowledged_writes_survive_sigkill() {
+    let cycles = cycles("KILL9_CYCLES", 20);
+    let seed = seed();
+    let rng = Arc::new(Rng(AtomicU64::new(seed)));
+    let dir = tempfile::tempdir().expect("temp dir");
+    // The data directory, or a database under CG_TEST_STORE=postgres.
+    let db = common::pg::wanted_for_every_server()
+        .then(TestDatabase::create)
+        .flatten();
+    let store: Vec<&std::ffi::OsStr> = match &db {
+        Some(db) => vec!["--database-url".as_ref(), db.url.as_ref()],
+        None => vec!["--data-dir".as_ref(), dir.path().as_os_str()],
+    };
+    let ledger = Arc::new(Mutex::new(Ledger::default()));
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let mut lost = 0;
+    for cycle in 0..cycles {
+        let (mut server, target) = start(&store);
+        rt.block_on(async {
+            let run = Run::new(false);
+            if cycle > 0 {
+                lost += verify(&target, &run, &ledger, &rng, false).await;
+            }
+            let progress = Arc::new(tokio::sync::Notify::new());
+            let handles = workers(&target, &run, cycle, &rng, &ledger, &progress);
+            // Until each kind has been acknowledged enough, then a random while longer.
+            until(&ledger, &progress, &format!("cycle {cycle}"), seed, |l| {
+                each_kind(&l.per_cycle)
+            })
+            .await;
+            tokio::time::sleep(Duration::from_millis(rng.next(250))).await;
+            run.phase.store(KILLING, Ordering::SeqCst);
+            server.kill();
+            run.phase.store(DEAD, Ordering::SeqCst);
+            for h in handles {
+                h.await.expect("worker");
+            }
+            if let Some(e) = &ledger.lock().expect("ledger").error {
+                panic!("an application error while the server was up: {e} (seed {seed})");
+            }
+        });
+    }
+    let (_server, target) = start(&store);
+    rt.block_on(async { lost += verify(&target, &Run::new(false), &ledger, &rng, true).await });
+    report(&ledger, cycles, lost, seed);
+}
+
+#[test]
+fn replicas_on_postgresql_survive_sigkill_of_one() {
+    let Some(db) = TestDatabase::create() else {
+        return;
+    };
+    let cycles = cycles("REPLICAS_CYCLES", 6);
+    let seed = seed();
+    let rng = Arc::new(Rng(AtomicU64::new(seed)));
+    let mut backends = [
+        start_backend(&db.url, "127.0.0.1:0"),
+        start_backend(&db.url, "127.0.0.1:0"),
+    ];
+    let grpc: Vec<String> = backends.iter().map(|(_, addr)| addr.clone()).collect();
+    let (gateway, ready) = common::process(
+        &[
+            "gateway".as_ref(),
+            "--http-listen".as_ref(),
+            "127.0.0.1:0".as_ref(),
+            "--backend".as_ref(),
+            format!("http://{}", grpc[0]).as_ref(),
+            "--backend".as_ref(),
+            format!("http://{}", grpc[1]).as_ref(),
+        ],
+        Stdio::null(),
+    );
+    let _gateway = Proc(gateway);
+    let target = Target {
+        http: ready["http"].as_str().expect("http").to_string(),
+        grpc,
+    };
+    let ledger = Arc::new(Mutex::new(Ledger::default()));
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let mut lost = 0;
+    for cycle in 0..cycles {
+        let run = Run::new(true);
+        let doomed = rng.next(2) as usize;
+        rt.block_on(async {
+            let progress = Arc::new(tokio::sync::Notify::new());
+            let handles = workers(&target, &run, cycle, &rng, &ledger, &progress);
+            until(&ledger, &progress, &format!("cycle {cycle}"), seed, |l| {
+                each_kind(&l.per_cycle)
+            })
+            .await;
+            tokio::time::sleep(Duration::from_millis(rng.next(250))).await;
+            run.down.store(doomed, Ordering::SeqCst);
+            run.phase.store(KILLING, Ordering::SeqCst);
+            backends[doomed].0.kill();
+            // A call the gateway put on the dead backend's connection before it saw the
+            // connection end may fail (nobody can tell whether the backend read it); once
+            // the gateway has seen the backend gone, calls go to the survivor, and none
+            // sent from then on may fail.
+            gateway_sees_down(&target.http, &target.grpc[doomed]).await;
+            run.phase.store(DEAD, Ordering::SeqCst);
+            let what = format!("cycle {cycle}, backend {doomed} down");
+            until(&ledger, &progress, &what, seed, |l| {
+                each_kind(&l.while_down)
+            })
+            .await;
+            run.stop.store(true, Ordering::SeqCst);
+            for h in handles {
+                h.await.expect("worker");
+            }
+            if let Some(e) = &ledger.lock().expect("ledger").error {
+                panic!("an application error: {e} (seed {seed})");
+            }
+            lost += verify(&target, &run, &ledger, &rng, false).await;
+        });
+        // The replica comes back where the gateway expects it.
+        backends[doomed] = start_backend(&db.url, &target.grpc[doomed]);
+    }
+    rt.block_on(async { lost += verify(&target, &Run::new(true), &ledger, &rng, true).await });
+    report(&ledger, cycles, lost, seed);
 }

@@ -331,17 +331,27 @@ pub(crate) fn serve_process(
     args: &[&std::ffi::OsStr],
     stderr: std::process::Stdio,
 ) -> (std::process::Child, serde_json::Value) {
+    let listen: [&std::ffi::OsStr; 5] = [
+        "serve".as_ref(),
+        "--grpc-listen".as_ref(),
+        "127.0.0.1:0".as_ref(),
+        "--http-listen".as_ref(),
+        "127.0.0.1:0".as_ref(),
+    ];
+    let all: Vec<&std::ffi::OsStr> = listen.iter().copied().chain(args.iter().copied()).collect();
+    process(&all, stderr)
+}
+
+/// The binary run with `args` (a command and its flags, listeners included) and
+/// `--ready-file -`, once its ready line says where it listens.
+pub(crate) fn process(
+    args: &[&std::ffi::OsStr],
+    stderr: std::process::Stdio,
+) -> (std::process::Child, serde_json::Value) {
     use std::io::BufRead as _;
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_compute-gateway"))
-        .args([
-            "serve",
-            "--grpc-listen",
-            "127.0.0.1:0",
-            "--http-listen",
-            "127.0.0.1:0",
-        ])
-        .args(["--ready-file", "-"])
         .args(args)
+        .args(["--ready-file", "-"])
         .env("RUST_LOG", "info")
         .stdout(std::process::Stdio::piped())
         .stderr(stderr)
@@ -351,7 +361,10 @@ pub(crate) fn serve_process(
     std::io::BufReader::new(child.stdout.take().expect("stdout"))
         .read_line(&mut line)
         .expect("ready line");
-    let ready = serde_json::from_str(&line).unwrap_or_else(|e| panic!("ready line {line:?}: {e}"));
+    let ready = serde_json::from_str(&line).unwrap_or_else(|e| {
+        let _ = child.kill();
+        panic!("ready line {line:?} of {args:?}: {e}")
+    });
     (child, ready)
 }
 
