@@ -5,6 +5,7 @@
 #
 #   bash bench/postgres.sh
 #   DURATION=20 CONNS=64 DATABASE_ADMIN_URL=postgres://postgres@127.0.0.1:5432/postgres bash bench/postgres.sh
+#   SSLMODE=disable bash bench/postgres.sh
 #
 # Needs wrk and psql, and a PostgreSQL server (the CI machine's by default); makes the database
 # cg_bench, and drops it at the end.
@@ -22,7 +23,8 @@ for t in wrk psql curl; do
 done
 cargo build --release --locked --quiet --bin compute-gateway
 bin=target/release/compute-gateway
-db_url="${admin%/*}/cg_bench"
+# SSLMODE: the replicas' sslmode (libpq's; `prefer`, the default, is TLS when the server offers it).
+db_url="${admin%/*}/cg_bench?sslmode=${SSLMODE:-prefer}"
 psql "$admin" -qc "DROP DATABASE IF EXISTS cg_bench WITH (FORCE)" -c "CREATE DATABASE cg_bench"
 trap 'cleanup; psql "$admin" -qc "DROP DATABASE IF EXISTS cg_bench WITH (FORCE)" || true' EXIT
 

@@ -67,7 +67,7 @@ enum Command {
     /// (typed) or dynamic.
     Describe(DescribeArgs),
     /// Service account keys, in the store of --data-dir (stop the server first: the embedded
-    /// store allows one process).
+    /// store allows one process) or of --database-url (with the servers running).
     Iam {
         #[command(subcommand)]
         command: IamCommand,
@@ -102,18 +102,9 @@ enum IamCommand {
     },
 }
 
+/// Where the data is kept: `serve` and `backend`, and the `iam` commands.
 #[derive(Args, Clone, Debug)]
 struct StoreArgs {
-    /// Directory of the durable store (as `serve --data-dir`).
-    #[arg(long, env = "CG_DATA_DIR", default_value = "./data")]
-    data_dir: PathBuf,
-}
-
-#[derive(Args, Clone, Debug)]
-struct BackendArgs {
-    /// Address of the gRPC listener.
-    #[arg(long, env = "CG_GRPC_LISTEN", default_value = "127.0.0.1:50051")]
-    grpc_listen: String,
     /// Directory of the durable store.
     #[arg(long, env = "CG_DATA_DIR", default_value = "./data")]
     data_dir: PathBuf,
@@ -125,6 +116,22 @@ struct BackendArgs {
     /// Most connections to the database.
     #[arg(long, env = "CG_DATABASE_POOL_SIZE", default_value_t = 16)]
     database_pool_size: u32,
+    /// CA certificates (PEM) the database's certificate must chain to, its host name
+    /// included. The URL's `sslmode` works as libpq's: `disable`; `prefer` (the default: TLS
+    /// when the server offers it); `require`; `verify-ca` and `verify-full` (these need the
+    /// CA, here or as `sslrootcert=FILE` in the URL). Without a CA, TLS encrypts but does not
+    /// check who the server is, as libpq.
+    #[arg(long, env = "CG_DATABASE_CA")]
+    database_ca: Option<PathBuf>,
+}
+
+#[derive(Args, Clone, Debug)]
+struct BackendArgs {
+    /// Address of the gRPC listener.
+    #[arg(long, env = "CG_GRPC_LISTEN", default_value = "127.0.0.1:50051")]
+    grpc_listen: String,
+    #[command(flatten)]
+    store: StoreArgs,
     /// Who may call: `none` (anyone may do anything; a warning says so) or `iam` (every call
     /// needs an IAM token and the permission of its RPC).
     #[arg(long, env = "CG_AUTH", default_value = "none", value_parser = ["none", "iam"])]
@@ -479,12 +486,13 @@ impl std::str::FromStr for DatabaseUrl {
 
 /// The store of `args`: the PostgreSQL database of `--database-url`, else the embedded store
 /// of `--data-dir`.
-fn open_store(args: &BackendArgs) -> Result<Arc<dyn Store>, AnyError> {
+fn open_store(args: &StoreArgs) -> Result<Arc<dyn Store>, AnyError> {
     Ok(match &args.database_url {
         Some(url) => Arc::new(PostgresStore::open(
             &url.0,
             PostgresOptions {
                 pool_size: args.database_pool_size,
+                ca_file: args.database_ca.clone(),
                 ..PostgresOptions::default()
             },
         )?),
@@ -493,7 +501,7 @@ fn open_store(args: &BackendArgs) -> Result<Arc<dyn Store>, AnyError> {
 }
 
 /// Where the data is, for the start log.
-fn store_label(args: &BackendArgs) -> String {
+fn store_label(args: &StoreArgs) -> String {
     match &args.database_url {
         Some(_) => "postgresql (--database-url)".into(),
         None => args.data_dir.display().to_string(),
@@ -625,12 +633,15 @@ fn auth_config(args: &BackendArgs) -> Result<AuthConfig, AnyError> {
 }
 
 async fn run_iam(command: IamCommand) -> Result<(), AnyError> {
-    let open = |store: &StoreArgs| {
-        EmbeddedStore::open(&store.data_dir).map_err(|e| {
-            format!(
+    let open = |store: &StoreArgs| -> Result<Arc<dyn Store>, AnyError> {
+        open_store(store).map_err(|e| match store.database_url {
+            // A database is shared: the servers may keep running.
+            Some(_) => e,
+            None => format!(
                 "{e} (is a server running on {}? stop it first: the embedded store allows one process)",
                 store.data_dir.display()
             )
+            .into(),
         })
     };
     match command {
@@ -639,7 +650,7 @@ async fn run_iam(command: IamCommand) -> Result<(), AnyError> {
             out,
             store,
         } => {
-            let store: Arc<dyn compute_gateway::store::Store> = Arc::new(open(&store)?);
+            let store = open(&store)?;
             let key = backend::create_key(store, &service_account_id).await?;
             let json = serde_json::to_string_pretty(&key)? + "\n";
             match out.filter(|p| p.as_os_str() != "-") {
@@ -656,12 +667,12 @@ async fn run_iam(command: IamCommand) -> Result<(), AnyError> {
             }
         }
         IamCommand::ListKeys { store } => {
-            for key in backend::list_keys(&open(&store)?)? {
+            for key in backend::list_keys(&*open(&store)?)? {
                 println!("{}\t{}\t{}", key.id, key.service_account_id, key.created_at);
             }
         }
         IamCommand::DeleteKey { id, store } => {
-            let store: Arc<dyn compute_gateway::store::Store> = Arc::new(open(&store)?);
+            let store = open(&store)?;
             if !backend::delete_key(store, &id).await? {
                 return Err(format!("no key {id}").into());
             }
@@ -804,7 +815,7 @@ async fn serve(args: ServeArgs, spans: Option<Spans>) -> Result<(), AnyError> {
     let grpc = bind(&args.backend.grpc_listen, "--grpc-listen").await?;
     let http = bind(&args.http.http_listen, "--http-listen").await?;
     let (grpc_addr, http_addr) = (grpc.local_addr()?, http.local_addr()?);
-    let store = open_store(&args.backend)?;
+    let store = open_store(&args.backend.store)?;
     let config = ServeConfig {
         backend: backend_config(&args.backend, grpc_addr, &spans)?,
         gateway: gateway_config(&args.http, None, &spans)?,
@@ -821,7 +832,7 @@ async fn serve(args: ServeArgs, spans: Option<Spans>) -> Result<(), AnyError> {
         grpc = %grpc_addr,
         http = %http_addr,
         tls = args.backend.tls.tls_cert.is_some(),
-        store = %store_label(&args.backend),
+        store = %store_label(&args.backend.store),
         "serving"
     );
     args.ready
@@ -836,7 +847,7 @@ async fn run_backend(both: BackendOnlyArgs, spans: Option<Spans>) -> Result<(), 
     let tls = args.tls.load()?;
     let grpc = bind(&args.grpc_listen, "--grpc-listen").await?;
     let addr = grpc.local_addr()?;
-    let store = open_store(&args)?;
+    let store = open_store(&args.store)?;
     let backend = Backend::new(store, backend_config(&args, addr, &spans)?);
     let recovered = backend.recover().await?;
     if recovered > 0 {
@@ -850,7 +861,7 @@ async fn run_backend(both: BackendOnlyArgs, spans: Option<Spans>) -> Result<(), 
             .options("grpc", Duration::from_millis(args.handshake_timeout_ms)),
         shutdown.clone(),
     );
-    tracing::info!(grpc = %addr, tls = tls.is_some(), store = %store_label(&args), "serving");
+    tracing::info!(grpc = %addr, tls = tls.is_some(), store = %store_label(&args.store), "serving");
     both.ready.announce(&[("grpc", addr)])?;
     backend::serve(incoming, backend, shutdown).await;
     Ok(())

@@ -628,12 +628,11 @@ async fn worker(
         let mut l = ledger.lock().expect("ledger");
         let (op_id, created) = match result {
             Ok(ok) => ok,
+            // The only server is down: this worker's cycle is over.
+            Err(_) if !run.go_on && phase > UP => return,
             // In flight when the kill came: it may or may not have landed (the next check
             // settles it).
             Err(_) if phase_before < DEAD && phase > UP => {
-                if !run.go_on {
-                    return;
-                }
                 l.in_flight_failures += 1;
                 continue;
             }

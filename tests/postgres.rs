@@ -279,3 +279,97 @@ async fn a_create_whose_server_died_is_finished_by_another_after_its_lease() {
     );
     survivor.stop().await;
 }
+
+#[tokio::test]
+async fn connections_to_the_database_use_tls_as_sslmode_says() {
+    let Some(db) = TestDatabase::create() else {
+        return;
+    };
+    let settings =
+        db.admin_query("SELECT current_setting('ssl'), current_setting('ssl_cert_file'), $1::text");
+    let (ssl, cert): (String, String) = (settings[0].get(0), settings[0].get(1));
+    if ssl != "on" || std::fs::File::open(&cert).is_err() {
+        eprintln!(
+            "TLS to PostgreSQL not tested: the server has no TLS, or its certificate is not readable here"
+        );
+        return;
+    }
+    // verify-full, the CA being the server's own certificate (Debian's is for `localhost`).
+    let local = db.url.replacen("@127.0.0.1:", "@localhost:", 1);
+    let verified = format!("{local}?sslmode=verify-full&sslrootcert={cert}");
+    let dir = tempfile::tempdir().expect("dir");
+    let s = TestServer::start_in(dir.path(), on(&verified)).await;
+    let op = s
+        .images()
+        .create(create("tls", "over-tls"))
+        .await
+        .expect("create over a verified TLS connection")
+        .into_inner();
+    common::wait_done(&mut s.operations(), &op.id).await;
+    let (tls, plain) = db.connections_by_tls();
+    assert!(tls > 0 && plain == 0, "TLS {tls}, plain {plain}");
+    s.stop().await;
+
+    // The same certificate is not valid for another name: the start fails.
+    let wrong_name = format!("{}?sslmode=verify-full&sslrootcert={cert}", db.url);
+    let opened = compute_gateway::store::PostgresStore::open(
+        &wrong_name,
+        compute_gateway::store::PostgresOptions {
+            connect_timeout: std::time::Duration::from_secs(1),
+            ..Default::default()
+        },
+    );
+    let e = opened.err().expect("the name does not match").to_string();
+    assert!(e.contains("certificate not valid for name"), "{e}");
+
+    // sslmode=disable: plain text.
+    let plain_url = format!("{}?sslmode=disable", db.url);
+    let s = TestServer::start_in(dir.path(), on(&plain_url)).await;
+    s.images()
+        .get(GetImageRequest {
+            image_id: op.id.clone(),
+        })
+        .await
+        .expect_err("an operation id is no image");
+    // (The first server's connections, all TLS, may take a moment to leave the list.)
+    let (_, plain) = db.connections_by_tls();
+    assert!(plain > 0, "no plain-text connection");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn the_iam_key_commands_work_on_the_database_while_servers_run() {
+    let Some(db) = TestDatabase::create() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("dir");
+    let s = TestServer::start_in(dir.path(), on(&db.url)).await;
+    let iam = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_compute-gateway"))
+            .arg("iam")
+            .args(args)
+            .args(["--database-url", &db.url])
+            .output()
+            .expect("run the binary");
+        assert!(
+            out.status.success(),
+            "iam {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("UTF-8")
+    };
+    let key: Value = serde_json::from_str(&iam(&["create-key", "--service-account-id", "ajepg"]))
+        .expect("the key's JSON");
+    let id = key["id"].as_str().expect("key id").to_string();
+    assert_eq!(key["service_account_id"], "ajepg", "{key}");
+    let listed = iam(&["list-keys"]);
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.starts_with(&format!("{id}\tajepg\t"))),
+        "{listed}"
+    );
+    iam(&["delete-key", &id]);
+    assert!(!iam(&["list-keys"]).contains(&id));
+    s.stop().await;
+}

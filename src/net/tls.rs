@@ -149,40 +149,49 @@ impl Tls {
     }
 }
 
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+pub(crate) fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
 /// A client configuration that trusts the certificates in `ca_pem` (and nothing else) and
 /// speaks HTTP/2 (ALPN `h2`): how the gateway dials an `https://` backend.
 pub fn client_config(ca_pem: &[u8]) -> Result<Arc<rustls::ClientConfig>, TlsError> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(ca_pem) {
-        let cert = cert.map_err(|source| TlsError::NotPem {
-            flag: "--backend-ca",
-            expected: "a PEM certificate",
-            source,
-        })?;
-        roots.add(cert).map_err(|source| TlsError::Unusable {
-            what: "--backend-ca holds an unusable certificate",
-            source,
-        })?;
-    }
-    if roots.is_empty() {
-        return Err(TlsError::Empty {
-            flag: "--backend-ca",
-        });
-    }
-    let mut config = rustls::ClientConfig::builder_with_provider(provider())
+    let mut config = client_builder()?
+        .with_root_certificates(client_roots(ca_pem, "--backend-ca")?)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// A client configuration's builder, with this program's crypto and protocol versions.
+pub fn client_builder()
+-> Result<rustls::ConfigBuilder<rustls::ClientConfig, rustls::WantsVerifier>, TlsError> {
+    rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|source| TlsError::Unusable {
             what: "TLS setup",
             source,
-        })?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"h2".to_vec()];
-    Ok(Arc::new(config))
+        })
+}
+
+/// The certificates of `ca_pem` (given by `flag`), as the roots a client trusts.
+pub fn client_roots(ca_pem: &[u8], flag: &'static str) -> Result<rustls::RootCertStore, TlsError> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem) {
+        let cert = cert.map_err(|source| TlsError::NotPem {
+            flag,
+            expected: "a PEM certificate",
+            source,
+        })?;
+        roots.add(cert).map_err(|source| TlsError::Unusable {
+            what: "a CA file holds an unusable certificate",
+            source,
+        })?;
+    }
+    if roots.is_empty() {
+        return Err(TlsError::Empty { flag });
+    }
+    Ok(roots)
 }
 
 /// The TLS side of `tcp` once its handshake has finished within `timeout`, with `timeout`

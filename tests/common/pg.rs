@@ -72,6 +72,26 @@ impl TestDatabase {
     }
 }
 
+impl TestDatabase {
+    /// Runs `sql` on the maintenance database (with this database's name as `$1`); its rows.
+    pub(crate) fn admin_query(&self, sql: &str) -> Vec<postgres::Row> {
+        let admin = admin_url();
+        off_runtime(|| {
+            let mut client = postgres::Client::connect(&admin, postgres::NoTls).expect("admin");
+            client.query(sql, &[&self.name]).expect("admin query")
+        })
+    }
+
+    /// The connections to this database: (over TLS, in plain text).
+    pub(crate) fn connections_by_tls(&self) -> (i64, i64) {
+        let rows = self.admin_query(
+            "SELECT count(*) FILTER (WHERE s.ssl), count(*) FILTER (WHERE NOT s.ssl) \
+             FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE a.datname = $1",
+        );
+        (rows[0].get(0), rows[0].get(1))
+    }
+}
+
 impl Drop for TestDatabase {
     fn drop(&mut self) {
         let admin = admin_url();

@@ -20,9 +20,11 @@ venv=${CG_SDK_VENV:-$root/target/sdk-venv}
 "$venv/bin/python" tests/sdk/make_cert.py "$work"
 
 # A server with --auth iam, and a service account key made for it the way a user makes one.
+iam_store=$(store_flags iam)
 for sa in ajesdkpython ajesdknode; do
+  # shellcheck disable=SC2086 # the store's flag and its value
   target/release/compute-gateway iam create-key --service-account-id $sa \
-    --data-dir "$work/iam" --out "$work/$sa.json"
+    $iam_store --out "$work/$sa.json"
 done
 cat >"$work/iam.json" <<'JSON'
 {"folderBindings": {

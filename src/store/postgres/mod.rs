@@ -27,9 +27,11 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use postgres::{IsolationLevel, NoTls, Transaction};
+use std::collections::HashMap;
+
+use postgres::Statement;
 use prost::Message as _;
-use r2d2_postgres::PostgresConnectionManager;
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::{
     Commit, Cutoffs, IdempotencyRecord, ImageCursor, ImageOrder, IssuedToken, OperationCursor,
@@ -39,6 +41,8 @@ use super::{
 use crate::pb::yandex::cloud::access::AccessBinding;
 use crate::pb::yandex::cloud::compute::v1::Image;
 use crate::pb::yandex::cloud::operation::Operation;
+
+mod tls;
 
 /// The migrations, in order: (version, SQL).
 const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("schema.sql"))];
@@ -50,7 +54,46 @@ const WRITE_LOCK: i64 = 0x6367_0002;
 /// Images read per round trip of a folder scan.
 const SCAN_BATCH: i64 = 64;
 
-type Pool = r2d2::Pool<PostgresConnectionManager<NoTls>>;
+type Pool = r2d2::Pool<Connector>;
+
+/// A connection of the pool, and the statements it has prepared: each statement of this
+/// module is prepared once per connection, so that running it again is one round trip, not
+/// two.
+struct Conn {
+    client: postgres::Client,
+    prepared: HashMap<String, Statement>,
+}
+
+/// Makes the pool's connections. Connections are not tested when taken from the pool (a round
+/// trip each time): a transaction begins on one instead, and one found broken (the database
+/// restarted) is dropped and the next taken (see [`begin`]).
+struct Connector {
+    config: postgres::Config,
+    tls: MakeRustlsConnect,
+}
+
+impl r2d2::ManageConnection for Connector {
+    type Connection = Conn;
+    type Error = ConnectError;
+
+    fn connect(&self) -> Result<Conn, ConnectError> {
+        Ok(Conn {
+            client: self
+                .config
+                .connect(self.tls.clone())
+                .map_err(ConnectError)?,
+            prepared: HashMap::new(),
+        })
+    }
+
+    fn is_valid(&self, conn: &mut Conn) -> Result<(), ConnectError> {
+        conn.client.simple_query("").map(drop).map_err(ConnectError)
+    }
+
+    fn has_broken(&self, conn: &mut Conn) -> bool {
+        conn.client.is_closed()
+    }
+}
 
 /// Settings of the PostgreSQL store.
 #[derive(Debug, Clone)]
@@ -60,6 +103,9 @@ pub struct PostgresOptions {
     /// Longest a read or write waits for a connection (the database being down, or every
     /// connection busy) before it fails as unavailable.
     pub connect_timeout: Duration,
+    /// The CA certificates (PEM) the database's certificate must chain to (`--database-ca`);
+    /// see [`tls`] for how it goes with the URL's `sslmode`.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl Default for PostgresOptions {
@@ -67,6 +113,7 @@ impl Default for PostgresOptions {
         Self {
             pool_size: 16,
             connect_timeout: Duration::from_secs(5),
+            ca_file: None,
         }
     }
 }
@@ -82,6 +129,25 @@ pub struct PostgresStore {
     failed: Arc<AtomicBool>,
 }
 
+/// Why a connection could not be made, with its causes (the pool keeps only the message: "error
+/// performing TLS handshake" alone would not say that the certificate's name is wrong).
+#[derive(Debug)]
+struct ConnectError(postgres::Error);
+
+impl std::fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = std::error::Error::source(&self.0);
+        while let Some(cause) = source {
+            write!(f, ": {cause}")?;
+            source = cause.source();
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConnectError {}
+
 /// A lost or refused connection, a pool that found none in time: retry later.
 fn unavailable(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
     StoreError::Unavailable(Arc::new(e))
@@ -90,18 +156,50 @@ fn unavailable(e: impl std::error::Error + Send + Sync + 'static) -> StoreError 
 /// A failure of a statement: unavailable when the connection is the cause, an engine fault
 /// otherwise.
 fn err(e: postgres::Error) -> StoreError {
-    let connection_lost = e.is_closed()
+    if connection_lost(&e) {
+        unavailable(e)
+    } else {
+        StoreError::engine(e)
+    }
+}
+
+/// Whether `e` is the connection's failure rather than the statement's.
+fn connection_lost(e: &postgres::Error) -> bool {
+    e.is_closed()
         || e.code().is_some_and(|c| {
             let class = &c.code()[..2];
             // 08: connection exception; 57: operator intervention (shutdown); 53: resources.
             matches!(class, "08" | "57" | "53")
         })
-        || std::error::Error::source(&e).is_some_and(|s| s.is::<std::io::Error>());
-    if connection_lost {
-        unavailable(e)
-    } else {
-        StoreError::engine(e)
+        || std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>())
+}
+
+/// A pooled connection on which the transaction `begin` (its statement) has begun. A
+/// connection the database dropped (a restart since it was last used) fails at once and
+/// harmlessly: nothing has run on it. It is dropped and the next one taken, up to the pool's
+/// size; the pool then makes new ones.
+fn begin(
+    pool: &Pool,
+    mode: Mode,
+    begin: &'static str,
+) -> Result<r2d2::PooledConnection<Connector>, StoreError> {
+    let mut lost = None;
+    for _ in 0..=pool.max_size() {
+        let mut conn = mode.run(|| pool.get()).map_err(unavailable)?;
+        match mode.run(|| conn.client.batch_execute(begin)) {
+            Ok(()) => return Ok(conn),
+            Err(e) if connection_lost(&e) => {
+                // Broken: the pool closes it rather than keep it (closing is a statement).
+                mode.run(move || drop(conn));
+                lost = Some(e);
+            }
+            Err(e) => {
+                mode.run(move || drop(conn));
+                return Err(err(e));
+            }
+        }
     }
+    Err(lost.map_or(StoreError::Closed, err))
 }
 
 /// Nanoseconds as the database keeps them (until the year 2262).
@@ -147,17 +245,19 @@ impl PostgresStore {
     /// Connects to the database at `url` (`postgres://user@host:port/db`, or key=value
     /// settings), migrates its schema and starts the writer.
     pub fn open(url: &str, options: PostgresOptions) -> Result<Self, StoreError> {
-        let config: postgres::Config = url.parse().map_err(|e| StoreError::Open {
-            path: "--database-url".into(),
-            source: Arc::new(e),
-        })?;
-        let manager = PostgresConnectionManager::new(config, NoTls);
+        let (config, tls) =
+            tls::settings(url, options.ca_file.as_deref()).map_err(|e| StoreError::Open {
+                path: "--database-url".into(),
+                source: Arc::new(std::io::Error::other(e)),
+            })?;
+        let manager = Connector { config, tls };
         let pool = blocking(|mode| {
             mode.run(|| {
                 r2d2::Pool::builder()
                     .max_size(options.pool_size.max(2))
                     .min_idle(Some(1))
                     .connection_timeout(options.connect_timeout)
+                    .test_on_check_out(false)
                     .build(manager)
             })
         })
@@ -224,7 +324,8 @@ impl Drop for PostgresStore {
 
 /// Applies the migrations not applied yet, once across replicas.
 fn migrate(pool: &Pool) -> Result<(), StoreError> {
-    let mut client = pool.get().map_err(unavailable)?;
+    let mut conn = pool.get().map_err(unavailable)?;
+    let client = &mut conn.client;
     client
         .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
         .map_err(err)?;
@@ -272,30 +373,41 @@ const MAX_BATCH: usize = 256;
 fn write(pool: &Pool, batch: Vec<Box<dyn WriteJob>>) -> Result<(), StoreError> {
     let mut lost = vec![false; batch.len()];
     let mut batch = batch;
+    let mut conn = match begin(pool, Mode::Inline, "BEGIN") {
+        Ok(conn) => Some(conn),
+        Err(e) => {
+            tracing::error!(error = %e, jobs = batch.len(), "a database write failed");
+            for job in batch {
+                job.finish(Err(e.clone()));
+            }
+            return Err(e);
+        }
+    };
+    let mut tx = Pg {
+        conn: RefCell::new(conn.as_deref_mut().expect("taken above")),
+        mode: Mode::Inline,
+    };
     let committed = (|| -> Result<(), StoreError> {
-        let mut client = pool.get().map_err(unavailable)?;
-        let mut t = client.transaction().map_err(err)?;
-        t.execute("SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK])
-            .map_err(err)?;
+        tx.exec("SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK])?;
         for (job, lost) in batch.iter_mut().zip(lost.iter_mut()) {
-            t.batch_execute("SAVEPOINT job").map_err(err)?;
-            let mut tx = Pg {
-                t: RefCell::new(t),
-                mode: Mode::Inline,
-            };
+            tx.simple("SAVEPOINT job")?;
             let ran = catch_unwind(AssertUnwindSafe(|| job.run(&mut tx)));
-            t = tx.t.into_inner();
             match ran {
-                Ok(Commit::Yes) => t.batch_execute("RELEASE SAVEPOINT job").map_err(err)?,
-                Ok(Commit::No) => t.batch_execute("ROLLBACK TO SAVEPOINT job").map_err(err)?,
+                Ok(Commit::Yes) => tx.simple("RELEASE SAVEPOINT job")?,
+                Ok(Commit::No) => tx.simple("ROLLBACK TO SAVEPOINT job")?,
                 Err(_) => {
                     *lost = true;
-                    t.batch_execute("ROLLBACK TO SAVEPOINT job").map_err(err)?;
+                    tx.simple("ROLLBACK TO SAVEPOINT job")?;
                 }
             }
         }
-        t.commit().map_err(err)
+        tx.simple("COMMIT")
     })();
+    if committed.is_err() {
+        // Nothing of it is kept; on a broken connection this fails too, and the pool drops it.
+        let _ = tx.simple("ROLLBACK");
+    }
+    drop(conn.take());
     if let Err(e) = &committed {
         tracing::error!(error = %e, jobs = batch.len(), "a database write failed");
     }
@@ -316,25 +428,21 @@ impl Store for PostgresStore {
             let Some(pool) = &self.pool else {
                 return Err(StoreError::Closed);
             };
-            let mut client = mode.run(|| pool.get()).map_err(unavailable)?;
-            let t = mode
-                .run(|| {
-                    client
-                        .build_transaction()
-                        .isolation_level(IsolationLevel::RepeatableRead)
-                        .read_only(true)
-                        .start()
-                })
-                .map_err(err)?;
+            let mut conn = begin(
+                pool,
+                mode,
+                "START TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY",
+            )?;
             let tx = Pg {
-                t: RefCell::new(t),
+                conn: RefCell::new(&mut conn),
                 mode,
             };
-            // A transaction left open rolls back on drop, with a statement: it is ended here,
-            // where statements run, even when `f` panics.
+            // The transaction is ended here, even when `f` panics (after a failed statement,
+            // COMMIT rolls back); the connection goes back to the pool, or is closed if
+            // broken, where statements run.
             let read = catch_unwind(AssertUnwindSafe(|| f(&tx)));
-            let t = tx.t.into_inner();
-            let _ = mode.run(|| t.commit());
+            let _ = tx.simple("COMMIT");
+            mode.run(move || drop(conn));
             read.unwrap_or_else(|p| std::panic::resume_unwind(p))
         })
     }
@@ -360,20 +468,49 @@ impl Store for PostgresStore {
     }
 }
 
-/// A transaction, read-only or not, and where its statements run. `RefCell`: the [`Tx`] calls
-/// take `&self`, a statement takes the transaction mutably; the calls never nest.
+/// A connection in a transaction, read-only or not, and where its statements run. `RefCell`:
+/// the [`Tx`] calls take `&self`, a statement takes the connection mutably; the calls never
+/// nest.
 struct Pg<'a> {
-    t: RefCell<Transaction<'a>>,
+    conn: RefCell<&'a mut Conn>,
     mode: Mode,
 }
 
 type Params<'p> = &'p [&'p (dyn postgres::types::ToSql + Sync)];
 
 impl Pg<'_> {
+    /// Runs `op` with `sql` prepared on this connection (once: kept for the next time).
+    fn prepared<T: Send>(
+        &self,
+        sql: &str,
+        op: impl FnOnce(&mut postgres::Client, &Statement) -> Result<T, postgres::Error> + Send,
+    ) -> Result<T, StoreError> {
+        let mut conn = self.conn.borrow_mut();
+        let Conn { client, prepared } = &mut **conn;
+        self.mode
+            .run(|| {
+                let statement = match prepared.get(sql) {
+                    Some(s) => s.clone(),
+                    None => {
+                        let s = client.prepare(sql)?;
+                        prepared.insert(sql.to_string(), s.clone());
+                        s
+                    }
+                };
+                op(client, &statement)
+            })
+            .map_err(err)
+    }
+
+    /// Runs `sql` (no parameters) as a simple query.
+    fn simple(&self, sql: &str) -> Result<(), StoreError> {
+        let mut conn = self.conn.borrow_mut();
+        let client = &mut conn.client;
+        self.mode.run(|| client.batch_execute(sql)).map_err(err)
+    }
+
     fn query(&self, sql: &str, params: Params<'_>) -> Result<Vec<postgres::Row>, StoreError> {
-        let mut t = self.t.borrow_mut();
-        let t = &mut *t;
-        self.mode.run(|| t.query(sql, params)).map_err(err)
+        self.prepared(sql, |c, s| c.query(s, params))
     }
 
     fn query_opt(
@@ -381,9 +518,7 @@ impl Pg<'_> {
         sql: &str,
         params: Params<'_>,
     ) -> Result<Option<postgres::Row>, StoreError> {
-        let mut t = self.t.borrow_mut();
-        let t = &mut *t;
-        self.mode.run(|| t.query_opt(sql, params)).map_err(err)
+        self.prepared(sql, |c, s| c.query_opt(s, params))
     }
 
     fn one<M: prost::Message + Default>(
@@ -407,9 +542,7 @@ impl Pg<'_> {
     }
 
     fn exec(&self, sql: &str, params: Params<'_>) -> Result<u64, StoreError> {
-        let mut t = self.t.borrow_mut();
-        let t = &mut *t;
-        self.mode.run(|| t.execute(sql, params)).map_err(err)
+        self.prepared(sql, |c, s| c.execute(s, params))
     }
 }
 
