@@ -373,3 +373,89 @@ async fn the_iam_key_commands_work_on_the_database_while_servers_run() {
     assert!(!iam(&["list-keys"]).contains(&id));
     s.stop().await;
 }
+
+#[tokio::test]
+async fn a_replica_that_starts_leaves_the_others_creates_and_cancel_works_from_any() {
+    let Some(db) = TestDatabase::create() else {
+        return;
+    };
+    let (dir_a, dir_b) = (
+        tempfile::tempdir().expect("dir"),
+        tempfile::tempdir().expect("dir"),
+    );
+    let a = TestServer::start_in(
+        dir_a.path(),
+        Options {
+            create_delay: std::time::Duration::from_millis(1500),
+            ..on(&db.url)
+        },
+    )
+    .await;
+    let first = a
+        .images()
+        .create(create("any", "first"))
+        .await
+        .expect("create")
+        .into_inner();
+    // A replica starting meanwhile does not finish a create that is another live replica's.
+    let b = TestServer::start_in(dir_b.path(), on(&db.url)).await;
+    let op = |s: &TestServer, id: &str| {
+        let mut ops = s.operations();
+        let id = id.to_string();
+        async move {
+            ops.get(
+                compute_gateway::pb::yandex::cloud::operation::GetOperationRequest {
+                    operation_id: id,
+                },
+            )
+            .await
+            .expect("operation")
+            .into_inner()
+        }
+    };
+    assert!(
+        !op(&b, &first.id).await.done,
+        "finished by a replica that only started"
+    );
+    // Cancelled on the other replica.
+    let cancelled = b
+        .operations()
+        .cancel(
+            compute_gateway::pb::yandex::cloud::operation::CancelOperationRequest {
+                operation_id: first.id.clone(),
+            },
+        )
+        .await
+        .expect("cancel")
+        .into_inner();
+    assert!(cancelled.done);
+    // A create started after it on the first replica finishes: the first one's timer has
+    // fired too, and found it cancelled.
+    let second = a
+        .images()
+        .create(create("any", "second"))
+        .await
+        .expect("create")
+        .into_inner();
+    common::wait_done(&mut a.operations(), &second.id).await;
+    let after = op(&a, &first.id).await;
+    match after.result {
+        Some(compute_gateway::pb::yandex::cloud::operation::operation::Result::Error(e)) => {
+            assert_eq!(e.code, tonic::Code::Cancelled as i32, "{e:?}")
+        }
+        other => panic!("the cancelled create ended in {other:?}"),
+    }
+    let gone = a
+        .images()
+        .get(GetImageRequest {
+            image_id: common::unpack::<
+                compute_gateway::pb::yandex::cloud::compute::v1::CreateImageMetadata,
+            >(first.metadata.as_ref().expect("metadata"))
+            .image_id,
+        })
+        .await
+        .expect_err("the cancelled create's image is gone");
+    assert_eq!(gone.code(), tonic::Code::NotFound);
+    a.stop().await;
+    b.stop().await;
+}

@@ -124,8 +124,16 @@ impl OperationRunner {
     /// Finishes the creates that were running when the process last stopped: each image
     /// becomes READY and its Operation completes, so no Operation is left running forever.
     /// Returns how many there were.
+    ///
+    /// On a shared store (several replicas on one database) a running create may be another
+    /// live replica's: only those past their lease are finished here, as [`Self::take_over`]
+    /// does; the rest are left to their replica, or to the take-over once their lease ends.
     pub(super) async fn recover(&self) -> Result<usize, StoreError> {
-        let running = storage::read(&*self.0.store, |tx| tx.running_creates())?;
+        let mut running = storage::read(&*self.0.store, |tx| tx.running_creates())?;
+        if self.0.store.shared() {
+            let now = crate::store::now_nanos();
+            running.retain(|r| u128::from(r.due_nanos) + LEASE.as_nanos() < now);
+        }
         for r in &running {
             self.finish_create(&r.operation_id).await?;
         }

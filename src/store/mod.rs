@@ -427,4 +427,9 @@ pub trait Store: Send + Sync + 'static {
     fn writes_failed(&self) -> bool {
         false
     }
+    /// Whether other processes may be using the store at the same time (several replicas on
+    /// one database), so that a running create may belong to one of them.
+    fn shared(&self) -> bool {
+        false
+    }
 }

@@ -466,6 +466,10 @@ impl Store for PostgresStore {
     fn writes_failed(&self) -> bool {
         self.failed.swap(false, Ordering::Relaxed)
     }
+
+    fn shared(&self) -> bool {
+        true
+    }
 }
 
 /// A connection in a transaction, read-only or not, and where its statements run. `RefCell`:
