@@ -468,6 +468,9 @@ struct Run {
     /// A failure of a call in flight at the kill is expected, and the worker goes on (the
     /// replicas test), instead of ending the worker's cycle (the single server's).
     go_on: bool,
+    /// The store is shared (PostgreSQL): a create a killed server left running is finished,
+    /// by whichever server is up, once its lease has run out, not at the next start.
+    leases: bool,
 }
 
 /// Every server is up.
@@ -478,12 +481,13 @@ const KILLING: u8 = 1;
 const DEAD: u8 = 2;
 
 impl Run {
-    fn new(go_on: bool) -> Arc<Self> {
+    fn new(go_on: bool, leases: bool) -> Arc<Self> {
         Arc::new(Self {
             phase: AtomicU8::new(UP),
             down: AtomicUsize::new(usize::MAX),
             stop: AtomicBool::new(false),
             go_on,
+            leases,
         })
     }
 }
@@ -780,9 +784,9 @@ async fn verify(
             .expect("url")
             .connect_lazy(),
     );
-    if run.go_on {
-        // The creates a killed replica left running are the survivor's once their lease
-        // expires (2 s past due, checked every second).
+    if run.leases {
+        // The creates a killed server left running are finished once their lease expires
+        // (2 s past due, checked every second).
         creates_finished(&mut images, Duration::from_secs(10)).await;
     }
     let mut lost = 0;
@@ -1069,6 +1073,27 @@ fn workers(
         .collect()
 }
 
+/// Starts the workers of `cycle` and lets them run until each kind of mutation has been
+/// acknowledged enough, then a random while longer: the moment of a kill. The workers, and what
+/// wakes on each acknowledgement.
+async fn up_to_the_kill(
+    t: &Target,
+    run: &Arc<Run>,
+    cycle: usize,
+    rng: &Arc<Rng>,
+    ledger: &Arc<Mutex<Ledger>>,
+    seed: u64,
+) -> (Vec<tokio::task::JoinHandle<()>>, Arc<tokio::sync::Notify>) {
+    let progress = Arc::new(tokio::sync::Notify::new());
+    let handles = workers(t, run, cycle, rng, ledger, &progress);
+    until(ledger, &progress, &format!("cycle {cycle}"), seed, |l| {
+        each_kind(&l.per_cycle)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(rng.next(250))).await;
+    (handles, progress)
+}
+
 /// The totals, printed; fails if anything was lost.
 fn report(ledger: &Mutex<Ledger>, cycles: usize, lost: u64, seed: u64) {
     let l = ledger.lock().expect("ledger");
@@ -1106,18 +1131,11 @@ fn acknowledged_writes_survive_sigkill() {
     for cycle in 0..cycles {
         let (mut server, target) = start(&store);
         rt.block_on(async {
-            let run = Run::new(false);
+            let run = Run::new(false, db.is_some());
             if cycle > 0 {
                 lost += verify(&target, &run, &ledger, &rng, false).await;
             }
-            let progress = Arc::new(tokio::sync::Notify::new());
-            let handles = workers(&target, &run, cycle, &rng, &ledger, &progress);
-            // Until each kind has been acknowledged enough, then a random while longer.
-            until(&ledger, &progress, &format!("cycle {cycle}"), seed, |l| {
-                each_kind(&l.per_cycle)
-            })
-            .await;
-            tokio::time::sleep(Duration::from_millis(rng.next(250))).await;
+            let (handles, _) = up_to_the_kill(&target, &run, cycle, &rng, &ledger, seed).await;
             run.phase.store(KILLING, Ordering::SeqCst);
             server.kill();
             run.phase.store(DEAD, Ordering::SeqCst);
@@ -1130,7 +1148,8 @@ fn acknowledged_writes_survive_sigkill() {
         });
     }
     let (_server, target) = start(&store);
-    rt.block_on(async { lost += verify(&target, &Run::new(false), &ledger, &rng, true).await });
+    let run = Run::new(false, db.is_some());
+    rt.block_on(async { lost += verify(&target, &run, &ledger, &rng, true).await });
     report(&ledger, cycles, lost, seed);
 }
 
@@ -1168,16 +1187,11 @@ fn replicas_on_postgresql_survive_sigkill_of_one() {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let mut lost = 0;
     for cycle in 0..cycles {
-        let run = Run::new(true);
+        let run = Run::new(true, true);
         let doomed = rng.next(2) as usize;
         rt.block_on(async {
-            let progress = Arc::new(tokio::sync::Notify::new());
-            let handles = workers(&target, &run, cycle, &rng, &ledger, &progress);
-            until(&ledger, &progress, &format!("cycle {cycle}"), seed, |l| {
-                each_kind(&l.per_cycle)
-            })
-            .await;
-            tokio::time::sleep(Duration::from_millis(rng.next(250))).await;
+            let (handles, progress) =
+                up_to_the_kill(&target, &run, cycle, &rng, &ledger, seed).await;
             run.down.store(doomed, Ordering::SeqCst);
             run.phase.store(KILLING, Ordering::SeqCst);
             backends[doomed].0.kill();
@@ -1204,6 +1218,8 @@ fn replicas_on_postgresql_survive_sigkill_of_one() {
         // The replica comes back where the gateway expects it.
         backends[doomed] = start_backend(&db.url, &target.grpc[doomed]);
     }
-    rt.block_on(async { lost += verify(&target, &Run::new(true), &ledger, &rng, true).await });
+    rt.block_on(async {
+        lost += verify(&target, &Run::new(true, true), &ledger, &rng, true).await
+    });
     report(&ledger, cycles, lost, seed);
 }

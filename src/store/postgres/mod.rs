@@ -121,7 +121,7 @@ impl Default for PostgresOptions {
 /// The store in a PostgreSQL database.
 pub struct PostgresStore {
     /// Taken only when the store drops.
-    pool: Option<Pool>,
+    db: Option<Arc<Db>>,
     jobs: Option<mpsc::Sender<Box<dyn WriteJob>>>,
     writer: Option<std::thread::JoinHandle<()>>,
     /// When the write in progress began.
@@ -174,18 +174,56 @@ fn connection_lost(e: &postgres::Error) -> bool {
         || std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>())
 }
 
+/// How long a call waits for a connection while the database is known to be unreachable: a
+/// client gets its 503 at once rather than after [`PostgresOptions::connect_timeout`], and
+/// each call still tries, so the first one after the database is back succeeds.
+const WAIT_WHILE_DOWN: Duration = Duration::from_millis(250);
+
+/// The pool, and whether the database was found unreachable by the last call that tried.
+struct Db {
+    pool: Pool,
+    down: AtomicBool,
+}
+
 /// A pooled connection on which the transaction `begin` (its statement) has begun. A
 /// connection the database dropped (a restart since it was last used) fails at once and
 /// harmlessly: nothing has run on it. It is dropped and the next one taken, up to the pool's
 /// size; the pool then makes new ones.
 fn begin(
-    pool: &Pool,
+    db: &Db,
     mode: Mode,
     begin: &'static str,
 ) -> Result<r2d2::PooledConnection<Connector>, StoreError> {
+    let result = begin_on(db, mode, begin);
+    let unreachable = matches!(result, Err(StoreError::Unavailable(_)));
+    if db.down.swap(unreachable, Ordering::Relaxed) != unreachable {
+        tracing::warn!(
+            reachable = !unreachable,
+            "the database {}",
+            if unreachable {
+                "cannot be reached"
+            } else {
+                "is back"
+            }
+        );
+    }
+    result
+}
+
+fn begin_on(
+    db: &Db,
+    mode: Mode,
+    begin: &'static str,
+) -> Result<r2d2::PooledConnection<Connector>, StoreError> {
+    let pool = &db.pool;
+    let wait = if db.down.load(Ordering::Relaxed) {
+        WAIT_WHILE_DOWN
+    } else {
+        pool.connection_timeout()
+    };
     let mut lost = None;
     for _ in 0..=pool.max_size() {
-        let mut conn = mode.run(|| pool.get()).map_err(unavailable)?;
+        let mut conn = mode.run(|| pool.get_timeout(wait)).map_err(unavailable)?;
         match mode.run(|| conn.client.batch_execute(begin)) {
             Ok(()) => return Ok(conn),
             Err(e) if connection_lost(&e) => {
@@ -266,11 +304,15 @@ impl PostgresStore {
             source: Arc::new(e),
         })?;
         blocking(|mode| mode.run(|| migrate(&pool)))?;
+        let db = Arc::new(Db {
+            pool,
+            down: AtomicBool::new(false),
+        });
         let (jobs, queue) = mpsc::channel::<Box<dyn WriteJob>>();
         let writing_since = Arc::new(Mutex::new(None));
         let failed = Arc::new(AtomicBool::new(false));
         let writer = {
-            let (pool, since, failed) = (pool.clone(), writing_since.clone(), failed.clone());
+            let (db, since, failed) = (db.clone(), writing_since.clone(), failed.clone());
             std::thread::Builder::new()
                 .name("postgres-writer".into())
                 .spawn(move || {
@@ -286,7 +328,7 @@ impl PostgresStore {
                         let jobs = batch.len();
                         let started = Instant::now();
                         *since.lock().unwrap_or_else(|p| p.into_inner()) = Some(started);
-                        let outcome = write(&pool, batch);
+                        let outcome = write(&db, batch);
                         *since.lock().unwrap_or_else(|p| p.into_inner()) = None;
                         metrics::histogram!(crate::telemetry::STORE_COMMIT)
                             .record(started.elapsed().as_secs_f64());
@@ -299,7 +341,7 @@ impl PostgresStore {
                 .map_err(StoreError::other)?
         };
         Ok(Self {
-            pool: Some(pool),
+            db: Some(db),
             jobs: Some(jobs),
             writer: Some(writer),
             writing_since,
@@ -316,8 +358,8 @@ impl Drop for PostgresStore {
             let _ = writer.join();
         }
         // Closing a connection is a statement too (see `blocking`).
-        if let Some(pool) = self.pool.take() {
-            blocking(|mode| mode.run(move || drop(pool)));
+        if let Some(db) = self.db.take() {
+            blocking(|mode| mode.run(move || drop(db)));
         }
     }
 }
@@ -370,10 +412,10 @@ const MAX_BATCH: usize = 256;
 /// Runs a batch of write jobs in one transaction (group commit: one flush to disk for all),
 /// each under a savepoint, so that a job that declines, fails or panics loses only its own
 /// writes; every job hears the outcome of the commit.
-fn write(pool: &Pool, batch: Vec<Box<dyn WriteJob>>) -> Result<(), StoreError> {
+fn write(db: &Db, batch: Vec<Box<dyn WriteJob>>) -> Result<(), StoreError> {
     let mut lost = vec![false; batch.len()];
     let mut batch = batch;
-    let mut conn = match begin(pool, Mode::Inline, "BEGIN") {
+    let mut conn = match begin(db, Mode::Inline, "BEGIN") {
         Ok(conn) => Some(conn),
         Err(e) => {
             tracing::error!(error = %e, jobs = batch.len(), "a database write failed");
@@ -424,12 +466,12 @@ fn write(pool: &Pool, batch: Vec<Box<dyn WriteJob>>) -> Result<(), StoreError> {
 impl Store for PostgresStore {
     fn read(&self, f: &mut dyn FnMut(&dyn Tx) -> Result<(), StoreError>) -> Result<(), StoreError> {
         blocking(|mode| {
-            // A checkout may test the connection: a statement, so it runs where statements do.
-            let Some(pool) = &self.pool else {
+            // A checkout may make a connection: it runs where statements do.
+            let Some(db) = &self.db else {
                 return Err(StoreError::Closed);
             };
             let mut conn = begin(
-                pool,
+                db,
                 mode,
                 "START TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY",
             )?;
