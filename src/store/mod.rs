@@ -401,6 +401,25 @@ pub(crate) fn bindings_of(record: &[u8]) -> Result<Vec<AccessBinding>, StoreErro
         .map(|r| r.access_bindings)
 }
 
+/// The most jobs one write transaction takes, in either store: bounds the work a commit holds
+/// back from its first job.
+pub(crate) const MAX_BATCH: usize = 256;
+
+/// The writer's next batch: waits for a job, then takes the jobs queued behind it (up to
+/// [`MAX_BATCH`]), to run in one transaction. `None` once the queue is closed and drained.
+pub(crate) fn next_batch(
+    queue: &std::sync::mpsc::Receiver<Box<dyn WriteJob>>,
+) -> Option<Vec<Box<dyn WriteJob>>> {
+    let mut batch = vec![queue.recv().ok()?];
+    while batch.len() < MAX_BATCH {
+        match queue.try_recv() {
+            Ok(job) => batch.push(job),
+            Err(_) => break,
+        }
+    }
+    Some(batch)
+}
+
 /// Now, in nanoseconds since the epoch (0 before it).
 pub(crate) fn now_nanos() -> u128 {
     std::time::SystemTime::now()

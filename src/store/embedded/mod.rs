@@ -638,10 +638,10 @@ mod tests {
             Ok(true)
         });
         let mut reports = vec![blocker, first];
-        for n in 1..=writer::MAX_BATCH {
+        for n in 1..=crate::store::MAX_BATCH {
             let db = store.db.clone();
             reports.push(submit(&store, move |tx| {
-                let in_first_batch = n < writer::MAX_BATCH;
+                let in_first_batch = n < crate::store::MAX_BATCH;
                 assert_eq!(
                     committed(&db, "a"),
                     !in_first_batch,

@@ -1,5 +1,5 @@
 //! Group commit: one writer thread owns every write transaction. It takes all the jobs queued
-//! since its last commit (up to [`MAX_BATCH`]), runs them one after another in one transaction,
+//! since its last commit (up to [`crate::store::MAX_BATCH`]), runs them one after another in one transaction,
 //! commits it durably (one fsync for the whole batch) and only then reports to each job. So an
 //! acknowledged write is on disk (`kill -9` loses nothing acknowledged), readers only ever see
 //! durable state, and concurrent writers share the fsync and the commit work. Each job stages
@@ -17,9 +17,6 @@ use super::Current;
 use super::layout::{ALL_TABLES, err};
 use super::overlay::{OpenTables, Staged};
 use crate::store::{Commit, StoreError, WriteJob};
-
-/// The most jobs one transaction takes: bounds the work a commit holds back from its first job.
-pub(super) const MAX_BATCH: usize = 256;
 
 /// When the writer began its current batch: nanoseconds after `origin`, plus one; 0 between
 /// batches. What the health probe reads to see a commit stuck on a hung disk.
@@ -71,14 +68,7 @@ impl Busy {
 /// jobs alone: the database is reopened at once, back to its last commit, so that reads go on
 /// and the next batch may succeed. Returns when the queue is closed and drained.
 pub(super) fn write_loop(db: &Current, queue: &mpsc::Receiver<Box<dyn WriteJob>>, busy: &Busy) {
-    while let Ok(first) = queue.recv() {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match queue.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
-            }
-        }
+    while let Some(mut batch) = crate::store::next_batch(queue) {
         let started = Instant::now();
         busy.start();
         let outcome = match db.get() {

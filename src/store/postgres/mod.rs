@@ -316,15 +316,8 @@ impl PostgresStore {
             std::thread::Builder::new()
                 .name("postgres-writer".into())
                 .spawn(move || {
-                    while let Ok(first) = queue.recv() {
-                        // The jobs queued meanwhile join this one's transaction.
-                        let mut batch = vec![first];
-                        while batch.len() < MAX_BATCH {
-                            match queue.try_recv() {
-                                Ok(job) => batch.push(job),
-                                Err(_) => break,
-                            }
-                        }
+                    // The jobs queued together share a transaction.
+                    while let Some(batch) = super::next_batch(&queue) {
                         let jobs = batch.len();
                         let started = Instant::now();
                         *since.lock().unwrap_or_else(|p| p.into_inner()) = Some(started);
@@ -372,9 +365,11 @@ fn migrate(pool: &Pool) -> Result<(), StoreError> {
         .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
         .map_err(err)?;
     let result = (|| {
+        // Quiet: "already exists, skipping" on every start but the first is not news.
         client
             .batch_execute(
-                "CREATE TABLE IF NOT EXISTS cg_schema_migrations (
+                "SET client_min_messages TO warning;
+                 CREATE TABLE IF NOT EXISTS cg_schema_migrations (
                      version integer PRIMARY KEY,
                      applied_at timestamptz NOT NULL DEFAULT now())",
             )
@@ -405,9 +400,6 @@ fn migrate(pool: &Pool) -> Result<(), StoreError> {
     let _ = client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]);
     result
 }
-
-/// Most jobs in one transaction.
-const MAX_BATCH: usize = 256;
 
 /// Runs a batch of write jobs in one transaction (group commit: one flush to disk for all),
 /// each under a savepoint, so that a job that declines, fails or panics loses only its own
