@@ -179,7 +179,8 @@ fn connection_lost(e: &postgres::Error) -> bool {
 /// each call still tries, so the first one after the database is back succeeds.
 const WAIT_WHILE_DOWN: Duration = Duration::from_millis(250);
 
-/// The pool, and whether the database was found unreachable by the last call that tried.
+/// The pool, and whether the database was found unreachable (no connection to be had, none
+/// held) by the last call that tried.
 struct Db {
     pool: Pool,
     down: AtomicBool,
@@ -195,7 +196,10 @@ fn begin(
     begin: &'static str,
 ) -> Result<r2d2::PooledConnection<Connector>, StoreError> {
     let result = begin_on(db, mode, begin);
-    let unreachable = matches!(result, Err(StoreError::Unavailable(_)));
+    // Unreachable, not merely busy: no call got a connection, and the pool holds none (every
+    // connection busy is an overload, whose calls keep the whole wait).
+    let unreachable =
+        matches!(result, Err(StoreError::Unavailable(_))) && db.pool.state().connections == 0;
     if db.down.swap(unreachable, Ordering::Relaxed) != unreachable {
         tracing::warn!(
             reachable = !unreachable,
